@@ -1,0 +1,214 @@
+"""Command-line parser (argparse only: flags, types, help; no work).
+
+Follows the BIDS Apps convention (``BIDS_DIR OUTPUT_DIR LEVEL``) and the habits of
+fMRIPrep/MRIQC: both dash and underscore spellings of the classic flags are accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import __version__
+from ..errors import ExitCode
+
+DEFAULT_CONTRASTS = ("T2w", "T1w", "T2starw")
+
+
+class BIDSAppArgumentParser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors exit with BEP027's 64 (EX_USAGE), not argparse's 2."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.print_usage(sys.stderr)
+        self.exit(int(ExitCode.USAGE), f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return number
+
+
+def _fraction(value: str) -> float:
+    number = _positive_float(value)
+    if number >= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {value!r}")
+    return number
+
+
+def _memory_gb(value: str) -> float:
+    """Accept ``16``, ``16G``, ``16GB``, ``16000M``, ``16000MB`` -> GB."""
+    text = value.strip().upper().removesuffix("B")
+    scale = 1.0
+    if text.endswith("G"):
+        text = text[:-1]
+    elif text.endswith("M"):
+        text, scale = text[:-1], 1 / 1024
+    return _positive_float(text) * scale
+
+
+def _path(value: str) -> Path:
+    return Path(value).expanduser().absolute()
+
+
+def _label(value: str) -> str:
+    return value.removeprefix("sub-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the ``run.py``/``lumbo-bids`` argument parser."""
+    parser = BIDSAppArgumentParser(
+        prog="lumbo-bids",
+        description=(
+            "lumbo_bids: spinal cord segmentation built for the lumbosacral cord and the "
+            "conus medullaris (a BIDS App). 'participant' segments each selected image and "
+            "writes BIDS derivatives; 'group' fine-tunes the model on all subjects that have "
+            "manual cord masks."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=_path, help="the root folder of a BIDS dataset (read only)")
+    parser.add_argument(
+        "output_dir",
+        type=_path,
+        help="where derivatives are written (e.g. BIDS_DIR/../derivatives/lumbo_bids; never inside BIDS_DIR)",
+    )
+    parser.add_argument(
+        "analysis_level",
+        metavar="analysis_level",
+        help="'participant' (segment each subject) or 'group' (fine-tune the model across subjects)",
+    )
+    parser.add_argument("--version", action="version", version=f"lumbo_bids v{__version__}")
+
+    g_bids = parser.add_argument_group("Options for filtering the BIDS queries")
+    g_bids.add_argument(
+        "--participant-label",
+        "--participant_label",
+        dest="participant_label",
+        nargs="+",
+        type=_label,
+        metavar="LABEL",
+        help="one or more participant labels, with or without 'sub-' (default: all subjects)",
+    )
+    g_bids.add_argument(
+        "--session-label",
+        "--session_label",
+        dest="session_label",
+        nargs="+",
+        metavar="LABEL",
+        type=lambda v: v.removeprefix("ses-"),
+        help="restrict to these sessions, with or without 'ses-'",
+    )
+    g_bids.add_argument(
+        "--bids-filter-file",
+        "--bids_filter_file",
+        dest="bids_filter_file",
+        type=_path,
+        metavar="FILE",
+        help=(
+            "JSON file of pybids queries per input, e.g. {\"anat\": {\"suffix\": [\"T2w\"]}} "
+            f"(default: suffix in {', '.join(DEFAULT_CONTRASTS)})"
+        ),
+    )
+    g_bids.add_argument(
+        "--skip-bids-validation",
+        "--skip_bids_validation",
+        "--skip_bids_validator",
+        dest="skip_bids_validation",
+        action="store_true",
+        help="do not run bids-validator-deno on the input dataset",
+    )
+    g_bids.add_argument(
+        "--bids-database-dir",
+        dest="bids_database_dir",
+        type=_path,
+        metavar="DIR",
+        help="persist (or reuse) the pybids index in this folder",
+    )
+    g_bids.add_argument(
+        "--labels-dir",
+        dest="labels_dir",
+        type=_path,
+        metavar="DIR",
+        help=(
+            "where manual cord masks live (default: BIDS_DIR/derivatives/labels; "
+            "sub-XX[/ses-YY]/anat/<source>_label-SC_seg.nii.gz or <source>_seg-manual.nii.gz)"
+        ),
+    )
+
+    g_perf = parser.add_argument_group("Options to handle performance")
+    g_perf.add_argument(
+        "--nprocs", "--n_cpus", "--n-cpus", dest="nprocs", type=_positive_int, help="maximum number of processes (default: all CPUs)"
+    )
+    g_perf.add_argument(
+        "--omp-nthreads", dest="omp_nthreads", type=_positive_int, help="maximum threads per process (default: nprocs)"
+    )
+    g_perf.add_argument(
+        "--mem", "--mem-gb", "--mem_gb", dest="mem_gb", type=_memory_gb, metavar="GB", help="memory limit for the workflow, e.g. 8G"
+    )
+
+    g_model = parser.add_argument_group("Segmentation model")
+    g_model.add_argument(
+        "--model", type=_path, metavar="PATH", help="model artifact (folder or archive) to segment with (default: the shipped base model)"
+    )
+    g_model.add_argument(
+        "--sct-models",
+        dest="sct_models",
+        type=_path,
+        metavar="DIR",
+        help="folder with SCT deepseg_sc Keras-2 HDF5 models (e.g. t2_ctr.h5); its centerline models then localise the cord",
+    )
+    g_model.add_argument(
+        "--resolution", type=_positive_float, default=0.5, metavar="MM", help="isotropic working resolution in mm"
+    )
+    g_model.add_argument(
+        "--crop-size", dest="crop_size", type=_positive_int, nargs=2, default=(64, 64), metavar=("X", "Y"), help="in-plane box around the centerline, in voxels"
+    )
+    g_model.add_argument("--threshold", type=_fraction, default=None, help="probability threshold (default: the model's, 0.5)")
+    g_model.add_argument("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1) (default: the model's)")
+    g_model.add_argument("--tta", action="store_true", help="test-time flip augmentation")
+    g_model.add_argument("--save-probseg", dest="save_probseg", action="store_true", help="also write the soft probability map (_probseg)")
+    g_model.add_argument(
+        "--ignore-manual-centerline",
+        dest="ignore_manual_centerline",
+        action="store_true",
+        help="find the centerline automatically even when a manual mask exists",
+    )
+
+    g_group = parser.add_argument_group("Group level (fine-tuning)")
+    g_group.add_argument("--init-model", dest="init_model", type=_path, metavar="PATH", help="model to start from (default: the shipped base model)")
+    g_group.add_argument("--from-scratch", dest="from_scratch", action="store_true", help="random initialisation instead of --init-model")
+    g_group.add_argument("--epochs", type=_positive_int, default=30)
+    g_group.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=_positive_int, default=50)
+    g_group.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=4)
+    g_group.add_argument("--learning-rate", dest="learning_rate", type=_positive_float, default=1e-4)
+    g_group.add_argument("--loss", choices=("dice", "dice_bce"), default="dice")
+    g_group.add_argument("--freeze-encoder", dest="freeze_encoder", action="store_true", help="train the decoder only")
+    g_group.add_argument("--patience", type=_positive_int, default=10, help="early-stopping patience (epochs)")
+    g_group.add_argument("--validation-fraction", dest="validation_fraction", type=_fraction, default=0.25, help="fraction of subjects held out")
+    g_group.add_argument("--validation-subjects", dest="validation_subjects", nargs="+", type=_label, metavar="LABEL", help="explicit validation subjects")
+    g_group.add_argument("--augmentation", type=float, default=1.0, metavar="STRENGTH", help="augmentation strength in [0, 1]")
+    g_group.add_argument("--resume", action="store_true", help="resume an interrupted fine-tuning from its checkpoints")
+
+    g_other = parser.add_argument_group("Other options")
+    g_other.add_argument("-w", "--work-dir", dest="work_dir", type=_path, default="work", help="working directory (the cache)")
+    g_other.add_argument("--clean-workdir", dest="clean_workdir", action="store_true", help="delete this version's work folder before running")
+    g_other.add_argument("--stop-on-first-crash", dest="stop_on_first_crash", action="store_true", help="abort on the first failing node")
+    g_other.add_argument("--random-seed", dest="random_seed", type=int, default=42, help="seed for every random generator")
+    g_other.add_argument("-v", "--verbose", dest="verbose_count", action="count", default=0, help="more output (-v, -vv)")
+    return parser

@@ -1,0 +1,99 @@
+"""Participant level: build and run the Nipype workflow, then report per-subject failures."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from ..errors import ExitCode
+
+LOGGER = logging.getLogger("lumbo_bids")
+
+
+def configure_nipype(config) -> None:
+    """Point Nipype's logs away from $HOME and set execution options for this run."""
+    from nipype import config as ncfg
+    from nipype import logging as nlogging
+
+    log_dir = config.work_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    ncfg.update_config(
+        {
+            "logging": {"log_directory": str(log_dir), "log_to_file": True, "workflow_level": "INFO", "interface_level": "INFO"},
+            "execution": {
+                "crashfile_format": "txt",
+                "stop_on_first_crash": config.stop_on_first_crash,
+                "remove_unnecessary_outputs": False,
+                "parameterize_dirs": False,
+                "check_version": False,
+                "get_linked_libs": False,
+            },
+            "monitoring": {"enabled": False},
+        }
+    )
+    nlogging.update_logging(ncfg)
+
+
+def plugin_settings(config) -> dict:
+    """MultiProc with the user's CPU and memory limits (Linear with a single process)."""
+    if config.nprocs == 1:
+        return {"plugin": "Linear", "plugin_args": {}}
+    args = {"n_procs": config.nprocs, "raise_insufficient": False, "maxtasksperchild": 1}
+    if config.mem_gb:
+        args["memory_gb"] = config.mem_gb
+    return {"plugin": "MultiProc", "plugin_args": args}
+
+
+def run_participant(config, inputs: dict) -> ExitCode:
+    """Run the participant workflow; keep going past failing subjects and report them."""
+    configure_nipype(config)
+    from ..workflows.base import init_lumbo_wf
+
+    workflow = init_lumbo_wf(config, inputs)
+    for subject in inputs:
+        config.dump(config.output_dir / f"sub-{subject}" / "log" / config.run_uuid / "config.json")
+    settings = plugin_settings(config)
+    LOGGER.info("running %s with %s (%d process(es))", workflow.name, settings["plugin"], config.nprocs)
+    try:
+        workflow.run(**settings)
+        crashed = False
+    except RuntimeError as exc:  # Nipype: "Workflow did not execute cleanly"
+        LOGGER.debug("workflow error: %s", exc)
+        crashed = True
+    failures = collect_failures(config, inputs)
+    for subject in inputs:
+        if subject in failures:
+            for line in failures[subject]:
+                LOGGER.error("sub-%s failed: %s", subject, line)
+        else:
+            LOGGER.info("sub-%s finished: outputs in %s", subject, config.output_dir / f"sub-{subject}")
+    if failures or crashed:
+        n_ok = len(inputs) - len(failures)
+        LOGGER.error(
+            "%d of %d subject(s) failed (crash files under %s/sub-*/log/%s)",
+            len(failures) or len(inputs), len(inputs), config.output_dir, config.run_uuid,
+        )
+        return ExitCode.FAILURE if n_ok < len(inputs) or crashed else ExitCode.OK
+    return ExitCode.OK
+
+
+_ERROR_LINE = re.compile(r"^(?:[A-Za-z_.]+(?:Error|Exception)|LumboError|ArtifactError): (.+)$")
+
+
+def collect_failures(config, inputs: dict) -> dict[str, list[str]]:
+    """One line per crashed node of each subject, read from this run's crash files."""
+    failures: dict[str, list[str]] = {}
+    for subject in inputs:
+        crash_dir = config.output_dir / f"sub-{subject}" / "log" / config.run_uuid
+        for crash in sorted(crash_dir.glob("crash-*.txt")):
+            failures.setdefault(subject, []).append(summarise_crash(crash))
+    return failures
+
+
+def summarise_crash(crash: Path) -> str:
+    """The node name and the last exception message of a Nipype text crash file."""
+    text = crash.read_text(encoding="utf-8", errors="replace").splitlines()
+    node = next((line.split(":", 1)[1].strip() for line in text if line.startswith("Node:")), crash.name)
+    message = next((m.group(1) for line in reversed(text) if (m := _ERROR_LINE.match(line.strip()))), None)
+    return f"{node}: {message or 'see ' + str(crash)}"

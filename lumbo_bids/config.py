@@ -1,0 +1,149 @@
+"""One settings object for a run, built from the command line and dumped next to the outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from . import __version__
+from .errors import ExitCode, LumboError
+
+LEVELS = ("participant", "group")
+
+
+def version_tag() -> str:
+    """``major_minor`` of the package version: names the work folder so caches never mix."""
+    major, minor = __version__.split(".")[:2]
+    return f"{major}_{minor}"
+
+
+def new_run_uuid() -> str:
+    """fMRIPrep-style run id: timestamp + random uuid."""
+    return f"{datetime.now():%Y%m%d-%H%M%S}_{uuid.uuid4()}"
+
+
+@dataclass
+class Config:
+    """Everything a run needs; paths are absolute."""
+
+    bids_dir: Path
+    output_dir: Path
+    analysis_level: str
+    work_dir: Path
+    participant_label: list[str] | None = None
+    session_label: list[str] | None = None
+    bids_filter_file: Path | None = None
+    skip_bids_validation: bool = False
+    bids_database_dir: Path | None = None
+    labels_dir: Path | None = None
+    nprocs: int = 1
+    omp_nthreads: int = 1
+    mem_gb: float | None = None
+    stop_on_first_crash: bool = False
+    clean_workdir: bool = False
+    random_seed: int = 42
+    verbose_count: int = 0
+    # segmentation
+    model: Path | None = None
+    sct_models: Path | None = None
+    resolution: float = 0.5
+    crop_size: tuple[int, int] = (64, 64)
+    threshold: float | None = None
+    overlap: float | None = None
+    tta: bool = False
+    save_probseg: bool = False
+    ignore_manual_centerline: bool = False
+    # group level
+    init_model: Path | None = None
+    from_scratch: bool = False
+    epochs: int = 30
+    steps_per_epoch: int = 50
+    batch_size: int = 4
+    learning_rate: float = 1e-4
+    loss: str = "dice"
+    freeze_encoder: bool = False
+    patience: int = 10
+    validation_fraction: float = 0.25
+    validation_subjects: list[str] | None = None
+    augmentation: float = 1.0
+    resume: bool = False
+    run_uuid: str = field(default_factory=new_run_uuid)
+
+    @classmethod
+    def from_namespace(cls, namespace) -> "Config":
+        """Build from argparse's namespace, filling defaults that depend on the machine."""
+        values = {k: v for k, v in vars(namespace).items() if k in cls.__dataclass_fields__}
+        config = cls(**values)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        config.nprocs = namespace.nprocs or cpus
+        config.omp_nthreads = min(namespace.omp_nthreads or config.nprocs, config.nprocs)
+        if config.labels_dir is None:
+            config.labels_dir = config.bids_dir / "derivatives" / "labels"
+        config.crop_size = tuple(config.crop_size)
+        return config
+
+    @property
+    def nipype_dir(self) -> Path:
+        """This version's Nipype base directory inside the work dir."""
+        return self.work_dir / f"lumbo_bids_{version_tag()}_wf"
+
+    def check_paths(self) -> None:
+        """Refuse layouts that could destroy input data (one-line errors, BEP027 codes)."""
+        if self.analysis_level not in LEVELS:
+            raise LumboError(
+                f"unknown analysis level {self.analysis_level!r}: use 'participant' or 'group'",
+                ExitCode.UNKNOWN_LEVEL,
+            )
+        if not self.bids_dir.is_dir():
+            raise LumboError(f"BIDS_DIR {self.bids_dir} does not exist or is not a folder", ExitCode.NO_INPUT)
+        bids = self.bids_dir.resolve()
+        suggestion = bids / "derivatives" / "lumbo_bids"
+        out = self.output_dir.resolve()
+        if out == bids:
+            raise LumboError(
+                f"OUTPUT_DIR {self.output_dir} is the BIDS dataset itself; use e.g. {suggestion}",
+                ExitCode.USAGE,
+            )
+        if bids in out.parents and not _is_derivatives_subfolder(out, bids):
+            raise LumboError(
+                f"OUTPUT_DIR {self.output_dir} is inside the BIDS dataset; use e.g. {suggestion}",
+                ExitCode.USAGE,
+            )
+        work = self.work_dir.resolve()
+        if work == bids or bids in work.parents:
+            raise LumboError(
+                f"--work-dir {self.work_dir} is inside the BIDS dataset {self.bids_dir}; put it elsewhere",
+                ExitCode.USAGE,
+            )
+        for label, path in (("--bids-filter-file", self.bids_filter_file), ("--model", self.model), ("--sct-models", self.sct_models), ("--init-model", self.init_model)):
+            if path is not None and not path.exists():
+                raise LumboError(f"{label} {path} does not exist", ExitCode.NO_INPUT)
+        for label, path in (("OUTPUT_DIR", self.output_dir), ("--work-dir", self.work_dir)):
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                probe = path / f".lumbo_bids_write_test_{os.getpid()}"
+                probe.touch()
+                probe.unlink()
+            except OSError as exc:
+                raise LumboError(f"cannot create or write {label} {path}: {exc.strerror}", ExitCode.CANT_CREATE) from None
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self), default=str))
+
+    def dump(self, path: Path) -> Path:
+        from .derivatives import atomic_write_json
+
+        return atomic_write_json(path, {"lumbo_bids_version": __version__, **self.to_dict()})
+
+
+def _is_derivatives_subfolder(out: Path, bids: Path) -> bool:
+    """``BIDS_DIR/derivatives/<name>`` is the conventional place for derivatives: allowed."""
+    try:
+        parts = out.relative_to(bids).parts
+    except ValueError:
+        return False
+    return len(parts) >= 2 and parts[0] == "derivatives" and parts[1] not in {"labels"}

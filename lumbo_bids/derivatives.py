@@ -1,0 +1,157 @@
+"""BIDS-derivatives naming, dataset-level files and atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from . import __version__
+from .errors import ExitCode, LumboError
+
+CODE_URL = "https://github.com/lumbo-bids/lumbo_bids"
+# BIDS entity order (subset that anatomical sources and our derivatives use)
+ENTITY_ORDER = (
+    "sub", "ses", "task", "acq", "ce", "rec", "run", "echo", "part", "chunk",
+    "space", "res", "den", "label", "desc",
+)
+_PYBIDS_TO_SHORT = {
+    "subject": "sub", "session": "ses", "task": "task", "acquisition": "acq", "ceagent": "ce",
+    "reconstruction": "rec", "run": "run", "echo": "echo", "part": "part", "chunk": "chunk",
+}
+BIDSIGNORE = ["*.html", "*/figures/", "*/log/", "group/", "logs/", "*_centerline.csv"]
+
+
+# -- atomic file writing ------------------------------------------------------------------
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary sibling then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, data: dict) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_copy(src: Path, dst: Path) -> Path:
+    """Copy ``src`` onto ``dst`` atomically (temporary sibling then rename)."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dst
+
+
+# -- naming --------------------------------------------------------------------------------
+def source_entities(entities: dict) -> dict[str, str]:
+    """Short-form BIDS entities of a source file from its pybids entities."""
+    return {
+        short: str(entities[long])
+        for long, short in _PYBIDS_TO_SHORT.items()
+        if entities.get(long) not in (None, "")
+    }
+
+
+def derivative_name(entities: dict[str, str], suffix: str, extension: str = ".nii.gz", **extra: str) -> str:
+    """Assemble a BIDS file name from short entities + ``extra`` in BIDS order."""
+    merged = {**entities, **{k: v for k, v in extra.items() if v is not None}}
+    unknown = set(merged) - set(ENTITY_ORDER)
+    if unknown:
+        raise ValueError(f"unknown BIDS entities {sorted(unknown)}")
+    parts = [f"{key}-{merged[key]}" for key in ENTITY_ORDER if key in merged]
+    return "_".join(parts + [suffix]) + extension
+
+
+def derivative_path(output_dir: Path, entities: dict[str, str], suffix: str, extension: str = ".nii.gz", **extra: str) -> Path:
+    """``OUTPUT_DIR/sub-X[/ses-Y]/anat/<name>``."""
+    folder = Path(output_dir) / f"sub-{entities['sub']}"
+    if "ses" in entities:
+        folder = folder / f"ses-{entities['ses']}"
+    return folder / "anat" / derivative_name(entities, suffix, extension, **extra)
+
+
+def bids_uri(path: Path, dataset_root: Path, dataset: str = "raw") -> str:
+    """BIDS URI (``bids:raw:sub-01/anat/...``) of a file of a linked dataset."""
+    return f"bids:{dataset}:{Path(path).relative_to(dataset_root).as_posix()}"
+
+
+# -- dataset-level files -------------------------------------------------------------------
+def container_info() -> dict | None:
+    """Describe the container we run in, if any (for ``GeneratedBy``)."""
+    if os.environ.get("SINGULARITY_CONTAINER") or os.environ.get("APPTAINER_CONTAINER"):
+        return {"Type": "singularity", "Tag": os.environ.get("LUMBO_BIDS_IMAGE_TAG", f"lumbo_bids:{__version__}")}
+    if Path("/.dockerenv").exists() or os.environ.get("LUMBO_BIDS_IN_DOCKER"):
+        return {"Type": "docker", "Tag": os.environ.get("LUMBO_BIDS_IMAGE_TAG", f"lumbo_bids:{__version__}")}
+    return None
+
+
+def dataset_description(bids_dir: Path, raw_description: dict) -> dict:
+    """The derivative dataset's ``dataset_description.json`` content (deterministic)."""
+    generated_by = {"Name": "lumbo_bids", "Version": __version__, "CodeURL": CODE_URL}
+    container = container_info()
+    if container:
+        generated_by["Container"] = container
+    description = {
+        "Name": f"lumbo_bids spinal cord segmentation of {raw_description.get('Name', bids_dir.name)}",
+        "BIDSVersion": "1.10.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [generated_by],
+        "SourceDatasets": [{"URL": bids_dir.as_uri()}],
+        "DatasetLinks": {"raw": bids_dir.as_uri()},
+        "License": raw_description.get("License", "See the source dataset"),
+        "HowToAcknowledge": "Please cite lumbo_bids and the Spinal Cord Toolbox's deepseg_sc (Gros et al. 2019, NeuroImage 184:901-915).",
+    }
+    return description
+
+
+def write_dataset_files(output_dir: Path, bids_dir: Path, raw_description: dict) -> None:
+    """Write ``dataset_description.json`` and ``.bidsignore`` atomically and idempotently.
+
+    Several participant jobs may share one output folder: the content is deterministic, so
+    concurrent writers produce the same bytes and ``os.replace`` keeps the file whole.
+    """
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        desc_path = output_dir / "dataset_description.json"
+        content = dataset_description(bids_dir, raw_description)
+        if not desc_path.exists() or _read_json(desc_path) != content:
+            atomic_write_json(desc_path, content)
+        ignore_path = output_dir / ".bidsignore"
+        existing = ignore_path.read_text(encoding="utf-8").splitlines() if ignore_path.exists() else []
+        wanted = existing + [line for line in BIDSIGNORE if line not in existing]
+        if wanted != existing:
+            atomic_write_text(ignore_path, "\n".join(wanted) + "\n")
+    except OSError as exc:
+        raise LumboError(f"cannot write to OUTPUT_DIR {output_dir}: {exc.strerror}", ExitCode.CANT_CREATE) from None
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None

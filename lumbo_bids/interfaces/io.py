@@ -1,0 +1,116 @@
+"""Input checks and the derivatives writer (thin Nipype interfaces)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+from ..derivatives import atomic_copy, atomic_write_json, bids_uri, derivative_path
+
+
+class _ValidateAnatInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="anatomical image")
+    mask_file = File(exists=True, desc="manual cord mask (optional)")
+
+
+class _ValidateAnatOutputSpec(TraitedSpec):
+    in_file = File(exists=True, desc="the checked image")
+    mask_file = File(desc="the checked mask, when given")
+    has_mask = traits.Bool(desc="whether a usable manual mask exists")
+
+
+class ValidateAnat(SimpleInterface):
+    """Refuse unreadable, empty or 4-D images and masks off the image grid, naming the file."""
+
+    input_spec = _ValidateAnatInputSpec
+    output_spec = _ValidateAnatOutputSpec
+
+    def _run_interface(self, runtime):
+        import numpy as np
+
+        from ..utils.images import ImageError, check_same_grid, load_image, read_volume
+
+        data, _, img = read_volume(self.inputs.in_file)
+        if not np.any(data):
+            raise ImageError(f"{self.inputs.in_file}: the image is empty (all zeros)")
+        self._results["in_file"] = self.inputs.in_file
+        self._results["has_mask"] = False
+        if isdefined(self.inputs.mask_file):
+            mask_img = load_image(self.inputs.mask_file)
+            check_same_grid(img, mask_img, self.inputs.in_file, self.inputs.mask_file)
+            mask, _, _ = read_volume(self.inputs.mask_file)
+            if not np.any(mask > 0.5):
+                raise ImageError(f"{self.inputs.mask_file}: the manual mask is empty")
+            self._results["mask_file"] = self.inputs.mask_file
+            self._results["has_mask"] = True
+        return runtime
+
+
+class _DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="file to store")
+    source_file = File(exists=True, mandatory=True, desc="the raw BIDS file it derives from")
+    bids_dir = traits.Directory(exists=True, mandatory=True)
+    output_dir = traits.Directory(mandatory=True)
+    entities = traits.Dict(mandatory=True, desc="short BIDS entities of the source (sub, ses, acq...)")
+    suffix = traits.Str(mandatory=True)
+    extension = traits.Str(".nii.gz", usedefault=True)
+    space = traits.Str()
+    res = traits.Str()
+    label = traits.Str()
+    desc = traits.Str()
+    metadata = traits.Dict(desc="sidecar content added to Sources")
+    extra_sources = traits.List(File(exists=True), desc="other raw files it derives from")
+    json_sidecar = traits.Bool(True, usedefault=True)
+
+
+class _DerivativesDataSinkOutputSpec(TraitedSpec):
+    out_file = File(exists=True)
+    out_meta = File()
+
+
+class DerivativesDataSink(SimpleInterface):
+    """Copy a result into ``OUTPUT_DIR`` under its BIDS-derivatives name, atomically.
+
+    The sidecar gets ``Sources`` as BIDS URIs into the raw dataset (``bids:raw:...``) or the
+    labels dataset (``bids:labels:...``) plus ``metadata``.
+    """
+
+    input_spec = _DerivativesDataSinkInputSpec
+    output_spec = _DerivativesDataSinkOutputSpec
+
+    def _run_interface(self, runtime):
+        extra = {
+            key: getattr(self.inputs, key)
+            for key in ("space", "res", "label", "desc")
+            if isdefined(getattr(self.inputs, key))
+        }
+        out = derivative_path(
+            Path(self.inputs.output_dir), dict(self.inputs.entities), self.inputs.suffix, self.inputs.extension, **extra
+        )
+        atomic_copy(Path(self.inputs.in_file), out)
+        self._results["out_file"] = str(out)
+        if self.inputs.json_sidecar:
+            bids_dir = Path(self.inputs.bids_dir)
+            sources = [bids_uri(Path(self.inputs.source_file), bids_dir)]
+            for extra_src in self.inputs.extra_sources if isdefined(self.inputs.extra_sources) else []:
+                extra_path = Path(extra_src)
+                try:
+                    sources.append(bids_uri(extra_path, bids_dir))
+                except ValueError:
+                    sources.append(extra_path.as_uri())
+            meta = {"Sources": sources}
+            if isdefined(self.inputs.metadata):
+                meta.update(json.loads(json.dumps(self.inputs.metadata, default=str)))
+            sidecar = out.with_name(out.name.split(".")[0] + ".json")
+            atomic_write_json(sidecar, meta)
+            self._results["out_meta"] = str(sidecar)
+        return runtime

@@ -1,0 +1,160 @@
+"""Thin Nipype interfaces for cord localisation, intensity standardisation and segmentation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+
+def _out(runtime, name: str) -> Path:
+    return Path(runtime.cwd) / name
+
+
+class _LocaliseInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="resampled RPI image")
+    model = traits.Str(mandatory=True, desc="localiser artifact folder, or an SCT *_ctr.h5 file")
+    model_checksum = traits.Str(desc="changes the cache key when the model changes")
+    omp_nthreads = traits.Int(1, usedefault=True)
+
+
+class _LocaliseOutputSpec(TraitedSpec):
+    heatmap_file = File(exists=True, desc="cord heat-map on the input grid, in [0, 1]")
+
+
+class LocaliseCord(SimpleInterface):
+    """Cord heat-map of every axial slice with a 2D network (ours, or SCT's ``*_ctr.h5``)."""
+
+    input_spec = _LocaliseInputSpec
+    output_spec = _LocaliseOutputSpec
+
+    def _run_interface(self, runtime):
+        from ..model.localise import localise_heatmap
+        from ..utils.images import read_volume, save_image
+
+        _limit_threads(self.inputs.omp_nthreads)
+        data, affine, img = read_volume(self.inputs.in_file)
+        heatmap = localise_heatmap(self.inputs.model, data, affine)
+        out = save_image(heatmap, affine, _out(runtime, "heatmap.nii.gz"), img, dtype="float32")
+        self._results["heatmap_file"] = str(out)
+        return runtime
+
+
+class _StandardiseInputSpec(BaseInterfaceInputSpec):
+    in_stack = File(exists=True, mandatory=True, desc="cropped image (.npy)")
+    intensity = traits.Dict(desc="the model's intensity parameters (Nyul landmarks); empty: percentile fallback")
+
+
+class _StandardiseOutputSpec(TraitedSpec):
+    out_stack = File(exists=True)
+
+
+class Standardise(SimpleInterface):
+    """Nyúl histogram standardisation with the model's landmarks, then z-scoring."""
+
+    input_spec = _StandardiseInputSpec
+    output_spec = _StandardiseOutputSpec
+
+    def _run_interface(self, runtime):
+        import numpy as np
+
+        from ..intensity import standardise
+
+        intensity = dict(self.inputs.intensity) if isdefined(self.inputs.intensity) else {}
+        landmarks = intensity if intensity.get("method") == "nyul" else None
+        out = standardise(np.load(self.inputs.in_stack), landmarks)
+        np.save(_out(runtime, "standardised.npy"), out.astype(np.float32))
+        self._results["out_stack"] = str(_out(runtime, "standardised.npy"))
+        return runtime
+
+
+class _SegmentInputSpec(BaseInterfaceInputSpec):
+    in_stack = File(exists=True, mandatory=True, desc="standardised cropped image (.npy)")
+    model = traits.Directory(exists=True, mandatory=True, desc="segmentation model artifact")
+    model_checksum = traits.Str(desc="changes the cache key when the model changes")
+    overlap = traits.Float(desc="sliding-window overlap (default: the model's)")
+    tta = traits.Bool(False, usedefault=True, desc="test-time flip augmentation")
+    omp_nthreads = traits.Int(1, usedefault=True)
+
+
+class _SegmentOutputSpec(TraitedSpec):
+    prob_stack = File(exists=True, desc="cord probability on the cropped grid (.npy)")
+
+
+class Segment(SimpleInterface):
+    """Sliding-window prediction of the cord probability with the 3D network."""
+
+    input_spec = _SegmentInputSpec
+    output_spec = _SegmentOutputSpec
+
+    def _run_interface(self, runtime):
+        import numpy as np
+
+        from ..model.artifact import load_artifact
+        from ..model.inference import keras_predict_fn, sliding_window_predict
+
+        _limit_threads(self.inputs.omp_nthreads)
+        artifact = load_artifact(self.inputs.model)
+        model = artifact.build_model()
+        settings = artifact.manifest.get("inference", {})
+        overlap = self.inputs.overlap if isdefined(self.inputs.overlap) else settings.get("overlap", 0.5)
+        prob = sliding_window_predict(
+            keras_predict_fn(model),
+            np.load(self.inputs.in_stack).astype(np.float32),
+            patch_size=tuple(artifact.manifest["preprocessing"]["patch_size"]),
+            overlap=overlap,
+            blend=settings.get("blend", "gaussian"),
+            tta_flips=bool(self.inputs.tta),
+        )
+        np.save(_out(runtime, "prob.npy"), prob.astype(np.float32))
+        self._results["prob_stack"] = str(_out(runtime, "prob.npy"))
+        return runtime
+
+
+class _PostprocessInputSpec(BaseInterfaceInputSpec):
+    prob_stack = File(exists=True, mandatory=True)
+    threshold = traits.Float(0.5, usedefault=True)
+
+
+class _PostprocessOutputSpec(TraitedSpec):
+    out_stack = File(exists=True, desc="binary cord mask on the cropped grid (.npy, uint8)")
+
+
+class Postprocess(SimpleInterface):
+    """Threshold, keep the largest 3D connected component, fill holes slice by slice."""
+
+    input_spec = _PostprocessInputSpec
+    output_spec = _PostprocessOutputSpec
+
+    def _run_interface(self, runtime):
+        import numpy as np
+
+        from ..postproc import postprocess
+
+        mask = postprocess(np.load(self.inputs.prob_stack), threshold=self.inputs.threshold)
+        np.save(_out(runtime, "mask.npy"), mask.astype(np.uint8))
+        self._results["out_stack"] = str(_out(runtime, "mask.npy"))
+        return runtime
+
+
+def _limit_threads(n: int) -> None:
+    """Keep TensorFlow within the node's thread budget (--omp-nthreads)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(min(n, 2))
+    except RuntimeError:  # already initialised in this process
+        pass
+
+
+def read_json(path: str) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,230 @@
+"""Dataset discovery with pybids, manual-mask lookup and input validation."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ExitCode, LumboError
+
+LOGGER = logging.getLogger("lumbo_bids.bids")
+
+DEFAULT_ANAT_QUERY = {
+    "datatype": "anat",
+    # T2star is the deprecated spelling of T2starw; both are accepted.
+    "suffix": ["T2w", "T1w", "T2starw", "T2star"],
+    "extension": [".nii.gz", ".nii"],
+}
+# Mask suffixes tried, in order: spine-generic/BIDS style, then the legacy SCT/ivadomed one.
+MASK_SUFFIXES = ("_label-SC_seg", "_seg-manual", "_label-SC_mask")
+_IGNORE = [
+    re.compile(r"^/(code|sourcedata|derivatives|models|stimuli|work)(/|$)"),
+    re.compile(r"/\."),
+]
+
+
+@dataclass(frozen=True)
+class AnatInput:
+    """One anatomical image to segment, with its manual mask when one exists."""
+
+    path: Path
+    subject: str
+    session: str | None
+    suffix: str
+    mask: Path | None = None
+    entities: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def stem(self) -> str:
+        """File name without ``.nii(.gz)``."""
+        return self.path.name.split(".nii")[0]
+
+    @property
+    def contrast(self) -> str:
+        """Contrast name used for models and output ``desc`` (T2star -> T2starw)."""
+        return "T2starw" if self.suffix == "T2star" else self.suffix
+
+
+def read_dataset_description(bids_dir: Path) -> dict:
+    """Return the raw dataset's description, or raise a one-line :class:`LumboError`."""
+    if not bids_dir.is_dir():
+        raise LumboError(f"BIDS_DIR {bids_dir} does not exist or is not a folder", ExitCode.NO_INPUT)
+    description = bids_dir / "dataset_description.json"
+    if not description.is_file():
+        raise LumboError(
+            f"{description} is missing: {bids_dir} is not a BIDS dataset", ExitCode.NO_INPUT
+        )
+    try:
+        data = json.loads(description.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LumboError(f"{description} is not valid JSON ({exc})", ExitCode.BAD_DATA) from None
+    if not isinstance(data, dict) or "Name" not in data or "BIDSVersion" not in data:
+        raise LumboError(
+            f"{description} must be a JSON object with 'Name' and 'BIDSVersion'", ExitCode.BAD_DATA
+        )
+    return data
+
+
+def load_filters(path: Path | None) -> dict:
+    """Read a ``--bids-filter-file``: ``{"anat": {pybids entity: value(s)}}``."""
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise LumboError(f"--bids-filter-file {path} does not exist", ExitCode.NO_INPUT)
+    try:
+        filters = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise LumboError(f"--bids-filter-file {path} is not valid JSON ({exc})", ExitCode.USAGE) from None
+    if not isinstance(filters, dict) or not all(isinstance(v, dict) for v in filters.values()):
+        raise LumboError(
+            f"--bids-filter-file {path} must map input names (e.g. 'anat') to pybids queries",
+            ExitCode.USAGE,
+        )
+    unknown = set(filters) - {"anat"}
+    if unknown:
+        raise LumboError(
+            f"--bids-filter-file {path}: unknown input(s) {sorted(unknown)}; known: 'anat'", ExitCode.USAGE
+        )
+    return filters
+
+
+def build_layout(bids_dir: Path, database_dir: Path | None = None):
+    """Index ``bids_dir`` with pybids, ignoring code/sourcedata/derivatives; optional persisted DB."""
+    from bids.layout import BIDSLayout, BIDSLayoutIndexer
+
+    indexer = BIDSLayoutIndexer(validate=False, ignore=_IGNORE, index_metadata=False)
+    kwargs = {}
+    if database_dir is not None:
+        database_dir.mkdir(parents=True, exist_ok=True)
+        kwargs["database_path"] = str(database_dir)
+    return BIDSLayout(str(bids_dir), indexer=indexer, validate=False, **kwargs)
+
+
+def select_subjects(layout, requested: list[str] | None) -> list[str]:
+    """Subjects to process; unknown labels are a usage error that lists them."""
+    available = sorted(layout.get_subjects())
+    if not requested:
+        if not available:
+            raise LumboError(f"no subject folder (sub-*) found in {layout.root}", ExitCode.NOTHING_SELECTED)
+        return available
+    missing = sorted(set(requested) - set(available))
+    if missing:
+        raise LumboError(
+            f"participant label(s) not found in {layout.root}: {', '.join(missing)} "
+            f"(available: {', '.join(available) or 'none'})",
+            ExitCode.USAGE,
+        )
+    return sorted(dict.fromkeys(requested))
+
+
+def find_manual_mask(image: Path, bids_dir: Path, labels_dir: Path) -> Path | None:
+    """Manual cord mask of ``image`` under ``labels_dir`` (same relative folder), if any."""
+    relative = image.parent.relative_to(bids_dir)
+    stem = image.name.split(".nii")[0]
+    for suffix in MASK_SUFFIXES:
+        for ext in (".nii.gz", ".nii"):
+            candidate = labels_dir / relative / f"{stem}{suffix}{ext}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def collect_anat(
+    layout,
+    subjects: list[str],
+    sessions: list[str] | None,
+    filters: dict,
+    labels_dir: Path,
+) -> dict[str, list[AnatInput]]:
+    """Anatomical images per subject, after filters, each with its manual mask (or None)."""
+    bids_dir = Path(layout.root)
+    query = {**DEFAULT_ANAT_QUERY, **filters.get("anat", {})}
+    if sessions:
+        query["session"] = sessions
+    found: dict[str, list[AnatInput]] = {}
+    for subject in subjects:
+        files = layout.get(subject=subject, return_type="object", **query)
+        items = []
+        for bids_file in sorted(files, key=lambda f: f.path):
+            entities = bids_file.get_entities()
+            path = Path(bids_file.path)
+            items.append(
+                AnatInput(
+                    path=path,
+                    subject=subject,
+                    session=entities.get("session"),
+                    suffix=entities["suffix"],
+                    mask=find_manual_mask(path, bids_dir, labels_dir),
+                    entities=entities,
+                )
+            )
+        if items:
+            found[subject] = items
+    if not found:
+        raise LumboError(
+            f"the BIDS filters selected no anatomical image in {bids_dir} "
+            f"(query: {json.dumps({k: v for k, v in query.items()}, default=str)})",
+            ExitCode.NOTHING_SELECTED,
+        )
+    return found
+
+
+def validate_dataset(bids_dir: Path, subjects: list[str]) -> None:
+    """Run ``bids-validator-deno`` on ``bids_dir`` restricted to ``subjects``.
+
+    As fMRIPrep does, the selected subjects and the top-level files are linked into a
+    temporary folder so that the validator only sees them. Errors -> exit code 16.
+    """
+    executable = shutil.which("bids-validator-deno") or str(Path(sys.executable).parent / "bids-validator-deno")
+    if not Path(executable).exists():
+        raise LumboError(
+            "bids-validator-deno is not installed: install it or pass --skip-bids-validation",
+            ExitCode.FAILURE,
+        )
+    with tempfile.TemporaryDirectory(prefix="lumbo_bids_validate_") as tmp:
+        view = Path(tmp) / bids_dir.name
+        view.mkdir()
+        for entry in bids_dir.iterdir():
+            if entry.name.startswith("sub-") and entry.name.removeprefix("sub-") not in subjects:
+                continue
+            if entry.name in {"derivatives", "sourcedata", "code"}:
+                continue
+            (view / entry.name).symlink_to(entry)
+        if (bids_dir / "participants.tsv").is_file() and len(subjects) < len(list(bids_dir.glob("sub-*"))):
+            # keep participants.tsv consistent with the subset shown to the validator
+            (view / "participants.tsv").unlink()
+            rows = (bids_dir / "participants.tsv").read_text(encoding="utf-8").splitlines()
+            kept = rows[:1] + [r for r in rows[1:] if r.split("\t")[0].removeprefix("sub-") in subjects]
+            (view / "participants.tsv").write_text("\n".join(kept) + "\n", encoding="utf-8")
+        proc = subprocess.run(
+            [executable, "--format", "json", "--ignoreWarnings", str(view)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    try:
+        report = json.loads(proc.stdout)
+        errors = [i for i in report["issues"]["issues"] if i.get("severity") == "error"]
+    except (json.JSONDecodeError, KeyError):
+        raise LumboError(
+            f"bids-validator-deno failed on {bids_dir} (exit {proc.returncode}): "
+            f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}",
+            ExitCode.FAILURE,
+        ) from None
+    if errors:
+        codes = sorted({e.get("code", "?") for e in errors})
+        first = errors[0]
+        where = first.get("location", "")
+        raise LumboError(
+            f"BIDS validation of {bids_dir} failed with {len(errors)} error(s) ({', '.join(codes)}); "
+            f"first: {first.get('code')} at {where}. Fix the dataset or pass --skip-bids-validation",
+            ExitCode.VALIDATION_FAILED,
+        )
+    LOGGER.info("bids-validator-deno: %s is valid for %d subject(s)", bids_dir, len(subjects))

@@ -1,0 +1,76 @@
+"""Reading and writing NIfTI files with one-line errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+GRID_ATOL_MM = 1e-3
+
+
+class ImageError(ValueError):
+    """A bad input image: the message names the file and what is wrong."""
+
+
+def load_image(path: str | Path) -> nib.Nifti1Image:
+    """Load a NIfTI header (data stays on disk) or raise :class:`ImageError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: file not found")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for broken files
+        raise ImageError(f"{path}: not a readable NIfTI image ({type(exc).__name__}: {exc})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ImageError(f"{path}: not a NIfTI image ({type(img).__name__})")
+    if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < 1e-9:
+        raise ImageError(f"{path}: the affine (qform/sform) is missing or singular")
+    return img
+
+
+def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Image]:
+    """(float32 3-D data with scaling applied and NaN->0, affine, image) of a NIfTI file."""
+    from ..geometry import load_volume
+
+    img = load_image(path)
+    try:
+        data = load_volume(img)
+    except ValueError as exc:
+        raise ImageError(f"{path}: {exc}") from None
+    except (OSError, EOFError, Exception) as exc:
+        raise ImageError(f"{path}: the image data cannot be read ({type(exc).__name__}: {exc})") from None
+    return data, img.affine, img
+
+
+def check_same_grid(img_a: nib.spatialimages.SpatialImage, img_b, name_a: str, name_b: str) -> None:
+    """Raise :class:`ImageError` unless both images share shape and affine (world grid)."""
+    shape_a, shape_b = img_a.shape[:3], img_b.shape[:3]
+    if shape_a != shape_b or not np.allclose(img_a.affine, img_b.affine, atol=GRID_ATOL_MM):
+        raise ImageError(
+            f"{name_b}: mask is not on the grid of {name_a} (shape {shape_b} vs {shape_a}, "
+            f"max affine difference {np.abs(img_a.affine - img_b.affine).max():.3g})"
+        )
+
+
+def save_image(data: np.ndarray, affine: np.ndarray, path: str | Path, reference=None, dtype=None) -> Path:
+    """Write ``data`` with ``affine`` (qform and sform set, codes copied from ``reference``)."""
+    path = Path(path)
+    array = np.asarray(data if dtype is None else data.astype(dtype))
+    img = nib.Nifti1Image(array, affine)
+    header = img.header
+    if reference is not None:
+        zooms_units = reference.header.get_xyzt_units()
+        header.set_xyzt_units(xyz=zooms_units[0] or "mm", t=zooms_units[1] or "sec")
+        qcode = int(reference.header["qform_code"]) or 1
+        scode = int(reference.header["sform_code"]) or 1
+    else:
+        header.set_xyzt_units(xyz="mm", t="sec")
+        qcode = scode = 1
+    img.set_qform(affine, code=qcode)
+    img.set_sform(affine, code=scode)
+    header.set_data_dtype(array.dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
+    return path

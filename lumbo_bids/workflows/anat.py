@@ -1,0 +1,188 @@
+"""Per-image workflow: preprocess -> localise -> crop -> standardise -> segment -> native -> sink."""
+
+from __future__ import annotations
+
+from nipype.pipeline import engine as pe
+
+from ..derivatives import source_entities
+from ..interfaces.io import DerivativesDataSink, ValidateAnat
+from ..interfaces.preproc import Centerline, CropAroundCenterline, Reorient, Resample, ToNative
+from ..interfaces.segment import LocaliseCord, Postprocess, Segment, Standardise
+
+
+def resolution_entity(resolution: float) -> str:
+    """BIDS ``res`` label for a voxel size: 0.5 -> ``05mm``, 1.0 -> ``1mm``."""
+    return f"{resolution:g}".replace(".", "") + "mm"
+
+
+def init_anat_seg_wf(config, anat, models, name: str):
+    """Segment one anatomical image and write its derivatives.
+
+    Parameters
+    ----------
+    config : lumbo_bids.config.Config
+    anat : lumbo_bids.utils.bids.AnatInput
+    models : lumbo_bids.model.selection.ModelChoice
+        The segmentation artifact (with its preprocessing plan) and the localiser to use.
+    name : str
+        Stable workflow name (the work dir is a cache keyed on it).
+    """
+    workflow = pe.Workflow(name=name)
+    seg = models.segmentation
+    resolution = seg.resolution
+    use_mask = anat.mask is not None and not config.ignore_manual_centerline
+    entities = source_entities(anat.entities)
+    res = resolution_entity(resolution)
+
+    validate = pe.Node(ValidateAnat(in_file=str(anat.path)), name="validate")
+    if anat.mask is not None:
+        validate.inputs.mask_file = str(anat.mask)
+    reorient = pe.Node(Reorient(), name="reorient")
+    resample = pe.Node(Resample(resolution=resolution), name="resample")
+    centerline = pe.Node(Centerline(), name="centerline")
+    crop = pe.Node(
+        CropAroundCenterline(native_file=str(anat.path), crop_size=tuple(seg.crop_size)), name="crop"
+    )
+    standardise = pe.Node(Standardise(intensity=seg.intensity), name="standardise")
+    segment = pe.Node(
+        Segment(model=str(seg.path), model_checksum=seg.checksum, tta=config.tta, omp_nthreads=config.omp_nthreads),
+        name="segment",
+        mem_gb=2.0,
+        n_procs=config.omp_nthreads,
+    )
+    if config.overlap is not None:
+        segment.inputs.overlap = config.overlap
+    postprocess = pe.Node(Postprocess(threshold=config.threshold or seg.threshold), name="postprocess")
+    to_native = pe.Node(ToNative(reference_file=str(anat.path), threshold=0.5), name="to_native")
+
+    workflow.connect([
+        (validate, reorient, [("in_file", "in_file")]),
+        (reorient, resample, [("out_file", "in_file")]),
+        (reorient, crop, [("out_file", "rpi_file")]),
+        (resample, crop, [("out_file", "in_file")]),
+        (centerline, crop, [("centerline_json", "centerline_json")]),
+        (crop, standardise, [("out_stack", "in_stack")]),
+        (standardise, segment, [("out_stack", "in_stack")]),
+        (segment, postprocess, [("prob_stack", "prob_stack")]),
+        (postprocess, to_native, [("out_stack", "in_stack")]),
+        (crop, to_native, [("geometry_json", "geometry_json")]),
+    ])  # fmt: skip
+
+    if anat.mask is not None:
+        reorient_mask = pe.Node(Reorient(is_mask=True), name="reorient_mask")
+        resample_mask = pe.Node(Resample(resolution=resolution, is_mask=True), name="resample_mask")
+        workflow.connect([
+            (validate, reorient_mask, [("mask_file", "in_file")]),
+            (reorient_mask, resample_mask, [("out_file", "in_file")]),
+            (resample_mask, crop, [("out_file", "mask_file")]),
+        ])  # fmt: skip
+    if use_mask:
+        workflow.connect(resample_mask, "out_file", centerline, "mask_file")
+        centerline_method = "manual mask"
+    else:
+        localise = pe.Node(
+            LocaliseCord(model=str(models.localiser), model_checksum=models.localiser_checksum, omp_nthreads=config.omp_nthreads),
+            name="localise",
+            mem_gb=2.0,
+            n_procs=config.omp_nthreads,
+        )
+        workflow.connect([
+            (resample, localise, [("out_file", "in_file")]),
+            (localise, centerline, [("heatmap_file", "heatmap_file")]),
+        ])  # fmt: skip
+        centerline_method = f"automatic ({models.localiser_name})"
+
+    # -- derivatives ------------------------------------------------------------------
+    def sink(node_name, suffix, extension=".nii.gz", **kwargs):
+        return pe.Node(
+            DerivativesDataSink(
+                source_file=str(anat.path),
+                bids_dir=str(config.bids_dir),
+                output_dir=str(config.output_dir),
+                entities=entities,
+                suffix=suffix,
+                extension=extension,
+                **kwargs,
+            ),
+            name=node_name,
+            run_without_submitting=True,
+        )
+
+    model_meta = {
+        "Name": seg.name,
+        "Version": seg.version,
+        "Checksum": f"sha256:{seg.checksum}",
+    }
+    ds_mask = sink(
+        "ds_mask",
+        "mask",
+        space="orig",
+        label="SC",
+        desc=anat.contrast,
+        metadata={
+            "Type": "ROI",
+            "SpatialReference": "orig",
+            "Manual": False,
+            "Description": "Spinal cord segmentation on the source image's native grid.",
+            "Model": model_meta,
+            "Threshold": config.threshold or seg.threshold,
+            "CenterlineMethod": centerline_method,
+            "TestTimeAugmentation": bool(config.tta),
+        },
+    )
+    ds_preproc = sink(
+        "ds_preproc",
+        anat.contrast,
+        space="orig",
+        res=res,
+        desc="preproc",
+        metadata={
+            "SpatialReference": "orig",
+            "Resolution": f"{resolution:g} mm isotropic, SCT 'RPI' (nibabel LAS) orientation",
+            "SkullStripped": False,
+            "Description": "Reoriented, resampled and cropped around the cord centerline (axis-aligned bounding box of the per-slice crop).",
+            "CropSize": list(seg.crop_size),
+        },
+    )
+    ds_centerline = sink(
+        "ds_centerline",
+        "mask",
+        space="orig",
+        res=res,
+        label="centerline",
+        desc=anat.contrast,
+        metadata={"Type": "ROI", "SpatialReference": "orig", "Description": f"Cord centerline, one voxel per axial slice; method: {centerline_method}."},
+    )
+    ds_centerline_csv = sink(
+        "ds_centerline_csv", "centerline", extension=".csv", space="orig", desc=anat.contrast, json_sidecar=False
+    )
+    workflow.connect([
+        (to_native, ds_mask, [("out_file", "in_file")]),
+        (crop, ds_preproc, [("out_file", "in_file")]),
+        (centerline, ds_centerline, [("centerline_file", "in_file")]),
+        (centerline, ds_centerline_csv, [("centerline_csv", "in_file")]),
+    ])  # fmt: skip
+    if anat.mask is not None:
+        ds_preproc_mask = sink(
+            "ds_preproc_mask",
+            "mask",
+            space="orig",
+            res=res,
+            label="SC",
+            desc=anat.contrast,
+            extra_sources=[str(anat.mask)],
+            metadata={"Type": "ROI", "SpatialReference": "orig", "Manual": True, "Description": "Manual cord mask on the preprocessed grid."},
+        )
+        workflow.connect(crop, "mask_file", ds_preproc_mask, "in_file")
+    if config.save_probseg:
+        to_native_prob = pe.Node(ToNative(reference_file=str(anat.path)), name="to_native_prob")
+        ds_probseg = sink(
+            "ds_probseg", "probseg", space="orig", label="SC", desc=anat.contrast,
+            metadata={"SpatialReference": "orig", "Model": model_meta, "Description": "Cord probability."},
+        )  # fmt: skip
+        workflow.connect([
+            (segment, to_native_prob, [("prob_stack", "in_stack")]),
+            (crop, to_native_prob, [("geometry_json", "geometry_json")]),
+            (to_native_prob, ds_probseg, [("out_file", "in_file")]),
+        ])  # fmt: skip
+    return workflow
