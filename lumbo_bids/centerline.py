@@ -1,0 +1,235 @@
+"""Spinal cord centreline: one in-plane point per axial slice, from a mask or a heat-map.
+
+Pure functions on arrays in voxel coordinates of the (resampled, RPI) grid:
+axis 2 is the inferior -> superior axis and slice z is ``data[:, :, z]``.
+Like SCT's ``get_centerline`` (``algo_fitting='polyfit'``), per-slice centres
+are fitted by a smooth curve ``x(z), y(z)``; unlike a bare polynomial, the
+curve is prolonged beyond the detected slices by a straight line along its
+end slope (no wild extrapolation) and clipped to the image, so that every
+slice of the image gets a finite point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from nibabel.affines import apply_affine
+from numpy.polynomial import Polynomial
+from scipy import ndimage
+
+#: Polynomial degree of the fitted centreline. SCT's default for 'polyfit':
+#: enough for the cervical lordosis / thoracic kyphosis / lumbar lordosis
+#: sequence (up to ~4 inflections) over a whole-spine field of view, low
+#: enough not to follow per-slice noise. Capped by the number of slices.
+DEFAULT_DEGREE = 5
+#: fraction of the detected extent over which the end slope is measured
+_END_SLOPE_FRACTION = 0.1
+#: heat-map slices further than this from the first fit are refitted without (voxels)
+_OUTLIER_MIN_VOXELS = 2.0
+
+
+def _binary(mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.ndim != 3:
+        raise ValueError(f"expected a 3D mask, got shape {mask.shape}")
+    return mask > 0.5
+
+
+def centerline_mask_extent(mask: np.ndarray) -> tuple[int, int]:
+    """First and last axial slice containing the mask (``mask > 0.5``).
+
+    Raises
+    ------
+    ValueError
+        If the mask is empty.
+    """
+    slices = np.flatnonzero(_binary(mask).any(axis=(0, 1)))
+    if slices.size == 0:
+        raise ValueError("empty mask: no axial slice contains the cord")
+    return int(slices[0]), int(slices[-1])
+
+
+def _effective_degree(degree: int, n_points: int) -> int:
+    return int(max(0, min(degree, n_points - 1)))
+
+
+def _end_slope(poly: Polynomial, z_end: float, z_other: float) -> float:
+    """Mean slope of ``poly`` over the last ``_END_SLOPE_FRACTION`` of [z_end, z_other]."""
+    step = max(1.0, _END_SLOPE_FRACTION * abs(z_other - z_end))
+    step = min(step, abs(z_other - z_end))
+    if step == 0:
+        return 0.0
+    inner = z_end + np.sign(z_other - z_end) * step
+    return float((poly(inner) - poly(z_end)) / (inner - z_end))
+
+
+def _evaluate(poly: Polynomial, z: np.ndarray, z_min: float, z_max: float, extend: bool) -> np.ndarray:
+    """The fitted curve on [z_min, z_max], prolonged linearly (or held constant) outside."""
+    values = poly(np.clip(z, z_min, z_max))
+    if extend:
+        below, above = z < z_min, z > z_max
+        values[below] += _end_slope(poly, z_min, z_max) * (z[below] - z_min)
+        values[above] += _end_slope(poly, z_max, z_min) * (z[above] - z_max)
+    return values
+
+
+def fit_centerline(
+    z: np.ndarray,
+    xy: np.ndarray,
+    nz: int,
+    weights: np.ndarray | None = None,
+    degree: int = DEFAULT_DEGREE,
+    extend: bool = True,
+    shape: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Least-squares polynomial ``x(z), y(z)`` through per-slice points, on every slice.
+
+    Parameters
+    ----------
+    z : numpy.ndarray
+        ``(n,)`` slice indices of the detected points.
+    xy : numpy.ndarray
+        ``(n, 2)`` in-plane voxel coordinates of the points.
+    nz : int
+        Number of slices of the image: the output has one row per slice.
+    weights : numpy.ndarray, optional
+        ``(n,)`` confidence of each point (numpy's ``w``: multiplies the residual).
+    degree : int
+        Polynomial degree, capped by ``n - 1``.
+    extend : bool
+        Outside the detected slices, prolong the curve along its end slope
+        (True) or hold the end point (False).
+    shape : sequence of int, optional
+        In-plane image shape ``(nx, ny)``: points are clipped into the image.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(nz, 2)`` float, finite on every slice.
+    """
+    z = np.asarray(z, dtype=np.float64).ravel()
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    if z.size == 0 or z.size != xy.shape[0]:
+        raise ValueError(f"need matching non-empty z ({z.size}) and xy ({xy.shape[0]}) points")
+    if not (np.all(np.isfinite(z)) and np.all(np.isfinite(xy))):
+        raise ValueError("centreline points must be finite")
+    deg = _effective_degree(degree, np.unique(z).size)
+    zi = np.arange(nz, dtype=np.float64)
+    fitted = np.empty((nz, 2))
+    for axis in range(2):
+        poly = Polynomial.fit(z, xy[:, axis], deg, w=weights)
+        fitted[:, axis] = _evaluate(poly, zi, z.min(), z.max(), extend)
+    if shape is not None:
+        fitted = np.clip(fitted, 0.0, np.asarray(shape[:2], dtype=np.float64) - 1.0)
+    return fitted
+
+
+def centerline_from_mask(
+    mask: np.ndarray, degree: int = DEFAULT_DEGREE, extend: bool = True
+) -> np.ndarray:
+    """Centreline of a cord mask: per-slice centre of mass, then :func:`fit_centerline`.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        3D mask (``> 0.5`` is cord) on an RPI grid.
+    degree : int
+        Polynomial degree (see :data:`DEFAULT_DEGREE`).
+    extend : bool
+        Prolong linearly beyond the first / last slice with cord.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(nz, 2)`` float voxel coordinates ``(x, y)``, one row per slice, inside the image.
+
+    Raises
+    ------
+    ValueError
+        If the mask is empty.
+    """
+    binary = _binary(mask)
+    z = np.flatnonzero(binary.any(axis=(0, 1)))
+    if z.size == 0:
+        raise ValueError("empty mask: no axial slice contains the cord")
+    xy = np.array([ndimage.center_of_mass(binary[:, :, k]) for k in z])
+    return fit_centerline(z, xy, binary.shape[2], degree=degree, extend=extend, shape=binary.shape[:2])
+
+
+def _strongest_blob(heat: np.ndarray, threshold: float) -> tuple[float, float, float] | None:
+    """(x, y, confidence) of the connected region above ``threshold`` with the most heat."""
+    labels, count = ndimage.label(heat > threshold)
+    if count == 0:
+        return None
+    index = np.arange(1, count + 1)
+    best = int(index[np.argmax(ndimage.sum_labels(heat, labels, index))])
+    x, y = ndimage.center_of_mass(heat, labels, best)
+    return float(x), float(y), float(ndimage.maximum(heat, labels, best))
+
+
+def _inliers(z: np.ndarray, xy: np.ndarray, fitted: np.ndarray) -> np.ndarray:
+    """Points within max(2 voxels, 3 robust SD) of a first fit (drops spurious detections)."""
+    residual = np.linalg.norm(xy - fitted[z.astype(int)], axis=1)
+    spread = 1.4826 * np.median(residual)
+    return residual <= max(_OUTLIER_MIN_VOXELS, 3.0 * spread)
+
+
+def centerline_from_heatmap(
+    heatmap: np.ndarray, threshold: float = 0.5, degree: int = DEFAULT_DEGREE, extend: bool = True
+) -> np.ndarray:
+    """Centreline of a cord heat-map (e.g. a localiser network's output in [0, 1]).
+
+    On each slice the connected region above ``threshold`` holding the most
+    heat is kept; its heat-weighted centroid is a point whose confidence is
+    the region's peak heat. Points are fitted with :func:`fit_centerline`
+    (weights = confidence), points far from that fit are dropped once and the
+    curve refitted. Slices without detection are filled by the fit.
+
+    Raises
+    ------
+    ValueError
+        If no slice has heat above ``threshold``.
+    """
+    heat = np.asarray(heatmap, dtype=np.float64)
+    if heat.ndim != 3:
+        raise ValueError(f"expected a 3D heat-map, got shape {heat.shape}")
+    found = [(k, _strongest_blob(heat[:, :, k], threshold)) for k in range(heat.shape[2])]
+    found = [(k, blob) for k, blob in found if blob is not None]
+    if not found:
+        raise ValueError(f"no cord detected: the heat-map never exceeds {threshold}")
+    z = np.array([k for k, _ in found], dtype=np.float64)
+    xy = np.array([blob[:2] for _, blob in found])
+    conf = np.array([blob[2] for _, blob in found])
+    kwargs = dict(degree=degree, extend=extend, shape=heat.shape[:2])
+    fitted = fit_centerline(z, xy, heat.shape[2], weights=conf, **kwargs)
+    keep = _inliers(z, xy, fitted)
+    if keep.all() or not keep.any():
+        return fitted
+    return fit_centerline(z[keep], xy[keep], heat.shape[2], weights=conf[keep], **kwargs)
+
+
+def centerline_image(centerline_xy: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """uint8 volume with one voxel per slice at the rounded centreline (like ``sct_get_centerline``).
+
+    Points that round outside the image (or are not finite) are left out.
+    """
+    xy = np.asarray(centerline_xy, dtype=np.float64)
+    shape = tuple(int(n) for n in shape)
+    if xy.shape != (shape[2], 2):
+        raise ValueError(f"centerline must have shape ({shape[2]}, 2), got {xy.shape}")
+    out = np.zeros(shape, dtype=np.uint8)
+    ok = np.all(np.isfinite(xy), axis=1)
+    idx = np.zeros_like(xy, dtype=np.int64)
+    idx[ok] = np.rint(xy[ok])
+    ok &= np.all((idx >= 0) & (idx < np.array(shape[:2])), axis=1)
+    z = np.flatnonzero(ok)
+    out[idx[ok, 0], idx[ok, 1], z] = 1
+    return out
+
+
+def centerline_world(centerline_xy: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """World (mm) coordinates ``(nz, 3)`` of the centreline point of each slice."""
+    xy = np.asarray(centerline_xy, dtype=np.float64)
+    ijk = np.column_stack([xy, np.arange(xy.shape[0], dtype=np.float64)])
+    return apply_affine(np.asarray(affine, dtype=np.float64), ijk)
