@@ -1,0 +1,250 @@
+"""Random data augmentation of (image, target) pairs: 3D patches and 2D slices (numpy/scipy).
+
+Every random draw comes from the ``np.random.Generator`` passed in, so a pair augmented twice
+with generators seeded alike comes out identical. Geometry is applied to image and target
+through one resampling (flip, rotation + in-plane scaling and elastic displacement composed
+into a single coordinate map, :func:`scipy.ndimage.map_coordinates`, linear interpolation,
+border values repeated); a binary target is interpolated linearly then thresholded at 0.5, so
+it stays binary and aligned with the image. Intensity changes (scale/shift, gamma, Gaussian
+noise) touch the image only.
+
+Axes follow the volumes (RPI): axis 0 is left-right (the flipped axis), axes (0, 1) the axial
+plane (rotation and scaling), axis 2 the cord axis (small tilts only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation settings; ``strength`` in [0, 1] scales every probability and magnitude.
+
+    Attributes
+    ----------
+    strength : float
+        Global factor: 0 switches everything off, 1 uses the values below as they are.
+    p_flip : float
+        Probability of a left-right flip (axis 0).
+    p_spatial : float
+        Probability of a rotation + scaling.
+    max_rotation_deg : float
+        Maximum in-plane (axes 0, 1) rotation, degrees (uniform in +-max).
+    max_tilt_deg : float
+        Maximum rotation in the planes (0, 2) and (1, 2) of 3D patches, degrees.
+    scale_range : tuple of float
+        In-plane zoom factor range (1 = none).
+    p_elastic : float
+        Probability of an elastic distortion.
+    elastic_alpha : float
+        Largest displacement of the elastic field, in voxels.
+    elastic_sigma : float
+        Smoothness (Gaussian sigma, voxels) of the elastic field.
+    p_intensity : float
+        Probability of a random intensity scale and shift.
+    intensity_scale : float
+        Multiplicative factor drawn in ``1 +- intensity_scale``.
+    intensity_shift : float
+        Additive offset drawn in ``+- intensity_shift`` (intensities are standardised).
+    p_gamma : float
+        Probability of a gamma change (on the patch's min-max range).
+    gamma_range : tuple of float
+        Gamma range (drawn log-uniformly).
+    p_noise : float
+        Probability of additive Gaussian noise.
+    noise_std : float
+        Largest noise standard deviation (drawn uniformly in ``[0, noise_std]``).
+    """
+
+    strength: float = 1.0
+    p_flip: float = 0.5
+    p_spatial: float = 0.7
+    max_rotation_deg: float = 12.0
+    max_tilt_deg: float = 5.0
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    p_elastic: float = 0.3
+    elastic_alpha: float = 2.0
+    elastic_sigma: float = 6.0
+    p_intensity: float = 0.5
+    intensity_scale: float = 0.1
+    intensity_shift: float = 0.1
+    p_gamma: float = 0.3
+    gamma_range: tuple[float, float] = (0.8, 1.25)
+    p_noise: float = 0.3
+    noise_std: float = 0.05
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.startswith("p_") or f.name == "strength":
+                if not 0.0 <= value <= 1.0:
+                    raise ValueError(f"AugmentConfig.{f.name} must be in [0, 1], got {value}")
+            elif isinstance(value, tuple):
+                object.__setattr__(self, f.name, tuple(float(v) for v in value))
+                if len(value) != 2 or not 0 < value[0] <= value[1]:
+                    raise ValueError(f"AugmentConfig.{f.name} must be (low, high) with 0 < low <= high")
+            elif value < 0:
+                raise ValueError(f"AugmentConfig.{f.name} must be >= 0, got {value}")
+        if self.elastic_sigma <= 0:
+            raise ValueError("AugmentConfig.elastic_sigma must be > 0")
+
+    @classmethod
+    def identity(cls) -> AugmentConfig:
+        """A configuration that changes nothing (every probability 0)."""
+        return cls(p_flip=0.0, p_spatial=0.0, p_elastic=0.0, p_intensity=0.0, p_gamma=0.0, p_noise=0.0)
+
+    def resolved(self) -> AugmentConfig:
+        """The equivalent configuration with ``strength`` folded into the values (strength 1)."""
+        s = self.strength
+
+        def toward_one(r: tuple[float, float]) -> tuple[float, float]:
+            return (1.0 + s * (r[0] - 1.0), 1.0 + s * (r[1] - 1.0))
+
+        return replace(
+            self,
+            strength=1.0,
+            **{f.name: getattr(self, f.name) * s for f in fields(self) if f.name.startswith("p_")},
+            max_rotation_deg=self.max_rotation_deg * s,
+            max_tilt_deg=self.max_tilt_deg * s,
+            scale_range=toward_one(self.scale_range),
+            elastic_alpha=self.elastic_alpha * s,
+            intensity_scale=self.intensity_scale * s,
+            intensity_shift=self.intensity_shift * s,
+            gamma_range=(self.gamma_range[0] ** s, self.gamma_range[1] ** s),
+            noise_std=self.noise_std * s,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AugmentConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown AugmentConfig keys: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def _rotation(ndim: int, angles_deg: dict[tuple[int, int], float]) -> np.ndarray:
+    """Product of plane rotations ``{(i, j): angle}`` as an ``ndim x ndim`` matrix."""
+    matrix = np.eye(ndim)
+    for (i, j), angle in angles_deg.items():
+        rad = np.deg2rad(angle)
+        r = np.eye(ndim)
+        r[i, i] = r[j, j] = np.cos(rad)
+        r[i, j], r[j, i] = -np.sin(rad), np.sin(rad)
+        matrix = r @ matrix
+    return matrix
+
+
+def _elastic_field(shape: tuple[int, ...], alpha: float, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """In-plane smooth random displacements ``(ndim, *shape)`` whose largest magnitude is ``alpha``."""
+    field = np.zeros((len(shape), *shape))
+    for axis in range(2):  # axes 0 and 1 only: the cord axis is not distorted
+        d = ndimage.gaussian_filter(rng.uniform(-1.0, 1.0, size=shape), sigma, mode="reflect")
+        peak = np.abs(d).max()
+        field[axis] = d * (alpha / peak) if peak > 0 else 0.0
+    return field
+
+
+def _spatial(
+    image: np.ndarray, target: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Draw and apply rotation/scaling and elastic distortion; ``changed`` is False if none."""
+    ndim = image.ndim
+    matrix = np.eye(ndim)
+    displacement: np.ndarray | None = None
+    if rng.random() < cfg.p_spatial:
+        angles = {(0, 1): rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg)}
+        if ndim == 3:
+            angles[(0, 2)] = rng.uniform(-cfg.max_tilt_deg, cfg.max_tilt_deg)
+            angles[(1, 2)] = rng.uniform(-cfg.max_tilt_deg, cfg.max_tilt_deg)
+        zoom = np.ones(ndim)
+        zoom[:2] = rng.uniform(*cfg.scale_range)
+        # output voxel p samples the input at R (p - c) / zoom + c: content magnified by zoom
+        matrix = _rotation(ndim, angles) @ np.diag(1.0 / zoom)
+    if rng.random() < cfg.p_elastic and cfg.elastic_alpha > 0:
+        displacement = _elastic_field(image.shape, cfg.elastic_alpha, cfg.elastic_sigma, rng)
+    if np.allclose(matrix, np.eye(ndim)) and displacement is None:
+        return image, target, False
+    centre = (np.asarray(image.shape, dtype=np.float64) - 1.0) / 2.0
+    grid = np.indices(image.shape, dtype=np.float64).reshape(ndim, -1) - centre[:, None]
+    coords = matrix @ grid + centre[:, None]
+    if displacement is not None:
+        coords += displacement.reshape(ndim, -1)
+    coords = coords.reshape(ndim, *image.shape)
+    image = ndimage.map_coordinates(image, coords, order=1, mode="nearest")
+    target = ndimage.map_coordinates(target.astype(np.float32), coords, order=1, mode="nearest")
+    return image, target, True
+
+
+def _intensity(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """Random scale/shift, gamma and noise of the image."""
+    if rng.random() < cfg.p_intensity:
+        scale = rng.uniform(1.0 - cfg.intensity_scale, 1.0 + cfg.intensity_scale)
+        shift = rng.uniform(-cfg.intensity_shift, cfg.intensity_shift)
+        image = image * np.float32(scale) + np.float32(shift)
+    if rng.random() < cfg.p_gamma:
+        gamma = float(np.exp(rng.uniform(np.log(cfg.gamma_range[0]), np.log(cfg.gamma_range[1]))))
+        lo, hi = float(image.min()), float(image.max())
+        if hi > lo:
+            image = lo + (hi - lo) * ((image - lo) / (hi - lo)) ** np.float32(gamma)
+    if rng.random() < cfg.p_noise and cfg.noise_std > 0:
+        std = rng.uniform(0.0, cfg.noise_std)
+        image = image + rng.normal(0.0, std, size=image.shape).astype(np.float32)
+    return image
+
+
+def augment_pair(
+    image: np.ndarray,
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    cfg: AugmentConfig | None = None,
+    binary: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Randomly augment an image and its target the same way (3D patch or 2D slice).
+
+    Parameters
+    ----------
+    image : np.ndarray
+        2D ``(X, Y)`` or 3D ``(X, Y, Z)`` image.
+    mask : np.ndarray
+        Target of the same shape: a binary mask, or (``binary=False``) a soft map such as the
+        localiser's heat-map.
+    rng : np.random.Generator
+        Source of every random draw.
+    cfg : AugmentConfig, optional
+        Settings (default :class:`AugmentConfig`); ``strength`` is applied here.
+    binary : bool
+        Threshold the resampled target at 0.5 (keep False for soft targets).
+
+    Returns
+    -------
+    image : np.ndarray
+        float32, same shape.
+    mask : np.ndarray
+        Same shape and dtype as ``mask``; binary (0/1) when ``binary`` and resampled.
+        Both are the inputs' values (as float32 for the image) when nothing was drawn.
+    """
+    if image.shape != mask.shape:
+        raise ValueError(f"image {image.shape} and mask {mask.shape} differ in shape")
+    if image.ndim not in (2, 3):
+        raise ValueError(f"augment_pair works on 2D slices or 3D patches, got {image.ndim}D")
+    cfg = (cfg or AugmentConfig()).resolved()
+    out_dtype = mask.dtype
+    image = np.asarray(image, dtype=np.float32)
+    target = np.asarray(mask)
+    if rng.random() < cfg.p_flip:
+        image, target = image[::-1], target[::-1]
+    image, target, resampled = _spatial(image, target, rng, cfg)
+    if resampled and binary:
+        target = target >= 0.5
+    image = _intensity(image, rng, cfg)
+    return np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(target).astype(out_dtype, copy=False)

@@ -1,0 +1,132 @@
+"""Fine-tuning across subjects: split, intensity landmarks, evaluation, training, artifact.
+
+Used by the group level (``run.py BIDS OUT group``) and by ``scripts/train_base_model.py``
+(which makes the shipped model with the very same code). Inputs are preprocessed cases (the
+participant level's per-slice crops around the centerline, raw intensities, with the manual
+mask cropped the same way).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ExitCode, LumboError
+
+LOGGER = logging.getLogger("lumbo_bids.group")
+
+
+@dataclass(frozen=True)
+class RawCase:
+    """One preprocessed image with its manual mask (cropped stacks, raw intensities)."""
+
+    subject: str
+    name: str
+    contrast: str
+    image: Path  # .npy float32 (sx, sy, nz)
+    mask: Path  # .npy uint8
+
+
+def split_subjects(
+    subjects: list[str], fraction: float = 0.25, explicit: list[str] | None = None, seed: int = 42
+) -> tuple[list[str], list[str]]:
+    """Subject-wise train/validation split (never a patch- or image-level split)."""
+    subjects = sorted(set(subjects))
+    if explicit:
+        unknown = sorted(set(explicit) - set(subjects))
+        if unknown:
+            raise LumboError(
+                f"--validation-subjects {', '.join(unknown)} have no image with a manual mask "
+                f"(subjects with masks: {', '.join(subjects)})",
+                ExitCode.USAGE,
+            )
+        val = sorted(set(explicit))
+    else:
+        if len(subjects) < 2:
+            raise LumboError(
+                f"fine-tuning needs at least 2 subjects with manual masks for a subject-wise "
+                f"validation split; found {len(subjects)} ({', '.join(subjects) or 'none'})",
+                ExitCode.BAD_DATA,
+            )
+        n_val = min(len(subjects) - 1, max(1, round(fraction * len(subjects))))
+        rng = np.random.default_rng(seed)
+        val = sorted(rng.choice(subjects, size=n_val, replace=False).tolist())
+    train = [s for s in subjects if s not in val]
+    if not train:
+        raise LumboError("every subject is in the validation set: nothing left to train on", ExitCode.USAGE)
+    return train, val
+
+
+def learn_intensity(cases: list[RawCase]) -> dict:
+    """Nyúl landmarks learned from the training images (inside the cropped field of view)."""
+    from ..intensity import DEFAULT_PERCENTILES, image_landmarks, learn_standard_scale
+
+    landmarks = [image_landmarks(np.load(c.image, mmap_mode="r")) for c in cases]
+    standard = learn_standard_scale(landmarks)
+    return {"method": "nyul", "percentiles": list(DEFAULT_PERCENTILES), "standard": np.asarray(standard).tolist()}
+
+
+def standardise_cases(cases: list[RawCase], intensity: dict, out_dir: Path) -> list:
+    """Write each case standardised with ``intensity`` as ``TrainingCase`` .npy files."""
+    from ..intensity import standardise
+    from .dataset import TrainingCase
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    landmarks = intensity if intensity.get("method") == "nyul" else None
+    result = []
+    for case in cases:
+        image = out_dir / f"{case.name}_image.npy"
+        mask = out_dir / f"{case.name}_mask.npy"
+        np.save(image, standardise(np.load(case.image), landmarks).astype(np.float32))
+        np.save(mask, (np.load(case.mask) > 0).astype(np.uint8))
+        result.append(TrainingCase(subject=case.subject, name=case.name, image=image, mask=mask))
+    return result
+
+
+def evaluate_cases(model, cases: list[RawCase], intensity: dict, patch_size, threshold: float = 0.5) -> dict[str, float]:
+    """Dice of ``model`` (post-processed, on the cropped grid) against each case's manual mask."""
+    from ..intensity import standardise
+    from ..metrics import dice
+    from ..postproc import postprocess
+    from .inference import keras_predict_fn, sliding_window_predict
+
+    landmarks = intensity if intensity.get("method") == "nyul" else None
+    predict = keras_predict_fn(model)
+    scores = {}
+    for case in cases:
+        volume = standardise(np.load(case.image), landmarks).astype(np.float32)
+        prob = sliding_window_predict(predict, volume, patch_size=tuple(patch_size), overlap=0.5)
+        scores[case.name] = float(dice(postprocess(prob, threshold), np.load(case.mask) > 0))
+    return scores
+
+
+def device_description() -> str:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"{len(gpus)} GPU(s)" if gpus else f"CPU ({platform.processor() or platform.machine()})"
+
+
+def model_card(**fields) -> dict:
+    """A JSON-serialisable record of how a model was made."""
+    import keras
+    import tensorflow as tf
+
+    return json.loads(
+        json.dumps(
+            {
+                **fields,
+                "software": {"lumbo_bids": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
+                "device": device_description(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+            default=str,
+        )
+    )

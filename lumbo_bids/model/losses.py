@@ -1,0 +1,137 @@
+"""Segmentation losses and the Dice metric (Keras 3, backend agnostic, mixed-precision safe).
+
+Everything is computed in float32 whatever the dtype of the model's output (a
+``mixed_float16`` model may return float16 probabilities). The soft Dice is computed over the
+whole batch (all voxels of all patches together, as SCT's ``dice_coef_loss``), which keeps it
+defined for patches without cord.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import keras
+from keras import ops
+
+_EPSILON = 1e-7
+
+
+def _as_float32(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
+    return ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
+
+
+@keras.saving.register_keras_serializable(package="lumbo_bids")
+def dice_loss(y_true: Any, y_pred: Any, smooth: float = 1.0) -> Any:
+    """Soft Dice loss ``1 - (2 sum(t p) + s) / (sum(t) + sum(p) + s)`` over the batch.
+
+    Parameters
+    ----------
+    y_true : tensor
+        Binary (or soft) targets, any shape.
+    y_pred : tensor
+        Probabilities in [0, 1], same shape.
+    smooth : float
+        Additive smoothing ``s`` (> 0 keeps the loss defined, and 0, for empty targets
+        predicted empty).
+
+    Returns
+    -------
+    tensor
+        float32 scalar in [0, 1].
+    """
+    t, p = _as_float32(y_true, y_pred)
+    intersection = ops.sum(t * p)
+    return 1.0 - (2.0 * intersection + smooth) / (ops.sum(t) + ops.sum(p) + smooth)
+
+
+@keras.saving.register_keras_serializable(package="lumbo_bids")
+def dice_bce_loss(y_true: Any, y_pred: Any, bce_weight: float = 1.0, smooth: float = 1.0) -> Any:
+    """Soft Dice loss plus ``bce_weight`` times the mean binary cross-entropy.
+
+    Parameters
+    ----------
+    y_true, y_pred : tensor
+        As for :func:`dice_loss`.
+    bce_weight : float
+        Weight of the cross-entropy term (>= 0).
+    smooth : float
+        Dice smoothing.
+
+    Returns
+    -------
+    tensor
+        float32 scalar.
+    """
+    t, p = _as_float32(y_true, y_pred)
+    p = ops.clip(p, _EPSILON, 1.0 - _EPSILON)
+    bce = -ops.mean(t * ops.log(p) + (1.0 - t) * ops.log(1.0 - p))
+    return dice_loss(t, p, smooth) + bce_weight * bce
+
+
+def get_loss(name: str, bce_weight: float = 1.0, smooth: float = 1.0) -> Callable[[Any, Any], Any]:
+    """The loss function called ``name`` (``"dice"`` or ``"dice_bce"``) with its settings bound.
+
+    Returns
+    -------
+    callable
+        ``loss(y_true, y_pred) -> scalar``, named ``name`` (Keras logs it as ``loss``).
+    """
+    if name == "dice":
+
+        def loss(y_true: Any, y_pred: Any) -> Any:
+            return dice_loss(y_true, y_pred, smooth)
+
+    elif name == "dice_bce":
+
+        def loss(y_true: Any, y_pred: Any) -> Any:
+            return dice_bce_loss(y_true, y_pred, bce_weight, smooth)
+
+    else:
+        raise ValueError(f"loss must be 'dice' or 'dice_bce', got {name!r}")
+    loss.__name__ = name
+    return loss
+
+
+@keras.saving.register_keras_serializable(package="lumbo_bids")
+class DiceMetric(keras.metrics.Metric):
+    """Hard Dice at a threshold, accumulated over every voxel of every batch of an epoch.
+
+    ``2 |T & P| / (|T| + |P|)`` with ``T = y_true >= 0.5`` and ``P = y_pred >= threshold``;
+    1.0 when both are empty. Logged as ``dice`` (``val_dice`` on validation data).
+
+    Parameters
+    ----------
+    threshold : float
+        Probability threshold of the prediction.
+    name : str
+        Metric name.
+    """
+
+    def __init__(self, threshold: float = 0.5, name: str = "dice", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.threshold = float(threshold)
+        self.intersection = self.add_variable(shape=(), initializer="zeros", name="intersection", dtype="float32")
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total", dtype="float32")
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        """Add a batch (``sample_weight`` is not supported and must be None)."""
+        if sample_weight is not None:
+            raise ValueError("DiceMetric does not support sample_weight")
+        t, p = _as_float32(y_true, y_pred)
+        t = ops.cast(t >= 0.5, "float32")
+        p = ops.cast(p >= self.threshold, "float32")
+        self.intersection.assign_add(ops.sum(t * p))
+        self.total.assign_add(ops.sum(t) + ops.sum(p))
+
+    def result(self) -> Any:
+        """Dice of everything seen since the last reset."""
+        return ops.where(self.total > 0, 2.0 * self.intersection / ops.maximum(self.total, 1.0), 1.0)
+
+    def reset_state(self) -> None:
+        """Forget the accumulated counts."""
+        self.intersection.assign(0.0)
+        self.total.assign(0.0)
+
+    def get_config(self) -> dict[str, Any]:
+        """Serialisable configuration."""
+        return {**super().get_config(), "threshold": self.threshold}

@@ -1,0 +1,471 @@
+"""Network architectures of the deepseg_sc lineage, in Keras 3 (channels-last).
+
+Two builders, each driven by a JSON-serialisable config dataclass:
+
+``build_unet3d(UNet3DConfig)``
+    The 3D U-Net of ``sct_deepseg_sc -kernel 3d`` (Gros et al. 2018,
+    arXiv:1805.06349), as defined by SCT's
+    ``spinalcordtoolbox/deepseg_sc/cnn_models_3d.py::nn_architecture_seg_3d``
+    (itself derived from ellisdg/3DUnetCNN and trained with
+    sct-pipeline/deepseg-training on 48x48x48 patches at 0.5 mm isotropic).
+    For every encoder level ``l`` (``depth`` levels, default 3) two
+    ``Conv3D(3x3x3, same) -> BatchNormalization -> ReLU`` blocks with
+    ``base_filters * 2**l`` then ``base_filters * 2**l * 2`` filters, and a
+    ``MaxPooling3D(2)`` between levels. The decoder, for ``l = depth-2 .. 0``:
+    ``UpSampling3D(2)`` (nearest neighbour, no weights), concatenation
+    ``[upsampled, skip]`` with the second block of encoder level ``l``, then two
+    conv blocks with as many filters as that skip. Head: ``Conv3D(1x1x1,
+    n_labels)`` and a sigmoid. No dropout in SCT (``dropout=0``). With the
+    default config (16 base filters, depth 3) the filters are
+    16-32 | 32-64 | 64-128 | 64-64 | 32-32 | 1 and there are 984,609 parameters
+    (982,497 convolution + 2,112 batch-norm, of which 1,056 non-trainable).
+    SCT ran it channels-first (``K.set_image_data_format("channels_first")``,
+    ``BatchNormalization(axis=1)``, ``concatenate(axis=1)``); kernels and
+    batch-norm vectors are layout independent, so its weights load as they are
+    into this channels-last model.
+
+``build_unet2d(UNet2DConfig)``
+    The 2D centerline-detection U-Net of ``sct_deepseg_sc -centerline cnn``:
+    SCT's ``cnn_models.py::nn_architecture_ctr`` (the ``{t2,t2s,t1,dwi}_ctr.h5``
+    models). ``depth`` (2) down blocks ``Conv2D(3x3, dilation 1) -> BN -> ReLU
+    [-> Dropout] -> Conv2D(3x3, dilation 2) -> BN -> ReLU [-> Dropout] ->
+    MaxPooling2D(2)``, the features doubling after each block; then
+    ``dilation_layers`` bottleneck convs with dilation 1, 2, 4, ...; then
+    ``depth`` up blocks ``Conv2DTranspose(2x2, stride 2) -> Concatenate([up,
+    skip]) -> 2 x (Conv2D(3x3) -> BN -> ReLU [-> Dropout])``; head
+    ``Conv2D(1x1)`` -> ``z / temperature`` (a Keras-2 ``Lambda`` in SCT, here
+    :class:`TemperatureScaling`) -> sigmoid. SCT's settings per contrast are in
+    :data:`SCT_CTR_PARAMS` (``UNet2DConfig.sct_ctr("t2")``).
+
+Layer names and the mapping to SCT's Keras-2 names
+---------------------------------------------------
+Layers get descriptive names: ``input``, ``enc{l}_conv{k}``, ``enc{l}_bn{k}``,
+``enc{l}_relu{k}``, ``enc{l}_drop{k}``, ``enc{l}_pool``, (2D bottleneck)
+``bottom_conv{k}``, ``bottom_bn{k}``, ..., ``dec{l}_up``, ``dec{l}_concat``,
+``dec{l}_conv{k}``, ..., ``head_conv``, ``head_temperature``,
+``head_sigmoid``. Every layer is created in the same order as in SCT's
+builders, so the automatic Keras-2 names of SCT's saved models are recovered
+by numbering the layers of each Keras-2 class in model order
+(:func:`sct_layer_name_map`): for the default 3D config ``enc0_conv1 ->
+conv3d_1``, ``enc0_bn1 -> batch_normalization_1``, ``enc0_conv2 -> conv3d_2``,
+..., ``enc2_conv2 -> conv3d_6``, ``dec1_up -> up_sampling3d_1``,
+``dec1_concat -> concatenate_1``, ``dec1_conv1 -> conv3d_7``, ...,
+``dec0_conv2 -> conv3d_10``, ``head_conv -> conv3d_11``; for the t2 2D model
+``enc0_conv1 -> conv2d_1``, ..., ``bottom_conv2 -> conv2d_6``,
+``dec1_up -> conv2d_transpose_1``, ..., ``head_conv -> conv2d_11``,
+``head_temperature -> lambda_1``. This holds when the SCT model was the first
+one built in its Keras session (true of the shipped ``*_ctr.h5`` files); use
+``lumbo_bids.model.sct_h5.load_keras2_weights(..., match="order")`` otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Self
+
+import keras
+
+__all__ = [
+    "SCT_CTR_PARAMS",
+    "TemperatureScaling",
+    "UNet2DConfig",
+    "UNet3DConfig",
+    "build_unet2d",
+    "build_unet3d",
+    "encoder_layer_names",
+    "freeze_depth",
+    "sct_layer_name_map",
+]
+
+FreezeMode = Literal["none", "encoder", "all_but_last"]
+
+#: SCT's centerline-model settings per contrast (``core.py::find_centerline``,
+#: ``dct_params_ctr``): (features, dilation_layers); depth is always 2.
+SCT_CTR_PARAMS: dict[str, tuple[int, int]] = {
+    "t2": (16, 2),
+    "t2s": (8, 3),
+    "t1": (24, 3),
+    "dwi": (8, 2),
+}
+
+
+# --------------------------------------------------------------------------- configs
+class _JsonConfig:
+    """JSON round trip shared by the config dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Build a config from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
+        names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown config keys {unknown}")
+        kwargs = {
+            key: tuple(value) if isinstance(value, list) else value for key, value in data.items()
+        }
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class UNet3DConfig(_JsonConfig):
+    """Hyper-parameters of the deepseg_sc 3D U-Net (defaults = SCT's).
+
+    Attributes
+    ----------
+    base_filters : int
+        Filters of the first convolution (SCT ``n_base_filters=16``); use e.g.
+        4 for a model small enough to train on a CPU.
+    depth : int
+        Number of resolution levels (SCT 3, i.e. 2 poolings).
+    in_channels, n_labels : int
+        Input channels and output sigmoid maps (SCT 1 and 1).
+    batch_norm : bool
+        Batch normalisation after every convolution (SCT True).
+    dropout : float
+        Dropout rate after every ReLU; 0 (SCT) adds no Dropout layer.
+    kernel_size, pool_size : int
+        Convolution kernel and pooling / up-sampling factor (SCT 3 and 2).
+    upsampling : {"nearest", "transpose"}
+        ``UpSampling3D`` (SCT) or a learned ``Conv3DTranspose``.
+    patch_size : tuple of int
+        Training patch in voxels (SCT 48x48x48 at 0.5 mm). The network itself
+        accepts any spatial size divisible by :attr:`size_multiple`.
+    """
+
+    base_filters: int = 16
+    depth: int = 3
+    in_channels: int = 1
+    n_labels: int = 1
+    batch_norm: bool = True
+    dropout: float = 0.0
+    kernel_size: int = 3
+    pool_size: int = 2
+    upsampling: Literal["nearest", "transpose"] = "nearest"
+    patch_size: tuple[int, int, int] = (48, 48, 48)
+
+    def __post_init__(self) -> None:
+        _check_common(self.base_filters, self.depth, self.dropout, self.pool_size)
+        if self.upsampling not in ("nearest", "transpose"):
+            raise ValueError(f"upsampling must be 'nearest' or 'transpose', got {self.upsampling!r}")
+        _check_patch(self.patch_size, 3, self.size_multiple)
+
+    @property
+    def size_multiple(self) -> int:
+        """Spatial sizes must be multiples of this (``pool_size ** (depth - 1)``)."""
+        return self.pool_size ** (self.depth - 1)
+
+
+@dataclass(frozen=True)
+class UNet2DConfig(_JsonConfig):
+    """Hyper-parameters of the deepseg_sc 2D centerline U-Net (``nn_architecture_ctr``).
+
+    Attributes
+    ----------
+    base_filters : int
+        SCT ``features`` (t2: 16, t2s: 8, t1: 24, dwi: 8).
+    depth : int
+        Down/up blocks (SCT 2).
+    dilation_layers : int
+        Bottleneck convolutions with dilation 1, 2, 4, ... (t2: 2, t2s: 3).
+    in_channels, n_labels : int
+        Input channels and output maps (SCT 1 and 1).
+    batch_norm : bool
+        Batch normalisation after every 3x3 convolution (SCT True).
+    dropout : float
+        Dropout after every ReLU (SCT builds with 0; the shipped models were
+        trained with 0.4); 0 adds no Dropout layer.
+    temperature : float
+        Logits are divided by it before the sigmoid (SCT 1.0).
+    patch_size : tuple of int
+        Axial patch in pixels at 0.5 mm (SCT 80x80). The network accepts any
+        size divisible by :attr:`size_multiple`.
+    """
+
+    base_filters: int = 16
+    depth: int = 2
+    dilation_layers: int = 2
+    in_channels: int = 1
+    n_labels: int = 1
+    batch_norm: bool = True
+    dropout: float = 0.0
+    temperature: float = 1.0
+    patch_size: tuple[int, int] = (80, 80)
+
+    def __post_init__(self) -> None:
+        _check_common(self.base_filters, self.depth, self.dropout, 2)
+        if self.dilation_layers < 1:
+            raise ValueError(f"dilation_layers must be >= 1, got {self.dilation_layers}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        _check_patch(self.patch_size, 2, self.size_multiple)
+
+    @property
+    def size_multiple(self) -> int:
+        """Spatial sizes must be multiples of this (``2 ** depth``)."""
+        return 2**self.depth
+
+    @classmethod
+    def sct_ctr(cls, contrast: str, dropout: float = 0.0) -> UNet2DConfig:
+        """Config of SCT's ``{contrast}_ctr.h5`` model (see :data:`SCT_CTR_PARAMS`)."""
+        if contrast not in SCT_CTR_PARAMS:
+            raise ValueError(f"unknown SCT contrast {contrast!r}; expected one of {sorted(SCT_CTR_PARAMS)}")
+        features, dilation_layers = SCT_CTR_PARAMS[contrast]
+        return cls(base_filters=features, dilation_layers=dilation_layers, dropout=dropout)
+
+
+def _check_common(base_filters: int, depth: int, dropout: float, pool_size: int) -> None:
+    if base_filters < 1:
+        raise ValueError(f"base_filters must be >= 1, got {base_filters}")
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if pool_size < 2:
+        raise ValueError(f"pool_size must be >= 2, got {pool_size}")
+
+
+def _check_patch(patch: Sequence[int], ndim: int, multiple: int) -> None:
+    if len(patch) != ndim or any(int(s) < 1 or int(s) % multiple for s in patch):
+        raise ValueError(f"patch_size {tuple(patch)} must have {ndim} sizes divisible by {multiple}")
+
+
+# --------------------------------------------------------------------------- layers
+@keras.saving.register_keras_serializable(package="lumbo_bids")
+class TemperatureScaling(keras.layers.Layer):
+    """Divide the input by a fixed temperature (SCT's ``Lambda(lambda z: z / temperature)``).
+
+    Parameters
+    ----------
+    temperature : float
+        Positive divisor of the logits.
+    """
+
+    def __init__(self, temperature: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def call(self, inputs):  # noqa: ANN001, ANN201 - Keras tensor in/out
+        return inputs / self.temperature
+
+    def compute_output_shape(self, input_shape):  # noqa: ANN001, ANN201
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+def _conv_bn_relu(
+    x,  # noqa: ANN001 - Keras tensor
+    filters: int,
+    prefix: str,
+    index: int,
+    *,
+    ndim: int,
+    kernel_size: int = 3,
+    dilation: int = 1,
+    batch_norm: bool = True,
+    dropout: float = 0.0,
+):  # noqa: ANN202
+    """``Conv(same) -> [BN] -> ReLU -> [Dropout]`` named ``{prefix}_{conv,bn,relu,drop}{index}``."""
+    conv = keras.layers.Conv3D if ndim == 3 else keras.layers.Conv2D
+    x = conv(filters, kernel_size, padding="same", dilation_rate=dilation, name=f"{prefix}_conv{index}")(x)
+    if batch_norm:
+        x = keras.layers.BatchNormalization(name=f"{prefix}_bn{index}")(x)
+    x = keras.layers.Activation("relu", name=f"{prefix}_relu{index}")(x)
+    if dropout > 0:
+        x = keras.layers.Dropout(dropout, name=f"{prefix}_drop{index}")(x)
+    return x
+
+
+# --------------------------------------------------------------------------- builders
+def build_unet3d(cfg: UNet3DConfig | None = None) -> keras.Model:
+    """Build the deepseg_sc 3D U-Net (see the module docstring for the layer list).
+
+    Parameters
+    ----------
+    cfg : UNet3DConfig, optional
+        Hyper-parameters; SCT's defaults when omitted.
+
+    Returns
+    -------
+    keras.Model
+        Input ``(None, None, None, None, in_channels)`` (channels-last, any
+        spatial size divisible by ``cfg.size_multiple``), output the same
+        spatial size with ``n_labels`` sigmoid channels.
+    """
+    cfg = cfg or UNet3DConfig()
+    block = dict(ndim=3, kernel_size=cfg.kernel_size, batch_norm=cfg.batch_norm, dropout=cfg.dropout)
+    inputs = keras.Input((None, None, None, cfg.in_channels), name="input")
+    x = inputs
+    skips = []
+    for level in range(cfg.depth):
+        filters = cfg.base_filters * 2**level
+        x = _conv_bn_relu(x, filters, f"enc{level}", 1, **block)
+        x = _conv_bn_relu(x, filters * 2, f"enc{level}", 2, **block)
+        if level < cfg.depth - 1:
+            skips.append((x, filters * 2))
+            x = keras.layers.MaxPooling3D(cfg.pool_size, name=f"enc{level}_pool")(x)
+    for level in range(cfg.depth - 2, -1, -1):
+        skip, filters = skips[level]
+        if cfg.upsampling == "nearest":
+            x = keras.layers.UpSampling3D(cfg.pool_size, name=f"dec{level}_up")(x)
+        else:
+            x = keras.layers.Conv3DTranspose(
+                x.shape[-1], cfg.pool_size, strides=cfg.pool_size, name=f"dec{level}_up"
+            )(x)
+        x = keras.layers.Concatenate(name=f"dec{level}_concat")([x, skip])
+        x = _conv_bn_relu(x, filters, f"dec{level}", 1, **block)
+        x = _conv_bn_relu(x, filters, f"dec{level}", 2, **block)
+    x = keras.layers.Conv3D(cfg.n_labels, 1, name="head_conv")(x)
+    outputs = keras.layers.Activation("sigmoid", name="head_sigmoid")(x)
+    return keras.Model(inputs, outputs, name="deepseg_sc_unet3d")
+
+
+def build_unet2d(cfg: UNet2DConfig | None = None) -> keras.Model:
+    """Build the deepseg_sc 2D centerline U-Net (SCT ``nn_architecture_ctr``).
+
+    Parameters
+    ----------
+    cfg : UNet2DConfig, optional
+        Hyper-parameters; SCT's t2 settings when omitted.
+
+    Returns
+    -------
+    keras.Model
+        Input ``(None, None, None, in_channels)`` axial slices (any size
+        divisible by ``cfg.size_multiple``), output a sigmoid cord heat-map of
+        the same size with ``n_labels`` channels.
+    """
+    cfg = cfg or UNet2DConfig()
+    block = dict(ndim=2, batch_norm=cfg.batch_norm, dropout=cfg.dropout)
+    inputs = keras.Input((None, None, cfg.in_channels), name="input")
+    x = inputs
+    skips = []
+    features = cfg.base_filters
+    for level in range(cfg.depth):
+        x = _conv_bn_relu(x, features, f"enc{level}", 1, dilation=1, **block)
+        x = _conv_bn_relu(x, features, f"enc{level}", 2, dilation=2, **block)
+        skips.append(x)
+        x = keras.layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
+        features *= 2
+    for index in range(cfg.dilation_layers):
+        x = _conv_bn_relu(x, features, "bottom", index + 1, dilation=2**index, **block)
+    for level in range(cfg.depth - 1, -1, -1):
+        features //= 2
+        x = keras.layers.Conv2DTranspose(features, 2, strides=2, name=f"dec{level}_up")(x)
+        x = keras.layers.Concatenate(name=f"dec{level}_concat")([x, skips[level]])
+        x = _conv_bn_relu(x, features, f"dec{level}", 1, **block)
+        x = _conv_bn_relu(x, features, f"dec{level}", 2, **block)
+    x = keras.layers.Conv2D(cfg.n_labels, 1, name="head_conv")(x)
+    x = TemperatureScaling(cfg.temperature, name="head_temperature")(x)
+    outputs = keras.layers.Activation("sigmoid", name="head_sigmoid")(x)
+    return keras.Model(inputs, outputs, name="deepseg_sc_ctr_unet2d")
+
+
+# --------------------------------------------------------------------------- freezing
+def encoder_layer_names(model: keras.Model) -> list[str]:
+    """Names of the contracting-path layers (``enc*`` and the 2D ``bottom*``), in model order.
+
+    This is every layer before the first up-sampling layer, bottleneck
+    included, but not the input layer.
+    """
+    return [layer.name for layer in model.layers if layer.name.startswith(("enc", "bottom"))]
+
+
+def freeze_depth(model: keras.Model, mode: FreezeMode) -> list[str]:
+    """Set ``trainable`` on the layers of a model built here, for fine-tuning.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A model from :func:`build_unet3d` or :func:`build_unet2d`.
+    mode : {"none", "encoder", "all_but_last"}
+        ``"none"``: every layer trainable; ``"encoder"``: the layers of
+        :func:`encoder_layer_names` frozen (their batch-norm layers then run in
+        inference mode), the rest trainable; ``"all_but_last"``: only the final
+        1x1 convolution (``head_conv``) trainable.
+
+    Returns
+    -------
+    list of str
+        Names of the layers left frozen. The model must be (re)compiled after
+        this for the change to affect training.
+    """
+    names = [layer.name for layer in model.layers]
+    if mode == "none":
+        frozen: set[str] = set()
+    elif mode == "encoder":
+        frozen = set(encoder_layer_names(model))
+        if not frozen:
+            raise ValueError(f"model {model.name!r} has no encoder (enc*) layers")
+    elif mode == "all_but_last":
+        if "head_conv" not in names:
+            raise ValueError(f"model {model.name!r} has no 'head_conv' layer")
+        frozen = set(names) - {"head_conv"}
+    else:
+        raise ValueError(f"freeze mode must be 'none', 'encoder' or 'all_but_last', got {mode!r}")
+    model.trainable = True
+    for layer in model.layers:
+        layer.trainable = layer.name not in frozen
+    return [name for name in names if name in frozen]
+
+
+# --------------------------------------------------------------------------- SCT names
+#: Keras-2 automatic name stem of each layer class used here.
+_KERAS2_STEMS: dict[str, str] = {
+    "InputLayer": "input",
+    "Conv2D": "conv2d",
+    "Conv3D": "conv3d",
+    "Conv2DTranspose": "conv2d_transpose",
+    "Conv3DTranspose": "conv3d_transpose",
+    "BatchNormalization": "batch_normalization",
+    "Activation": "activation",
+    "Dropout": "dropout",
+    "MaxPooling2D": "max_pooling2d",
+    "MaxPooling3D": "max_pooling3d",
+    "UpSampling2D": "up_sampling2d",
+    "UpSampling3D": "up_sampling3d",
+    "Concatenate": "concatenate",
+    "TemperatureScaling": "lambda",
+}
+
+
+def sct_layer_name_map(model: keras.Model) -> dict[str, str]:
+    """Map each layer name of ``model`` to the name Keras 2 gave it in SCT's saved models.
+
+    Keras 2 named layers ``{class stem}_{n}``, numbering each class from 1 in
+    creation order within a session. Our builders create layers in SCT's order
+    and Keras orders a functional model's layers topologically, which for these
+    U-Nets is the creation order; the map is therefore obtained by numbering
+    per class in ``model.layers`` order.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A model from :func:`build_unet3d` or :func:`build_unet2d`.
+
+    Returns
+    -------
+    dict
+        ``{our_name: keras2_name}`` for every layer.
+    """
+    counters: dict[str, int] = {}
+    mapping: dict[str, str] = {}
+    for layer in model.layers:
+        cls = type(layer).__name__
+        if cls not in _KERAS2_STEMS:
+            raise ValueError(f"layer {layer.name!r} ({cls}) has no Keras-2 equivalent")
+        stem = _KERAS2_STEMS[cls]
+        counters[stem] = counters.get(stem, 0) + 1
+        mapping[layer.name] = f"{stem}_{counters[stem]}"
+    return mapping
+

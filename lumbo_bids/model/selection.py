@@ -1,0 +1,102 @@
+"""Which models a run uses: the segmentation artifact (with its preprocessing plan) and the localiser."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ExitCode, LumboError
+
+LOGGER = logging.getLogger("lumbo_bids.model")
+
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "data" / "models"
+SHIPPED_SEGMENTATION = SHIPPED_MODELS / "cord_seg"
+SHIPPED_LOCALISER = SHIPPED_MODELS / "cord_localiser"
+# SCT's centerline models by contrast (deepseg_sc's ``*_ctr.h5``)
+SCT_CTR_FILES = {"T2w": "t2_ctr.h5", "T1w": "t1_ctr.h5", "T2starw": "t2s_ctr.h5", "dwi": "dwi_ctr.h5"}
+
+
+@dataclass(frozen=True)
+class SegmentationModel:
+    """What the workflow needs to know of a segmentation artifact (read once, at build time)."""
+
+    path: Path
+    name: str
+    version: str
+    checksum: str
+    resolution: float
+    crop_size: tuple[int, int]
+    intensity: dict
+    threshold: float
+    contrasts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    segmentation: SegmentationModel
+    localiser: str
+    localiser_checksum: str
+    localiser_name: str
+
+
+def read_segmentation_model(path: Path | None) -> SegmentationModel:
+    """Load and verify a segmentation artifact (default: the shipped one)."""
+    from .artifact import load_artifact
+
+    path = Path(path) if path is not None else SHIPPED_SEGMENTATION
+    artifact = load_artifact(path)  # ArtifactError is a LumboError: one line, exit 65/66
+    manifest = artifact.manifest
+    if manifest.get("task") != "segmentation":
+        raise LumboError(f"--model {path}: a {manifest.get('task')!r} model, not a segmentation model", ExitCode.BAD_DATA)
+    pre = manifest["preprocessing"]
+    return SegmentationModel(
+        path=artifact.path,
+        name=manifest.get("name", path.name),
+        version=str(manifest.get("version", "")),
+        checksum=artifact.checksum,
+        resolution=float(pre["resolution_mm"]),
+        crop_size=tuple(int(v) for v in pre["crop_size"]),
+        intensity=dict(pre.get("intensity") or {}),
+        threshold=float(manifest.get("inference", {}).get("threshold", 0.5)),
+        contrasts=tuple(manifest.get("contrasts", ())),
+    )
+
+
+def choose_localiser(contrast: str, sct_models: Path | None) -> tuple[str, str, str]:
+    """(path, checksum, description) of the cord localiser for ``contrast``.
+
+    SCT's ``*_ctr.h5`` when ``--sct-models`` holds one for this contrast (T2w's otherwise,
+    with a warning), else the shipped localiser artifact.
+    """
+    from .artifact import load_artifact, sha256_file
+
+    if sct_models is not None:
+        wanted = sct_models / SCT_CTR_FILES.get(contrast, "t2_ctr.h5")
+        if not wanted.is_file():
+            fallback = sct_models / "t2_ctr.h5"
+            if not fallback.is_file():
+                raise LumboError(
+                    f"--sct-models {sct_models}: neither {wanted.name} nor t2_ctr.h5 found", ExitCode.NO_INPUT
+                )
+            LOGGER.warning("--sct-models: no %s for %s images, using %s", wanted.name, contrast, fallback.name)
+            wanted = fallback
+        return str(wanted), sha256_file(wanted), f"SCT {wanted.name}"
+    artifact = load_artifact(SHIPPED_LOCALISER)
+    return str(artifact.path), artifact.checksum, f"lumbo_bids {artifact.manifest.get('name', 'localiser')}"
+
+
+def choose_models(config, contrast: str, needs_localiser: bool = True) -> ModelChoice:
+    """Models for one image of ``contrast`` (artifacts are verified here, before any work)."""
+    segmentation = read_segmentation_model(config.model)
+    if segmentation.contrasts and contrast not in segmentation.contrasts:
+        raise LumboError(
+            f"--model {segmentation.path} supports {', '.join(segmentation.contrasts)}, not {contrast}: "
+            "restrict the inputs with --bids-filter-file",
+            ExitCode.BAD_DATA,
+        )
+    if needs_localiser:
+        localiser, checksum, description = choose_localiser(contrast, config.sct_models)
+    else:
+        localiser, checksum, description = "", "", "not needed (manual mask)"
+    return ModelChoice(segmentation, localiser, checksum, description)
