@@ -50,8 +50,8 @@ class Config:
     # segmentation
     model: Path | None = None
     sct_models: Path | None = None
-    resolution: float = 0.5
-    crop_size: tuple[int, int] = (64, 64)
+    resolution: float | None = None
+    crop_size: tuple[int, int] | None = None
     threshold: float | None = None
     overlap: float | None = None
     tta: bool = False
@@ -83,7 +83,8 @@ class Config:
         config.omp_nthreads = min(namespace.omp_nthreads or config.nprocs, config.nprocs)
         if config.labels_dir is None:
             config.labels_dir = config.bids_dir / "derivatives" / "labels"
-        config.crop_size = tuple(config.crop_size)
+        if config.crop_size is not None:
+            config.crop_size = tuple(config.crop_size)
         return config
 
     @property

@@ -174,10 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder with SCT deepseg_sc Keras-2 HDF5 models (e.g. t2_ctr.h5); its centerline models then localise the cord",
     )
     g_model.add_argument(
-        "--resolution", type=_positive_float, default=0.5, metavar="MM", help="isotropic working resolution in mm"
+        "--resolution", type=_positive_float, default=None, metavar="MM", help="isotropic working resolution in mm (default: the model's, 0.5)"
     )
     g_model.add_argument(
-        "--crop-size", dest="crop_size", type=_positive_int, nargs=2, default=(64, 64), metavar=("X", "Y"), help="in-plane box around the centerline, in voxels"
+        "--crop-size", dest="crop_size", type=_positive_int, nargs=2, default=None, metavar=("X", "Y"), help="in-plane box around the centerline, in voxels (default: the model's, 64 64)"
     )
     g_model.add_argument("--threshold", type=_fraction, default=None, help="probability threshold (default: the model's, 0.5)")
     g_model.add_argument("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1) (default: the model's)")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from nipype.pipeline import engine as pe
 
 from ..derivatives import source_entities
-from ..interfaces.io import DerivativesDataSink, ValidateAnat
-from ..interfaces.preproc import Centerline, CropAroundCenterline, Reorient, Resample, ToNative
-from ..interfaces.segment import LocaliseCord, Postprocess, Segment, Standardise
+from ..interfaces.io import DerivativesDataSink
+from ..interfaces.preproc import ToNative
+from ..interfaces.segment import Postprocess, Segment, Standardise
+from .preproc import init_anat_preproc_wf
 
 
 def resolution_entity(resolution: float) -> str:
@@ -29,20 +30,21 @@ def init_anat_seg_wf(config, anat, models, name: str):
     """
     workflow = pe.Workflow(name=name)
     seg = models.segmentation
-    resolution = seg.resolution
+    resolution = config.resolution or seg.resolution
+    crop_size = tuple(config.crop_size or seg.crop_size)
     use_mask = anat.mask is not None and not config.ignore_manual_centerline
     entities = source_entities(anat.entities)
     res = resolution_entity(resolution)
 
-    validate = pe.Node(ValidateAnat(in_file=str(anat.path)), name="validate")
-    if anat.mask is not None:
-        validate.inputs.mask_file = str(anat.mask)
-    reorient = pe.Node(Reorient(), name="reorient")
-    resample = pe.Node(Resample(resolution=resolution), name="resample")
-    centerline = pe.Node(Centerline(), name="centerline")
-    crop = pe.Node(
-        CropAroundCenterline(native_file=str(anat.path), crop_size=tuple(seg.crop_size)), name="crop"
+    preproc_wf = init_anat_preproc_wf(
+        anat,
+        resolution=resolution,
+        crop_size=crop_size,
+        use_mask=use_mask,
+        localiser=(models.localiser, models.localiser_checksum),
+        omp_nthreads=config.omp_nthreads,
     )
+    centerline_method = "manual mask" if use_mask else f"automatic ({models.localiser_name})"
     standardise = pe.Node(Standardise(intensity=seg.intensity), name="standardise")
     segment = pe.Node(
         Segment(model=str(seg.path), model_checksum=seg.checksum, tta=config.tta, omp_nthreads=config.omp_nthreads),
@@ -56,41 +58,12 @@ def init_anat_seg_wf(config, anat, models, name: str):
     to_native = pe.Node(ToNative(reference_file=str(anat.path), threshold=0.5), name="to_native")
 
     workflow.connect([
-        (validate, reorient, [("in_file", "in_file")]),
-        (reorient, resample, [("out_file", "in_file")]),
-        (reorient, crop, [("out_file", "rpi_file")]),
-        (resample, crop, [("out_file", "in_file")]),
-        (centerline, crop, [("centerline_json", "centerline_json")]),
-        (crop, standardise, [("out_stack", "in_stack")]),
+        (preproc_wf, standardise, [("outputnode.out_stack", "in_stack")]),
         (standardise, segment, [("out_stack", "in_stack")]),
         (segment, postprocess, [("prob_stack", "prob_stack")]),
         (postprocess, to_native, [("out_stack", "in_stack")]),
-        (crop, to_native, [("geometry_json", "geometry_json")]),
+        (preproc_wf, to_native, [("outputnode.geometry_json", "geometry_json")]),
     ])  # fmt: skip
-
-    if anat.mask is not None:
-        reorient_mask = pe.Node(Reorient(is_mask=True), name="reorient_mask")
-        resample_mask = pe.Node(Resample(resolution=resolution, is_mask=True), name="resample_mask")
-        workflow.connect([
-            (validate, reorient_mask, [("mask_file", "in_file")]),
-            (reorient_mask, resample_mask, [("out_file", "in_file")]),
-            (resample_mask, crop, [("out_file", "mask_file")]),
-        ])  # fmt: skip
-    if use_mask:
-        workflow.connect(resample_mask, "out_file", centerline, "mask_file")
-        centerline_method = "manual mask"
-    else:
-        localise = pe.Node(
-            LocaliseCord(model=str(models.localiser), model_checksum=models.localiser_checksum, omp_nthreads=config.omp_nthreads),
-            name="localise",
-            mem_gb=2.0,
-            n_procs=config.omp_nthreads,
-        )
-        workflow.connect([
-            (resample, localise, [("out_file", "in_file")]),
-            (localise, centerline, [("heatmap_file", "heatmap_file")]),
-        ])  # fmt: skip
-        centerline_method = f"automatic ({models.localiser_name})"
 
     # -- derivatives ------------------------------------------------------------------
     def sink(node_name, suffix, extension=".nii.gz", **kwargs):
@@ -141,7 +114,7 @@ def init_anat_seg_wf(config, anat, models, name: str):
             "Resolution": f"{resolution:g} mm isotropic, SCT 'RPI' (nibabel LAS) orientation",
             "SkullStripped": False,
             "Description": "Reoriented, resampled and cropped around the cord centerline (axis-aligned bounding box of the per-slice crop).",
-            "CropSize": list(seg.crop_size),
+            "CropSize": list(crop_size),
         },
     )
     ds_centerline = sink(
@@ -158,9 +131,9 @@ def init_anat_seg_wf(config, anat, models, name: str):
     )
     workflow.connect([
         (to_native, ds_mask, [("out_file", "in_file")]),
-        (crop, ds_preproc, [("out_file", "in_file")]),
-        (centerline, ds_centerline, [("centerline_file", "in_file")]),
-        (centerline, ds_centerline_csv, [("centerline_csv", "in_file")]),
+        (preproc_wf, ds_preproc, [("outputnode.out_file", "in_file")]),
+        (preproc_wf, ds_centerline, [("outputnode.centerline_file", "in_file")]),
+        (preproc_wf, ds_centerline_csv, [("outputnode.centerline_csv", "in_file")]),
     ])  # fmt: skip
     if anat.mask is not None:
         ds_preproc_mask = sink(
@@ -173,7 +146,7 @@ def init_anat_seg_wf(config, anat, models, name: str):
             extra_sources=[str(anat.mask)],
             metadata={"Type": "ROI", "SpatialReference": "orig", "Manual": True, "Description": "Manual cord mask on the preprocessed grid."},
         )
-        workflow.connect(crop, "mask_file", ds_preproc_mask, "in_file")
+        workflow.connect(preproc_wf, "outputnode.mask_file", ds_preproc_mask, "in_file")
     if config.save_probseg:
         to_native_prob = pe.Node(ToNative(reference_file=str(anat.path)), name="to_native_prob")
         ds_probseg = sink(
@@ -182,7 +155,7 @@ def init_anat_seg_wf(config, anat, models, name: str):
         )  # fmt: skip
         workflow.connect([
             (segment, to_native_prob, [("prob_stack", "in_stack")]),
-            (crop, to_native_prob, [("geometry_json", "geometry_json")]),
+            (preproc_wf, to_native_prob, [("outputnode.geometry_json", "geometry_json")]),
             (to_native_prob, ds_probseg, [("out_file", "in_file")]),
         ])  # fmt: skip
     return workflow

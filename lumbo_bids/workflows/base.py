@@ -41,9 +41,21 @@ def init_lumbo_wf(config, inputs: dict):
 
 def init_single_subject_wf(config, subject: str, anats: list):
     """Segment every selected anatomical image of one subject."""
+    from ..model.selection import choose_models
     from .anat import init_anat_seg_wf
 
-    workflow = pe.Workflow(name=f"sub_{_node_name(subject)}_wf")
+    workflow = pe.Workflow(name=subject_wf_name(subject))
     for anat in anats:
-        workflow.add_nodes([init_anat_seg_wf(config, anat, name=f"{_node_name(anat.stem)}_wf")])
+        needs_localiser = anat.mask is None or config.ignore_manual_centerline
+        models = choose_models(config, anat.contrast, needs_localiser)
+        workflow.add_nodes([init_anat_seg_wf(config, anat, models, name=anat_wf_name(anat))])
     return workflow
+
+
+def anat_wf_name(anat) -> str:
+    """Stable name of an image's workflow (shared by both levels so the cache is shared)."""
+    return f"{_node_name(anat.stem)}_wf"
+
+
+def subject_wf_name(subject: str) -> str:
+    return f"sub_{_node_name(subject)}_wf"

@@ -1,0 +1,138 @@
+"""Group level: fine-tune the segmentation model on every subject that has manual masks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ExitCode, LumboError
+
+LOGGER = logging.getLogger("lumbo_bids.group")
+
+
+def run_group(config, inputs: dict) -> ExitCode:
+    """Preprocess (cached), split by subject, fine-tune, evaluate, write the artifact and report."""
+    from .participant import configure_nipype, plugin_settings
+
+    anats = [anat for items in inputs.values() for anat in items if anat.mask is not None]
+    if not anats:
+        raise LumboError(
+            f"no selected image has a manual mask under {config.labels_dir} "
+            "(expected sub-XX/anat/<source>_label-SC_seg.nii.gz)",
+            ExitCode.NO_INPUT,
+        )
+    from ..model.artifact import load_artifact
+    from ..model.finetune import RawCase, split_subjects
+    from ..model.selection import SHIPPED_SEGMENTATION
+
+    init_path = config.init_model or SHIPPED_SEGMENTATION
+    init = load_artifact(init_path)
+    pre = init.manifest["preprocessing"]
+    resolution = config.resolution or float(pre["resolution_mm"])
+    crop_size = tuple(config.crop_size or pre["crop_size"])
+    train_subjects, val_subjects = split_subjects(
+        [a.subject for a in anats], config.validation_fraction, config.validation_subjects, config.random_seed
+    )
+    LOGGER.info("group: %d image(s) with masks; train %s; validate %s", len(anats), train_subjects, val_subjects)
+
+    configure_nipype(config)
+    from ..workflows.group import init_group_preproc_wf, preproc_outputs
+
+    workflow = init_group_preproc_wf(config, anats, resolution, crop_size)
+    try:
+        exec_graph = workflow.run(**plugin_settings(config))
+    except RuntimeError:
+        raise LumboError(
+            f"preprocessing failed for some images; crash files in {config.output_dir / 'group' / 'log' / config.run_uuid}",
+            ExitCode.FAILURE,
+        ) from None
+    outputs = preproc_outputs(exec_graph, anats)
+    raw = [
+        RawCase(a.subject, a.stem, a.contrast, Path(outputs[a.path].out_stack), Path(outputs[a.path].mask_stack))
+        for a in anats
+    ]
+    train_raw = [c for c in raw if c.subject in train_subjects]
+    val_raw = [c for c in raw if c.subject in val_subjects]
+    return fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size)
+
+
+def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size) -> ExitCode:
+    from ..derivatives import atomic_write_json, atomic_write_text
+    from ..model.artifact import save_artifact
+    from ..model.finetune import evaluate_cases, learn_intensity, model_card, standardise_cases
+    from ..model.network import UNet3DConfig, build_unet3d, freeze_depth
+    from ..model.training import TrainConfig, plot_history, train
+
+    group_dir = config.output_dir / "group"
+    state_dir = group_dir / "training"
+    intensity = learn_intensity(train_raw)
+    data_dir = config.work_dir / "group_data" / config.run_uuid
+    train_cases = standardise_cases(train_raw, intensity, data_dir)
+    val_cases = standardise_cases(val_raw, intensity, data_dir)
+    arch = init.manifest["architecture"]
+    patch_size = tuple(init.manifest["preprocessing"]["patch_size"])
+
+    before = evaluate_cases(init.build_model(), val_raw, init.manifest["preprocessing"].get("intensity") or {}, patch_size)
+    LOGGER.info("validation Dice before fine-tuning: %s", _fmt(before))
+
+    def model_fn():
+        if config.from_scratch:
+            return build_unet3d(UNet3DConfig.from_dict(arch["config"]))
+        return init.build_model()
+
+    cfg = TrainConfig(
+        epochs=config.epochs,
+        steps_per_epoch=config.steps_per_epoch,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        loss=config.loss,
+        freeze="encoder" if config.freeze_encoder else "none",
+        early_stopping_patience=config.patience,
+        seed=config.random_seed,
+        augmentation_strength=config.augmentation,
+        patch_size=patch_size,
+    )
+    started = time.time()
+    result = train(
+        model_fn, train_cases, val_cases, cfg, state_dir, resume=config.resume, freeze_fn=freeze_depth
+    )
+    after = evaluate_cases(result.model, val_raw, intensity, patch_size)
+    LOGGER.info("validation Dice after fine-tuning: %s", _fmt(after))
+
+    manifest = {
+        **{k: v for k, v in init.manifest.items() if k not in {"files", "training", "created"}},
+        "name": f"{init.manifest.get('name', 'model')}-finetuned",
+        "preprocessing": {**init.manifest["preprocessing"], "intensity": intensity, "resolution_mm": resolution, "crop_size": list(crop_size)},
+        "training": model_card(
+            initial_model={"path": str(init.path), "name": init.manifest.get("name"), "checksum": init.checksum, "from_scratch": config.from_scratch},
+            train_subjects=sorted({c.subject for c in train_raw}),
+            validation_subjects=sorted({c.subject for c in val_raw}),
+            train_images=[c.name for c in train_raw],
+            validation_images=[c.name for c in val_raw],
+            seed=config.random_seed,
+            hyperparameters=cfg.to_dict(),
+            epochs_run=result.epochs_run,
+            seconds=round(time.time() - started, 1),
+            validation_dice_before=before,
+            validation_dice_after=after,
+        ),
+    }
+    artifact_path = save_artifact(result.model, group_dir / "model", manifest)
+    atomic_write_json(group_dir / "model_card.json", manifest["training"])
+    rows = ["image\tsubject\tdice_before\tdice_after"] + [
+        f"{c.name}\t{c.subject}\t{before[c.name]:.4f}\t{after[c.name]:.4f}" for c in val_raw
+    ]
+    atomic_write_text(group_dir / "validation_dice.tsv", "\n".join(rows) + "\n")
+    metrics_tsv = state_dir / "metrics.tsv"
+    if metrics_tsv.exists():
+        atomic_write_text(group_dir / "metrics.tsv", metrics_tsv.read_text())
+        plot_history(metrics_tsv, group_dir / "training_curves.png")
+    LOGGER.info("fine-tuned model: %s (use: participant --model %s)", artifact_path, artifact_path)
+    return ExitCode.OK
+
+
+def _fmt(scores: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.3f}" for k, v in scores.items()) + f" (mean {np.mean(list(scores.values())):.3f})"
