@@ -21,7 +21,9 @@ _PYBIDS_TO_SHORT = {
     "subject": "sub", "session": "ses", "task": "task", "acquisition": "acq", "ceagent": "ce",
     "reconstruction": "rec", "run": "run", "echo": "echo", "part": "part", "chunk": "chunk",
 }
-BIDSIGNORE = ["*.html", "*/figures/", "*/log/", "group/", "logs/", "*_centerline.csv"]
+# bids-validator-deno reports folders as NOT_INCLUDED unless a pattern without a trailing
+# slash names them (``*/log/`` does not match the folder itself)
+BIDSIGNORE = ["*.html", "*/figures", "*/log", "group", "logs", "*_centerline.csv"]
 
 
 # -- atomic file writing ------------------------------------------------------------------

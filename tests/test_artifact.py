@@ -367,3 +367,13 @@ def test_real_network_round_trip(
     with pytest.raises(ArtifactError) as err:
         load_artifact(out).build_model()
     _assert_one_line(err, out, f"invalid {arch} config", "colour")
+
+
+def test_compiled_model_is_saved_without_its_optimizer(tmp_path: Path, tiny_model: keras.Model) -> None:
+    """A model straight out of training (compiled, optimizer built) still makes a loadable artifact."""
+    tiny_model.compile(optimizer="adam", loss="mse")
+    x = _random_input(7)
+    tiny_model.train_on_batch(x, (x > 0).astype("float32"))  # builds the optimizer's variables
+    out = save_artifact(tiny_model, tmp_path / "trained", manifest())
+    rebuilt = load_artifact(out).build_model()
+    np.testing.assert_array_equal(rebuilt(x, training=False), tiny_model(x, training=False))

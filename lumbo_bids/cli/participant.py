@@ -20,7 +20,9 @@ def configure_nipype(config) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     ncfg.update_config(
         {
-            "logging": {"log_directory": str(log_dir), "log_to_file": True, "workflow_level": "INFO", "interface_level": "INFO"},
+            # log_to_file=False: Nipype's rotating file handler holds a filelock that MultiProc's
+            # forked workers inherit, and recent filelock releases refuse it (every node fails).
+            "logging": {"log_directory": str(log_dir), "log_to_file": False, "workflow_level": "INFO", "interface_level": "INFO"},
             "execution": {
                 "crashfile_format": "txt",
                 "stop_on_first_crash": config.stop_on_first_crash,

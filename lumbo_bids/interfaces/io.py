@@ -86,6 +86,9 @@ class DerivativesDataSink(SimpleInterface):
 
     input_spec = _DerivativesDataSinkInputSpec
     output_spec = _DerivativesDataSinkOutputSpec
+    # Runs on every execution, cached or not (as niworkflows' sink does): the work dir may be
+    # reused with a new or cleaned OUTPUT_DIR, which must still receive every derivative.
+    _always_run = True
 
     def _run_interface(self, runtime):
         extra = {

@@ -262,6 +262,18 @@ class ModelArtifact:
         return model
 
 
+def _network_only(model: Any) -> Any:
+    """``model`` without its optimizer: Keras 3 writes a compiled model's optimizer state into
+    ``save_weights`` files, which would bloat the artifact and no longer fit the bare network."""
+    if getattr(model, "optimizer", None) is None:
+        return model
+    import keras
+
+    # a new functional model over the same layers: same variables and names, no optimizer
+    # (``clone_model`` would keep the compile state)
+    return keras.Model(model.inputs, model.outputs, name=model.name)
+
+
 def save_artifact(model: Any, out_dir: os.PathLike | str, manifest: dict[str, Any]) -> Path:
     """Write ``model`` and ``manifest`` as an artifact directory, atomically.
 
@@ -302,7 +314,7 @@ def save_artifact(model: Any, out_dir: os.PathLike | str, manifest: dict[str, An
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     old: Path | None = None
     try:
-        model.save_weights(tmp / WEIGHTS_NAME)
+        _network_only(model).save_weights(tmp / WEIGHTS_NAME)
         full["files"] = {WEIGHTS_NAME: sha256_file(tmp / WEIGHTS_NAME)}
         text = json.dumps(full, indent=2, allow_nan=False) + "\n"
         (tmp / MANIFEST_NAME).write_text(text, encoding="utf-8")

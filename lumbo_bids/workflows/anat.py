@@ -81,6 +81,7 @@ def init_anat_seg_wf(config, anat, models, name: str):
             run_without_submitting=True,
         )
 
+    resolution_text = f"{resolution:g} mm isotropic, SCT 'RPI' (nibabel LAS) orientation"
     model_meta = {
         "Name": seg.name,
         "Version": seg.version,
@@ -111,7 +112,7 @@ def init_anat_seg_wf(config, anat, models, name: str):
         desc="preproc",
         metadata={
             "SpatialReference": "orig",
-            "Resolution": f"{resolution:g} mm isotropic, SCT 'RPI' (nibabel LAS) orientation",
+            "Resolution": resolution_text,
             "SkullStripped": False,
             "Description": "Reoriented, resampled and cropped around the cord centerline (axis-aligned bounding box of the per-slice crop).",
             "CropSize": list(crop_size),
@@ -124,7 +125,12 @@ def init_anat_seg_wf(config, anat, models, name: str):
         res=res,
         label="centerline",
         desc=anat.contrast,
-        metadata={"Type": "ROI", "SpatialReference": "orig", "Description": f"Cord centerline, one voxel per axial slice; method: {centerline_method}."},
+        metadata={
+            "Type": "ROI",
+            "SpatialReference": "orig",
+            "Resolution": resolution_text,
+            "Description": f"Cord centerline, one voxel per axial slice; method: {centerline_method}.",
+        },
     )
     ds_centerline_csv = sink(
         "ds_centerline_csv", "centerline", extension=".csv", space="orig", desc=anat.contrast, json_sidecar=False
@@ -144,7 +150,13 @@ def init_anat_seg_wf(config, anat, models, name: str):
             label="SC",
             desc=anat.contrast,
             extra_sources=[str(anat.mask)],
-            metadata={"Type": "ROI", "SpatialReference": "orig", "Manual": True, "Description": "Manual cord mask on the preprocessed grid."},
+            metadata={
+                "Type": "ROI",
+                "SpatialReference": "orig",
+                "Resolution": resolution_text,
+                "Manual": True,
+                "Description": "Manual cord mask on the preprocessed grid.",
+            },
         )
         workflow.connect(preproc_wf, "outputnode.mask_file", ds_preproc_mask, "in_file")
     if config.save_probseg:

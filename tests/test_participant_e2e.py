@@ -1,0 +1,159 @@
+"""End to end: ``run.py BIDS OUT participant`` on the real example dataset, with the shipped models.
+
+One participant run (module fixture) is checked from every side: exit code, file list, native
+geometry of every mask, Dice against the manual masks, the lumbar image without a mask, the
+sidecars, bids-validator-deno on the derivatives, and a second run that reuses the work dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import DS_SPINE_MINI, IMAGE_MASK_PAIRS, REPO
+
+from lumbo_bids.metrics import dice
+
+pytestmark = pytest.mark.slow
+
+RUN = [sys.executable, str(REPO / "run.py")]
+LUMBAR = DS_SPINE_MINI / "sub-sctLumbar" / "anat" / "sub-sctLumbar_T2w.nii.gz"
+
+
+def _contrast(image: Path) -> str:
+    suffix = image.name.split(".nii")[0].rsplit("_", 1)[1]
+    return "T2starw" if suffix == "T2star" else suffix
+
+
+def _mask_path(out: Path, image: Path) -> Path:
+    subject = image.parent.parent.name
+    return out / subject / "anat" / f"{subject}_space-orig_label-SC_desc-{_contrast(image)}_mask.nii.gz"
+
+
+def run_participant(out: Path, work: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [*RUN, str(DS_SPINE_MINI), str(out), "participant", "-w", str(work), "--nprocs", "2", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def participant_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    out, work = root / "out", root / "work"
+    proc = run_participant(out, work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, work, proc
+
+
+def test_every_image_gets_a_mask_on_its_native_grid(participant_run):
+    out, _, _ = participant_run
+    images = sorted(DS_SPINE_MINI.glob("sub-*/anat/*.nii.gz"))
+    assert len(images) == 8
+    for image in images:
+        produced = _mask_path(out, image)
+        assert produced.is_file(), f"missing {produced}"
+        src, seg = nib.load(image), nib.load(produced)
+        assert seg.shape == src.shape[:3]
+        np.testing.assert_array_equal(seg.affine, src.affine)
+        assert seg.get_data_dtype() == np.uint8
+        data = np.asanyarray(seg.dataobj)
+        assert set(np.unique(data)) <= {0, 1}
+        assert data.sum() > 0, f"{produced} is empty"
+
+
+def test_dice_against_manual_masks(participant_run):
+    out, _, _ = participant_run
+    scores = {}
+    for image, manual in IMAGE_MASK_PAIRS:
+        produced = np.asanyarray(nib.load(_mask_path(out, image)).dataobj) > 0
+        scores[image.name] = dice(produced, np.asanyarray(nib.load(manual).dataobj) > 0.5)
+    print("\n".join(f"{name}\t{score:.3f}" for name, score in scores.items()))
+    assert len(scores) == 7
+    assert min(scores.values()) >= 0.80, scores
+
+
+def test_lumbar_image_without_mask_is_plausible(participant_run):
+    """No manual mask: the localiser finds the cord; the mask is one continuous tube that ends
+    (the conus) inside the field of view, with a cord-sized cross-section."""
+    out, _, _ = participant_run
+    img = nib.load(LUMBAR)
+    seg = nib.as_closest_canonical(nib.load(_mask_path(out, LUMBAR)))  # RAS: axis 2 runs I->S
+    data = np.asanyarray(seg.dataobj) > 0
+    zooms = seg.header.get_zooms()[:3]
+    per_slice = data.sum(axis=(0, 1))
+    z = np.flatnonzero(per_slice)
+    assert z.size > 0
+    assert np.all(np.diff(z) == 1), "cord mask has gaps along z"
+    assert z[0] > 0, "cord runs down to the bottom of the image: no conus found"
+    area = per_slice[z] * zooms[0] * zooms[1]
+    assert 10 <= np.median(area) <= 120, f"median cross-section {np.median(area):.1f} mm^2 is not cord-sized"
+    length = z.size * zooms[2]
+    assert length >= 20, f"only {length:.0f} mm of cord found"
+    # the cord stays near the middle of the field of view in the left-right direction
+    x = np.flatnonzero(data.any(axis=(1, 2)))
+    assert abs(x.mean() - data.shape[0] / 2) < data.shape[0] / 4
+    assert img.shape[:3] == data.shape
+
+
+def test_sidecars_describe_the_mask(participant_run):
+    out, _, _ = participant_run
+    image = DS_SPINE_MINI / "sub-unf01" / "anat" / "sub-unf01_T2w.nii.gz"
+    meta = json.loads(_mask_path(out, image).with_suffix("").with_suffix(".json").read_text())
+    assert meta["Type"] == "ROI" and meta["SpatialReference"] == "orig" and meta["Manual"] is False
+    assert meta["Sources"] == ["bids:raw:sub-unf01/anat/sub-unf01_T2w.nii.gz"]
+    assert meta["Model"]["Checksum"].startswith("sha256:") and meta["Threshold"] == 0.5
+    assert meta["CenterlineMethod"] == "manual mask"
+    lumbar = json.loads(_mask_path(out, LUMBAR).with_suffix("").with_suffix(".json").read_text())
+    assert lumbar["CenterlineMethod"].startswith("automatic")
+
+
+def test_preprocessed_outputs_are_written(participant_run):
+    out, _, _ = participant_run
+    anat = out / "sub-sctTesting" / "anat"
+    stem = "sub-sctTesting_space-orig_res-05mm"
+    preproc = nib.load(anat / f"{stem}_desc-preproc_T2w.nii.gz")
+    assert np.allclose(preproc.header.get_zooms()[:3], 0.5)
+    assert nib.aff2axcodes(preproc.affine) == ("L", "A", "S")  # SCT "RPI"
+    manual = nib.load(anat / f"{stem}_label-SC_desc-T2w_mask.nii.gz")
+    assert manual.shape == preproc.shape and np.allclose(manual.affine, preproc.affine)
+    assert np.asanyarray(manual.dataobj).sum() > 0
+    centerline = nib.load(anat / f"{stem}_label-centerline_desc-T2w_mask.nii.gz")
+    assert np.asanyarray(centerline.dataobj).sum(axis=(0, 1)).max() == 1  # one voxel per slice
+    csv = (anat / "sub-sctTesting_space-orig_desc-T2w_centerline.csv").read_text().splitlines()
+    assert csv[0] == "slice,x_mm,y_mm,z_mm" and len(csv) > 10
+    sidecar = json.loads((anat / f"{stem}_desc-preproc_T2w.json").read_text())
+    assert sidecar["SkullStripped"] is False and sidecar["CropSize"] == [64, 64]
+
+
+def test_derivatives_pass_the_bids_validator(participant_run):
+    out, _, _ = participant_run
+    validator = Path(sys.executable).parent / "bids-validator-deno"
+    proc = subprocess.run(
+        [str(validator), "--format", "json", "--ignoreWarnings", str(out)], capture_output=True, text=True, timeout=600
+    )
+    report = json.loads(proc.stdout)
+    errors = [(i["code"], i.get("location")) for i in report["issues"]["issues"] if i["severity"] == "error"]
+    assert errors == []
+
+
+def test_second_run_reuses_the_work_dir(participant_run, tmp_path):
+    """Same -w, new OUTPUT_DIR: nothing is recomputed, every derivative is written again."""
+    out, work, _ = participant_run
+    results = sorted(work.rglob("result_segment.pklz")) + sorted(work.rglob("result_localise.pklz"))
+    assert len(results) == 9  # 8 segmentations + the lumbar localisation
+    before = {p: p.stat().st_mtime_ns for p in results}
+    out2 = tmp_path / "out2"
+    proc = run_participant(out2, work, "--participant-label", "sctLumbar", "sctTesting")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in results} == before
+    for image in DS_SPINE_MINI.glob("sub-sct*/anat/*.nii.gz"):
+        first, second = _mask_path(out, image), _mask_path(out2, image)
+        assert second.is_file()
+        np.testing.assert_array_equal(np.asanyarray(nib.load(first).dataobj), np.asanyarray(nib.load(second).dataobj))
