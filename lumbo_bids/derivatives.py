@@ -103,13 +103,21 @@ def bids_uri(path: Path, dataset_root: Path, dataset: str = "raw") -> str:
 
 
 # -- dataset-level files -------------------------------------------------------------------
+IMAGE_MARKER = Path("/opt/lumbo_bids/VERSION")  # written by containers/install.sh
+
+
 def container_info() -> dict | None:
-    """Describe the container we run in, if any (for ``GeneratedBy``)."""
+    """Describe our own image when we run in it (for ``GeneratedBy``); None natively.
+
+    Only lumbo_bids' images carry :data:`IMAGE_MARKER`: a pip install inside some other
+    container is not reported as ours.
+    """
+    if not IMAGE_MARKER.is_file():
+        return None
+    tag = os.environ.get("LUMBO_BIDS_IMAGE_TAG", f"lumbo_bids:{__version__}")
     if os.environ.get("SINGULARITY_CONTAINER") or os.environ.get("APPTAINER_CONTAINER"):
-        return {"Type": "singularity", "Tag": os.environ.get("LUMBO_BIDS_IMAGE_TAG", f"lumbo_bids:{__version__}")}
-    if Path("/.dockerenv").exists() or os.environ.get("LUMBO_BIDS_IN_DOCKER"):
-        return {"Type": "docker", "Tag": os.environ.get("LUMBO_BIDS_IMAGE_TAG", f"lumbo_bids:{__version__}")}
-    return None
+        return {"Type": "singularity", "Tag": tag}
+    return {"Type": "docker", "Tag": tag}
 
 
 def dataset_description(bids_dir: Path, raw_description: dict) -> dict:

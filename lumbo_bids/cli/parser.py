@@ -7,6 +7,7 @@ fMRIPrep/MRIQC: both dash and underscore spellings of the classic flags are acce
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -206,7 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     g_group.add_argument("--resume", action="store_true", help="resume an interrupted fine-tuning from its checkpoints")
 
     g_other = parser.add_argument_group("Other options")
-    g_other.add_argument("-w", "--work-dir", dest="work_dir", type=_path, default="work", help="working directory (the cache)")
+    g_other.add_argument(
+        "-w",
+        "--work-dir",
+        dest="work_dir",
+        type=_path,
+        default=os.environ.get("LUMBO_BIDS_WORK_DIR", "work"),
+        help="working directory, the cache (default: $LUMBO_BIDS_WORK_DIR or ./work)",
+    )
     g_other.add_argument("--clean-workdir", dest="clean_workdir", action="store_true", help="delete this version's work folder before running")
     g_other.add_argument("--stop-on-first-crash", dest="stop_on_first_crash", action="store_true", help="abort on the first failing node")
     g_other.add_argument("--random-seed", dest="random_seed", type=int, default=42, help="seed for every random generator")

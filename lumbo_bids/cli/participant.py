@@ -35,6 +35,12 @@ def configure_nipype(config) -> None:
         }
     )
     nlogging.update_logging(ncfg)
+    # Nipype prints its records through its own stdout handler: drop it, so that they reach
+    # our stderr handler once, in our format (with the node, i.e. subject and step)
+    nipype_logger = logging.getLogger("nipype")
+    for handler in list(nipype_logger.handlers):
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            nipype_logger.removeHandler(handler)
 
 
 def plugin_settings(config) -> dict:

@@ -22,6 +22,7 @@ def _setup_environment(config) -> None:
         ("MPLCONFIGDIR", "matplotlib"),
         ("KERAS_HOME", "keras"),
         ("XDG_CACHE_HOME", "cache"),
+        ("DENO_DIR", "deno"),  # bids-validator-deno's cache
     ):
         os.environ.setdefault(var, str(state / sub))
         Path(os.environ[var]).mkdir(parents=True, exist_ok=True)

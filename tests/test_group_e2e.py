@@ -1,0 +1,112 @@
+"""End to end: ``run.py BIDS OUT group`` fine-tunes the shipped model on the example dataset,
+and the participant level segments with the result (``--model OUT/group/model``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import DS_SPINE_MINI, REPO
+
+from lumbo_bids.model.artifact import load_artifact
+from lumbo_bids.model.selection import SHIPPED_SEGMENTATION
+
+pytestmark = pytest.mark.slow
+
+RUN = [sys.executable, str(REPO / "run.py")]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*RUN, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def group_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("group")
+    out, work = root / "out", root / "work"
+    proc = run(
+        DS_SPINE_MINI, out, "group", "-w", work, "--skip-bids-validation", "--nprocs", "2",
+        "--epochs", "3", "--steps-per-epoch", "4", "--validation-subjects", "sctTesting",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, work, proc
+
+
+def test_group_writes_a_loadable_fine_tuned_artifact(group_run):
+    out, _, _ = group_run
+    artifact = load_artifact(out / "group" / "model")
+    shipped = load_artifact(SHIPPED_SEGMENTATION)
+    assert artifact.task == "segmentation" and artifact.name.endswith("-finetuned")
+    assert artifact.checksum != shipped.checksum
+    assert artifact.architecture_config == shipped.architecture_config
+    # intensity landmarks learned anew from the training subjects' images
+    assert artifact.preprocessing["intensity"]["method"] == "nyul"
+    assert artifact.preprocessing["intensity"]["standard"] != shipped.preprocessing["intensity"]["standard"]
+    x = np.random.default_rng(0).normal(size=(1, 48, 48, 48, 1)).astype(np.float32)
+    y = np.asarray(artifact.build_model()(x, training=False))
+    assert y.shape == x.shape and np.isfinite(y).all()
+
+
+def test_split_is_by_subject_and_the_card_records_it(group_run):
+    out, _, _ = group_run
+    card = json.loads((out / "group" / "model_card.json").read_text())
+    assert card["validation_subjects"] == ["sctTesting"]
+    assert sorted(card["train_subjects"]) == ["PAM50small", "unf01"]
+    assert not set(card["train_images"]) & set(card["validation_images"])
+    assert card["epochs_run"] == 3 and card["hyperparameters"]["steps_per_epoch"] == 4
+    assert card["initial_model"]["checksum"] == load_artifact(SHIPPED_SEGMENTATION).checksum
+
+
+def test_training_report_files(group_run):
+    out, _, _ = group_run
+    rows = (out / "group" / "metrics.tsv").read_text().splitlines()
+    header = rows[0].split("\t")
+    assert {"epoch", "loss", "dice", "val_loss", "val_dice"} <= set(header)
+    assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1", "2"]
+    assert (out / "group" / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "group" / "training" / "checkpoints" / "best.weights.h5").is_file()
+    assert list((out / "group" / "training" / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_validation_dice_before_and_after(group_run):
+    out, _, proc = group_run
+    rows = [r.split("\t") for r in (out / "group" / "validation_dice.tsv").read_text().splitlines()]
+    assert rows[0] == ["image", "subject", "dice_before", "dice_after"]
+    table = {r[0]: (float(r[2]), float(r[3])) for r in rows[1:]}
+    assert set(table) == {"sub-sctTesting_T1w", "sub-sctTesting_T2starw", "sub-sctTesting_T2w"}
+    print("\n".join(f"{k}\tbefore {b:.3f}\tafter {a:.3f}" for k, (b, a) in table.items()))
+    before = np.mean([b for b, _ in table.values()])
+    after = np.mean([a for _, a in table.values()])
+    # the shipped model saw every subject, so it is already good on sctTesting: a few steps of
+    # fine-tuning on the other subjects must keep it so (a broken loop would not)
+    assert after >= before - 0.05, (before, after)
+    assert after >= 0.8
+    assert "validation Dice after fine-tuning" in proc.stderr
+
+
+def test_participant_uses_the_fine_tuned_model(group_run, tmp_path):
+    out, work, _ = group_run
+    model = out / "group" / "model"
+    seg_out = tmp_path / "seg"
+    proc = run(DS_SPINE_MINI, seg_out, "participant", "-w", work, "--skip-bids-validation",
+               "--participant-label", "sctTesting", "--model", model)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    mask = seg_out / "sub-sctTesting" / "anat" / "sub-sctTesting_space-orig_label-SC_desc-T2w_mask.nii.gz"
+    meta = json.loads(mask.with_suffix("").with_suffix(".json").read_text())
+    assert meta["Model"]["Checksum"] == f"sha256:{load_artifact(model).checksum}"
+    assert np.asanyarray(nib.load(mask).dataobj).sum() > 0
+
+
+def test_group_without_any_mask_is_a_clear_error(tmp_path):
+    proc = run(DS_SPINE_MINI, tmp_path / "o", "group", "-w", tmp_path / "w", "--skip-bids-validation",
+               "--participant-label", "sctLumbar")  # fmt: skip
+    assert proc.returncode == 66
+    lines = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert lines and "no selected image has a manual mask" in lines[-1] and "Traceback" not in proc.stderr
