@@ -23,7 +23,11 @@ _PYBIDS_TO_SHORT = {
 }
 # bids-validator-deno reports folders as NOT_INCLUDED unless a pattern without a trailing
 # slash names them (``*/log/`` does not match the folder itself)
-BIDSIGNORE = ["*.html", "*/figures", "*/log", "group", "logs", "*_centerline.csv"]
+# (morphometrics and evaluation tables have no BIDS suffix yet: ignored like the centerline CSV)
+BIDSIGNORE = [
+    "*.html", "*/figures", "*/log", "group", "logs", "*_centerline.csv",
+    "*_morphometrics.tsv", "*_morphometrics.json", "*_evaluation.tsv", "*_evaluation.json",
+]  # fmt: skip
 
 
 # -- atomic file writing ------------------------------------------------------------------

@@ -157,3 +157,41 @@ def test_second_run_reuses_the_work_dir(participant_run, tmp_path):
         first, second = _mask_path(out, image), _mask_path(out2, image)
         assert second.is_file()
         np.testing.assert_array_equal(np.asanyarray(nib.load(first).dataobj), np.asanyarray(nib.load(second).dataobj))
+
+
+def test_morphometrics_and_evaluation_tables(participant_run):
+    out, _, _ = participant_run
+    anat = out / "sub-unf01" / "anat"
+    stem = "sub-unf01_space-orig_label-SC_desc-T2w"
+    rows = [r.split("\t") for r in (anat / f"{stem}_morphometrics.tsv").read_text().splitlines()]
+    assert rows[0][:3] == ["slice", "csa_mm2", "area_mm2"]
+    csa = np.array([float(r[1]) for r in rows[1:]])
+    assert 30 < np.median(csa) < 120, np.median(csa)  # adult cervical cord: ~50-90 mm^2
+    meta = json.loads((anat / f"{stem}_morphometrics.json").read_text())
+    assert meta["csa_mm2"]["Units"] == "mm^2" and meta["CordVolume_mm3"] > 0 and meta["CordLength_mm"] > 0
+    evaluation = json.loads((anat / f"{stem}_evaluation.json").read_text())
+    image, manual = next((i, m) for i, m in IMAGE_MASK_PAIRS if i.name == "sub-unf01_T2w.nii.gz")
+    produced = np.asanyarray(nib.load(_mask_path(out, image)).dataobj)
+    assert evaluation["Dice"] == pytest.approx(dice(produced > 0, np.asanyarray(nib.load(manual).dataobj) > 0.5), abs=1e-4)
+    assert 0 <= evaluation["HD95_mm"] < 10
+    per_slice = (anat / f"{stem}_evaluation.tsv").read_text().splitlines()
+    assert per_slice[0] == "slice\tdice" and len(per_slice) > 2
+    # the lumbar image: no manual mask, so no evaluation; its conus tip lies inside the image
+    lumbar = json.loads((out / "sub-sctLumbar" / "anat" / "sub-sctLumbar_space-orig_label-SC_desc-T2w_morphometrics.json").read_text())
+    img = nib.load(LUMBAR)
+    tip_vox = np.linalg.solve(img.affine, [*lumbar["ConusTip_mm"], 1.0])[:3]
+    assert np.all(tip_vox >= -0.5) and np.all(tip_vox <= np.array(img.shape[:3]) - 0.5)
+    assert not (out / "sub-sctLumbar" / "anat" / "sub-sctLumbar_space-orig_label-SC_desc-T2w_evaluation.tsv").exists()
+
+
+def test_subject_reports_are_self_contained(participant_run):
+    out, _, _ = participant_run
+    for subject, n_images in (("sctTesting", 3), ("sctLumbar", 1), ("unf01", 3), ("PAM50small", 1)):
+        page = (out / f"sub-{subject}.html").read_text()
+        assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+        assert page.count('src="data:image/png;base64,') == 2 * n_images
+        assert "http://" not in page and "https://" not in page and "<script" not in page
+        assert len(list((out / f"sub-{subject}" / "figures").glob("*.png"))) == 2 * n_images
+    lumbar = (out / "sub-sctLumbar.html").read_text()
+    assert "centerline found automatically" in lumbar and "Conus medullaris tip" in lumbar
+    assert "Dice vs manual mask" in (out / "sub-unf01.html").read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from pathlib import Path
 
 from ..errors import ExitCode
@@ -63,6 +64,7 @@ def run_participant(config, inputs: dict) -> ExitCode:
         config.dump(config.output_dir / f"sub-{subject}" / "log" / config.run_uuid / "config.json")
     settings = plugin_settings(config)
     LOGGER.info("running %s with %s (%d process(es))", workflow.name, settings["plugin"], config.nprocs)
+    started = time.time()
     try:
         workflow.run(**settings)
         crashed = False
@@ -70,6 +72,7 @@ def run_participant(config, inputs: dict) -> ExitCode:
         LOGGER.debug("workflow error: %s", exc)
         crashed = True
     failures = collect_failures(config, inputs)
+    write_reports(config, inputs, failures, time.time() - started)
     for subject in inputs:
         if subject in failures:
             for line in failures[subject]:
@@ -84,6 +87,30 @@ def run_participant(config, inputs: dict) -> ExitCode:
         )
         return ExitCode.FAILURE if n_ok < len(inputs) or crashed else ExitCode.OK
     return ExitCode.OK
+
+
+def write_reports(config, inputs: dict, failures: dict[str, list[str]], seconds: float) -> None:
+    """One HTML report per subject, from the derivatives (also for subjects that failed)."""
+    from .. import __version__
+    from ..model.selection import read_segmentation_model
+    from ..reports.subject import write_subject_report
+    from ..workflows.anat import resolution_entity
+
+    res = resolution_entity(config.resolution or read_segmentation_model(config.model).resolution)
+    for subject, anats in inputs.items():
+        LOGGER.info("sub-%s: writing the QC report", subject)
+        run_info = {
+            "lumbo_bids version": __version__,
+            "Run": config.run_uuid,
+            "Images": len(anats),
+            "Workflow run time (all subjects of this run, s)": round(seconds, 1),
+            "Segmentation model": str(config.model or "shipped base model"),
+            "Processes / threads": f"{config.nprocs} / {config.omp_nthreads}",
+        }
+        try:
+            write_subject_report(config.output_dir, subject, anats, res, failures.get(subject, []), run_info)
+        except Exception as exc:  # a report must never hide the results themselves
+            LOGGER.warning("sub-%s: could not write the report: %s", subject, exc)
 
 
 _ERROR_LINE = re.compile(r"^(?:[A-Za-z_.]+(?:Error|Exception)|LumboError|ArtifactError): (.+)$")

@@ -6,6 +6,7 @@ from nipype.pipeline import engine as pe
 
 from ..derivatives import source_entities
 from ..interfaces.io import DerivativesDataSink
+from ..interfaces.morphometry import CordMorphometrics, EvaluateMask
 from ..interfaces.preproc import ToNative
 from ..interfaces.segment import Postprocess, Segment, Standardise
 from .preproc import init_anat_preproc_wf
@@ -159,6 +160,25 @@ def init_anat_seg_wf(config, anat, models, name: str):
             },
         )
         workflow.connect(preproc_wf, "outputnode.mask_file", ds_preproc_mask, "in_file")
+    # -- morphometrics, and evaluation against the manual mask when there is one --------------
+    morphometrics = pe.Node(CordMorphometrics(), name="morphometrics")
+    ds_morphometrics = sink(
+        "ds_morphometrics", "morphometrics", extension=".tsv", space="orig", label="SC", desc=anat.contrast
+    )
+    workflow.connect([
+        (to_native, morphometrics, [("out_file", "in_file")]),
+        (morphometrics, ds_morphometrics, [("out_tsv", "in_file"), ("metadata", "metadata")]),
+    ])  # fmt: skip
+    if anat.mask is not None:
+        evaluate = pe.Node(EvaluateMask(reference_file=str(anat.mask)), name="evaluate")
+        ds_evaluation = sink(
+            "ds_evaluation", "evaluation", extension=".tsv", space="orig", label="SC", desc=anat.contrast,
+            extra_sources=[str(anat.mask)],
+        )  # fmt: skip
+        workflow.connect([
+            (to_native, evaluate, [("out_file", "in_file")]),
+            (evaluate, ds_evaluation, [("out_tsv", "in_file"), ("metadata", "metadata")]),
+        ])  # fmt: skip
     if config.save_probseg:
         to_native_prob = pe.Node(ToNative(reference_file=str(anat.path)), name="to_native_prob")
         ds_probseg = sink(

@@ -1,0 +1,151 @@
+"""Per-subject HTML report ``OUTPUT_DIR/sub-X.html``, assembled from the derivatives.
+
+Like fMRIPrep's reports it is written after the workflow, from what the workflow wrote: for
+each image, a sagittal view (mask contour, centerline, crop box) and an axial mosaic (also
+saved under ``sub-X/figures/``), the model and centerline method, morphometrics, the
+agreement with the manual mask when there is one, and every warning or failure. The page is a
+single self-contained file: figures are embedded, no script, no external URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..derivatives import atomic_write_bytes, atomic_write_text, derivative_path, source_entities
+
+_STYLE = """
+body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}
+h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #aaa}
+table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
+.warn{color:#a60}.fail{color:#b00;font-weight:bold}.figs{display:flex;gap:1em;flex-wrap:wrap;align-items:flex-start}
+img{max-width:100%;background:#000}.legend{font-size:0.85em;color:#555}
+"""
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _crop_corners(preproc: Path) -> np.ndarray | None:
+    if not preproc.is_file():
+        return None
+    img = nib.load(preproc)
+    corners = np.array([[i, j, k] for i in (0, img.shape[0] - 1) for j in (0, img.shape[1] - 1) for k in (0, img.shape[2] - 1)])
+    return nib.affines.apply_affine(img.affine, corners)
+
+
+def _centerline(csv: Path) -> np.ndarray | None:
+    if not csv.is_file():
+        return None
+    rows = [line.split(",") for line in csv.read_text().splitlines()[1:] if line]
+    return np.array([[float(v) for v in row[1:4]] for row in rows]) if rows else None
+
+
+def _table(pairs: list[tuple[str, object]]) -> str:
+    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in pairs)
+    return f"<table>{cells}</table>"
+
+
+def _img_tag(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
+    """HTML of one image's section and its warnings."""
+    from .figures import axial_mosaic, sagittal_figure
+
+    entities = source_entities(anat.entities)
+    contrast = anat.contrast
+
+    def deriv(suffix: str, extension: str = ".nii.gz", **extra) -> Path:
+        return derivative_path(output_dir, entities, suffix, extension, **extra)
+
+    mask_path = deriv("mask", space="orig", label="SC", desc=contrast)
+    title = f"<h2>{html.escape(anat.path.name)}</h2>"
+    if not mask_path.is_file():
+        return title + '<p class="fail">No segmentation was written for this image (see the failures above).</p>', [
+            f"{anat.path.name}: no segmentation"
+        ]
+    warnings = []
+    mask_meta = _read_json(mask_path.with_name(mask_path.name.replace(".nii.gz", ".json")))
+    source = nib.load(anat.path)
+    data = np.asanyarray(source.dataobj, dtype=np.float32)
+    data = data[..., 0] if data.ndim == 4 else data
+    mask = np.asanyarray(nib.load(mask_path).dataobj) > 0
+    if not mask.any():
+        warnings.append(f"{anat.path.name}: the cord mask is empty")
+    centerline = _centerline(deriv("centerline", ".csv", space="orig", desc=contrast))
+    corners = _crop_corners(deriv(anat.suffix, space="orig", res=res, desc="preproc"))
+    figures_dir = output_dir / f"sub-{anat.subject}" / "figures"
+    stem = mask_path.name.replace("_mask.nii.gz", "")
+    sag = sagittal_figure(data, mask, source.affine, centerline, corners, title=anat.path.name)
+    axial = axial_mosaic(data, mask, source.affine)
+    atomic_write_bytes(figures_dir / f"{stem}_sagittal.png", sag)
+    atomic_write_bytes(figures_dir / f"{stem}_axial.png", axial)
+
+    morph = _read_json(deriv("morphometrics", ".json", space="orig", label="SC", desc=contrast))
+    evaluation = _read_json(deriv("evaluation", ".json", space="orig", label="SC", desc=contrast))
+    model = mask_meta.get("Model", {})
+    facts = [
+        ("Model", f"{model.get('Name', '?')} {model.get('Version', '')} ({model.get('Checksum', '')[:19]}…)"),
+        ("Centerline", mask_meta.get("CenterlineMethod", "?")),
+        ("Threshold", mask_meta.get("Threshold", "?")),
+        ("Cord volume (mm³)", morph.get("CordVolume_mm3", "n/a")),
+        ("Cord length along the centerline (mm)", morph.get("CordLength_mm", "n/a")),
+        ("Mean cross-sectional area (mm²)", morph.get("MeanCSA_mm2", "n/a")),
+        ("Conus medullaris tip, world (mm)", morph.get("ConusTip_mm", "n/a")),
+    ]
+    if evaluation:
+        facts += [
+            ("Dice vs manual mask", evaluation.get("Dice")),
+            ("HD95 vs manual mask (mm)", evaluation.get("HD95_mm")),
+            ("Relative volume difference", evaluation.get("RelativeVolumeDifference")),
+        ]
+        if (evaluation.get("Dice") or 0) < 0.7:
+            warnings.append(f"{anat.path.name}: Dice {evaluation.get('Dice')} against the manual mask")
+    if str(mask_meta.get("CenterlineMethod", "")).startswith("automatic"):
+        warnings.append(f"{anat.path.name}: no manual mask, centerline found automatically: check the sagittal view")
+    body = (
+        title
+        + _table(facts)
+        + '<div class="figs">'
+        + _img_tag(sag, f"sagittal view of {anat.path.name}")
+        + _img_tag(axial, f"axial slices of {anat.path.name}")
+        + "</div>"
+        + '<p class="legend">Red: cord mask contour. Yellow: centerline. Cyan, dashed: crop box the network saw.</p>'
+    )
+    return body, warnings
+
+
+def write_subject_report(
+    output_dir: Path, subject: str, anats: list, res: str, failures: list[str], run_info: dict
+) -> Path:
+    """Write ``OUTPUT_DIR/sub-<subject>.html`` (atomically) and return its path."""
+    sections, warnings = [], []
+    for anat in anats:
+        section, found = image_section(output_dir, anat, res)
+        sections.append(section)
+        warnings += found
+    summary = _table([(k, v) for k, v in run_info.items()])
+    problems = "".join(f'<li class="fail">{html.escape(f)}</li>' for f in failures)
+    problems += "".join(f'<li class="warn">{html.escape(w)}</li>' for w in warnings)
+    page = (
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>lumbo_bids: sub-{html.escape(subject)}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>lumbo_bids report: sub-{html.escape(subject)}</h1>{summary}"
+        f"<h2>Errors and warnings</h2><ul>{problems or '<li>None</li>'}</ul>"
+        + "".join(sections)
+        + "</body></html>\n"
+    )
+    out = output_dir / f"sub-{subject}.html"
+    atomic_write_text(out, page)
+    return out
