@@ -17,6 +17,10 @@ def run_group(config, inputs: dict) -> ExitCode:
     """Preprocess (cached), split by subject, fine-tune, evaluate, write the artifact and report."""
     from .participant import configure_nipype, plugin_settings
 
+    from ..reports.group import write_group_summaries
+
+    for path in write_group_summaries(config.output_dir):  # participant-level results, if any
+        LOGGER.info("group: wrote %s", path)
     anats = [anat for items in inputs.values() for anat in items if anat.mask is not None]
     if not anats:
         raise LumboError(

@@ -1,0 +1,110 @@
+"""Group summaries of the participant level's derivatives found in OUTPUT_DIR.
+
+``group/group_evaluation.tsv`` (Dice, HD95, RVD of every image that has a manual mask),
+``group/group_morphometrics.tsv`` (volume, length, mean CSA, conus tip of every image) and
+``group/group_report.html`` with a plot of Dice per image and Dice along the cord.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..derivatives import atomic_write_text
+
+EVAL_COLUMNS = ("Dice", "HD95_mm", "RelativeVolumeDifference")
+MORPH_COLUMNS = ("CordVolume_mm3", "CordLength_mm", "MeanCSA_mm2", "SlicesWithCord")
+
+
+def _image_name(path: Path, suffix: str) -> str:
+    return path.name.removesuffix(f"_{suffix}.json")
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _collect(output_dir: Path, suffix: str) -> list[tuple[Path, dict]]:
+    found = []
+    for path in sorted(output_dir.glob(f"sub-*/**/*_{suffix}.json")):
+        try:
+            found.append((path, json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return found
+
+
+def _dice_plot(evaluations: list[tuple[Path, dict]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    names = [_image_name(p, "evaluation") for p, _ in evaluations]
+    left.barh(names, [m.get("Dice") or 0 for _, m in evaluations], color="tab:blue")
+    left.set_xlim(0, 1)
+    left.set_xlabel("Dice vs manual mask")
+    for path, _ in evaluations:
+        rows = [line.split("\t") for line in path.with_suffix(".tsv").read_text().splitlines()[1:]]
+        values = np.array([np.nan if v == "n/a" else float(v) for _, v in rows])
+        if values.size:
+            position = np.linspace(0, 1, values.size)  # inferior (0) -> superior (1)
+            right.plot(position, values, label=_image_name(path, "evaluation"), linewidth=1)
+    right.set_xlabel("position along the image, inferior -> superior")
+    right.set_ylabel("Dice per axial slice")
+    right.set_ylim(0, 1.02)
+    right.legend(fontsize=6)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_group_summaries(output_dir: Path) -> list[Path]:
+    """Write the group tables (and the HTML page when there is anything to show)."""
+    group_dir = output_dir / "group"
+    written = []
+    evaluations = _collect(output_dir, "evaluation")
+    morphometrics = _collect(output_dir, "morphometrics")
+    if evaluations:
+        rows = ["image\t" + "\t".join(EVAL_COLUMNS)]
+        rows += [_image_name(p, "evaluation") + "\t" + "\t".join(_fmt(m.get(c)) for c in EVAL_COLUMNS) for p, m in evaluations]
+        atomic_write_text(group_dir / "group_evaluation.tsv", "\n".join(rows) + "\n")
+        written.append(group_dir / "group_evaluation.tsv")
+    if morphometrics:
+        header = "image\t" + "\t".join(MORPH_COLUMNS) + "\tconus_tip_x_mm\tconus_tip_y_mm\tconus_tip_z_mm"
+        rows = [header]
+        for path, meta in morphometrics:
+            tip = meta.get("ConusTip_mm") or [None] * 3
+            rows.append("\t".join([_image_name(path, "morphometrics"), *(_fmt(meta.get(c)) for c in MORPH_COLUMNS), *map(_fmt, tip)]))
+        atomic_write_text(group_dir / "group_morphometrics.tsv", "\n".join(rows) + "\n")
+        written.append(group_dir / "group_morphometrics.tsv")
+    if evaluations or morphometrics:
+        parts = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>lumbo_bids group report</title>"
+                 "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+                 "td,th{border:1px solid #ccc;padding:3px 8px}</style></head><body><h1>lumbo_bids group report</h1>"]  # fmt: skip
+        if evaluations:
+            mean = np.nanmean([m.get("Dice") if m.get("Dice") is not None else np.nan for _, m in evaluations])
+            png = base64.b64encode(_dice_plot(evaluations)).decode()
+            parts.append(f"<h2>Agreement with manual masks ({len(evaluations)} images, mean Dice {mean:.3f})</h2>")
+            parts.append(f'<img alt="Dice per image and along the cord" src="data:image/png;base64,{png}">')
+        for path in written:
+            lines = path.read_text().splitlines()
+            cells = "".join(
+                "<tr>" + "".join(f"<{t}>{html.escape(c)}</{t}>" for c in line.split("\t")) + "</tr>"
+                for t, line in (("th" if i == 0 else "td", line) for i, line in enumerate(lines))
+            )
+            parts.append(f"<h2>{html.escape(path.name)}</h2><table>{cells}</table>")
+        parts.append("</body></html>\n")
+        atomic_write_text(group_dir / "group_report.html", "".join(parts))
+        written.append(group_dir / "group_report.html")
+    return written
