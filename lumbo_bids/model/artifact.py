@@ -312,6 +312,9 @@ def save_artifact(model: Any, out_dir: os.PathLike | str, manifest: dict[str, An
         raise ArtifactError(out, f"invalid manifest: {problem}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; an artifact is meant to be shared
     old: Path | None = None
     try:
         _network_only(model).save_weights(tmp / WEIGHTS_NAME)
