@@ -71,6 +71,11 @@ class Config:
     validation_subjects: list[str] | None = None
     augmentation: float = 1.0
     resume: bool = False
+    freeze: str | None = None  # from --config-file: none / encoder / all_but_last
+    patch_size: tuple[int, int, int] | None = None  # from --config-file (default: the model's)
+    config_file: Path | None = None
+    search: Path | None = None
+    ray_address: str | None = None
     run_uuid: str = field(default_factory=new_run_uuid)
 
     @classmethod

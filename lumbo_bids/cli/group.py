@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -37,10 +39,17 @@ def run_group(config, inputs: dict) -> ExitCode:
     pre = init.manifest["preprocessing"]
     resolution = config.resolution or float(pre["resolution_mm"])
     crop_size = tuple(config.crop_size or pre["crop_size"])
-    train_subjects, val_subjects = split_subjects(
-        [a.subject for a in anats], config.validation_fraction, config.validation_subjects, config.random_seed
-    )
-    LOGGER.info("group: %d image(s) with masks; train %s; validate %s", len(anats), train_subjects, val_subjects)
+    search_spec = None
+    if config.search is not None:
+        from ..model.search import load_search_spec, subject_folds
+
+        search_spec = load_search_spec(config.search)
+        subject_folds([a.subject for a in anats], search_spec.folds, search_spec.seed)  # enough subjects?
+    else:
+        train_subjects, val_subjects = split_subjects(
+            [a.subject for a in anats], config.validation_fraction, config.validation_subjects, config.random_seed
+        )
+        LOGGER.info("group: %d image(s) with masks; train %s; validate %s", len(anats), train_subjects, val_subjects)
 
     configure_nipype(config)
     from ..workflows.group import init_group_preproc_wf, preproc_outputs
@@ -58,6 +67,8 @@ def run_group(config, inputs: dict) -> ExitCode:
         RawCase(a.subject, a.stem, a.contrast, Path(outputs[a.path].out_stack), Path(outputs[a.path].mask_stack))
         for a in anats
     ]
+    if search_spec is not None:
+        return run_search(config, search_spec, raw)
     train_raw = [c for c in raw if c.subject in train_subjects]
     val_raw = [c for c in raw if c.subject in val_subjects]
     return fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size)
@@ -77,7 +88,7 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
     train_cases = standardise_cases(train_raw, intensity, data_dir)
     val_cases = standardise_cases(val_raw, intensity, data_dir)
     arch = init.manifest["architecture"]
-    patch_size = tuple(init.manifest["preprocessing"]["patch_size"])
+    patch_size = tuple(config.patch_size or init.manifest["preprocessing"]["patch_size"])
 
     before = evaluate_cases(init.build_model(), val_raw, init.manifest["preprocessing"].get("intensity") or {}, patch_size)
     LOGGER.info("validation Dice before fine-tuning: %s", _fmt(before))
@@ -93,7 +104,7 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         loss=config.loss,
-        freeze="encoder" if config.freeze_encoder else "none",
+        freeze=config.freeze or ("encoder" if config.freeze_encoder else "none"),
         early_stopping_patience=config.patience,
         seed=config.random_seed,
         augmentation_strength=config.augmentation,
@@ -135,6 +146,54 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
         atomic_write_text(group_dir / "metrics.tsv", metrics_tsv.read_text())
         plot_history(metrics_tsv, group_dir / "training_curves.png")
     LOGGER.info("fine-tuned model: %s (use: participant --model %s)", artifact_path, artifact_path)
+    return ExitCode.OK
+
+
+def fold_runner(config, spec, raw: list):
+    """``run_fold(params, train_subjects, val_subjects, fold) -> mean validation Dice``: one
+    fine-tuning of the search, with the group level's own code (picklable for Ray)."""
+    work = Path(config.work_dir) / "group_search" / config.run_uuid
+
+    def run_fold(params: dict, train_subjects: list, val_subjects: list, fold: int) -> float:
+        from ..model.artifact import load_artifact
+        from ..model.finetune import evaluate_cases, learn_intensity, standardise_cases
+        from ..model.network import freeze_depth
+        from ..model.selection import SHIPPED_SEGMENTATION
+        from ..model.training import TrainConfig, train
+
+        init = load_artifact(SHIPPED_SEGMENTATION if params["init_model"] == "shipped" else params["init_model"])
+        train_raw = [c for c in raw if c.subject in train_subjects]
+        val_raw = [c for c in raw if c.subject in val_subjects]
+        key = f"{hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]}_fold{fold}"
+        intensity = learn_intensity(train_raw)
+        cases = standardise_cases(train_raw, intensity, work / key / "data")
+        val_cases = standardise_cases(val_raw, intensity, work / key / "data")
+        cfg = TrainConfig(
+            epochs=int(params["epochs"]), steps_per_epoch=spec.steps_per_epoch, batch_size=spec.batch_size,
+            learning_rate=float(params["learning_rate"]), loss=params["loss"], freeze=params["freeze"],
+            early_stopping_patience=0, seed=spec.seed, augmentation_strength=float(params["augmentation"]),
+            patch_size=tuple(params["patch_size"]), val_patches_per_case=2,
+        )  # fmt: skip
+        result = train(init.build_model, cases, val_cases, cfg, work / key / "training", freeze_fn=freeze_depth, progress=False)
+        scores = evaluate_cases(result.model, val_raw, intensity, cfg.patch_size)
+        return float(np.mean(list(scores.values())))
+
+    return run_fold
+
+
+def run_search(config, spec, raw: list) -> ExitCode:
+    """Cross-validated parameter search; writes ``group/search/``."""
+    from ..model.search import run_search_local, run_search_ray, write_search_outputs
+
+    subjects = sorted({c.subject for c in raw})
+    run_fold = fold_runner(config, spec, raw)
+    if config.ray_address:
+        storage = Path(config.work_dir) / "group_search" / config.run_uuid / "ray"
+        results = run_search_ray(spec, subjects, run_fold, config.ray_address, storage)
+    else:
+        results = run_search_local(spec, subjects, run_fold)
+    paths = write_search_outputs(results, config.output_dir / "group" / "search", spec)
+    LOGGER.info("search: %d trial(s); best configuration in %s (use: group --config-file %s)", len(results), paths["best"], paths["best"])
     return ExitCode.OK
 
 

@@ -205,6 +205,25 @@ def build_parser() -> argparse.ArgumentParser:
     g_group.add_argument("--validation-subjects", dest="validation_subjects", nargs="+", type=_label, metavar="LABEL", help="explicit validation subjects")
     g_group.add_argument("--augmentation", type=float, default=1.0, metavar="STRENGTH", help="augmentation strength in [0, 1]")
     g_group.add_argument("--resume", action="store_true", help="resume an interrupted fine-tuning from its checkpoints")
+    g_group.add_argument(
+        "--config-file",
+        dest="config_file",
+        type=_path,
+        metavar="JSON",
+        help="fine-tuning settings (e.g. a search's best_config.json); options given on the command line win",
+    )
+    g_group.add_argument(
+        "--search",
+        type=_path,
+        metavar="SPEC.json",
+        help="parameter search with subject-wise k-fold cross-validation instead of one fine-tuning",
+    )
+    g_group.add_argument(
+        "--ray-address",
+        dest="ray_address",
+        metavar="ADDR",
+        help="run --search trials on this Ray cluster through Ray Tune (needs the 'ray' extra; 'local' starts one here)",
+    )
 
     g_other = parser.add_argument_group("Other options")
     g_other.add_argument(

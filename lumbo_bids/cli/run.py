@@ -50,9 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the BIDS App; returns (and, as a console script, exits with) a BEP027 code."""
     from .parser import build_parser
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     _setup_logging(args.verbose_count)
     try:
+        _apply_config_file(args, parser)
         code = _run(args)
     except LumboError as exc:
         print(f"lumbo-bids: error: {exc}", file=sys.stderr)
@@ -61,6 +63,40 @@ def main(argv: list[str] | None = None) -> int:
         print("lumbo-bids: interrupted", file=sys.stderr)
         code = ExitCode.FAILURE
     return int(code)
+
+
+#: settings a --config-file may hold, and the option each stands for
+CONFIG_FILE_KEYS = {
+    "learning_rate": "learning_rate", "epochs": "epochs", "augmentation": "augmentation", "loss": "loss",
+    "steps_per_epoch": "steps_per_epoch", "batch_size": "batch_size", "freeze": "freeze",
+    "patch_size": "patch_size", "init_model": "init_model",
+}  # fmt: skip
+
+
+def _apply_config_file(args, parser) -> None:
+    """Fill fine-tuning settings from ``--config-file`` where the command line left the default."""
+    import json
+
+    if not getattr(args, "config_file", None):
+        return
+    path = Path(args.config_file)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise LumboError(f"--config-file {path}: {exc.strerror}", ExitCode.NO_INPUT) from None
+    except json.JSONDecodeError as exc:
+        raise LumboError(f"--config-file {path}: not valid JSON ({exc.msg}, line {exc.lineno})", ExitCode.USAGE) from None
+    if not isinstance(data, dict):
+        raise LumboError(f"--config-file {path}: must hold a JSON object", ExitCode.USAGE)
+    for key, dest in CONFIG_FILE_KEYS.items():
+        if key not in data or getattr(args, dest, None) != parser.get_default(dest):
+            continue
+        value = data[key]
+        if key == "init_model":
+            value = None if value == "shipped" else Path(value)
+        elif key == "patch_size":
+            value = tuple(int(v) for v in value)
+        setattr(args, dest, value)
 
 
 def _run(args) -> ExitCode:

@@ -1,0 +1,134 @@
+"""Fine-tuning parameter search: spec checks, subject-wise folds, and real searches on the
+example dataset (locally, and through Ray Tune on a local Ray instance)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import DS_SPINE_MINI, REPO
+
+from lumbo_bids.errors import LumboError
+from lumbo_bids.model.search import SearchSpec, load_search_spec, run_search_local, subject_folds
+
+RUN = [sys.executable, str(REPO / "run.py")]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+TINY_SPEC = {
+    "folds": 2, "seed": 7, "steps_per_epoch": 2, "batch_size": 2,
+    "space": {"learning_rate": [1e-4, 1e-3], "epochs": [1], "patch_size": [[32, 32, 32]]},
+}  # fmt: skip
+
+
+def test_folds_are_disjoint_cover_every_subject_and_are_reproducible():
+    subjects = [f"s{i:02d}" for i in range(11)]
+    folds = subject_folds(subjects, 3, seed=1)
+    flat = [s for fold in folds for s in fold]
+    assert sorted(flat) == subjects and len(flat) == len(set(flat))
+    assert sorted(len(f) for f in folds) == [3, 4, 4]
+    assert subject_folds(list(reversed(subjects)), 3, seed=1) == folds
+    assert subject_folds(subjects, 3, seed=2) != folds
+    with pytest.raises(LumboError, match="at least 3 subjects"):
+        subject_folds(["a", "b"], 3, seed=1)
+
+
+def test_grid_of_trials_with_defaults():
+    spec = SearchSpec(space={"learning_rate": [1e-4, 1e-3], "loss": ["dice", "dice_bce"]}, max_trials=3)
+    trials = spec.trials()
+    assert len(trials) == 3 and all(t["freeze"] == "none" and t["patch_size"] == [48, 48, 48] for t in trials)
+    assert {(t["learning_rate"], t["loss"]) for t in trials} == {(1e-4, "dice"), (1e-4, "dice_bce"), (1e-3, "dice")}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{", "not valid JSON"),
+        ('{"space": {}}', "non-empty object 'space'"),
+        ('{"space": {"lr": [1]}}', "unknown parameter 'lr'"),
+        ('{"space": {"freeze": ["decoder"]}}', "'space.freeze'"),
+        ('{"space": {"epochs": [1]}, "folds": 1}', "'folds' must be"),
+    ],
+)
+def test_bad_spec_is_one_clear_line(tmp_path, content, message):
+    spec = tmp_path / "spec.json"
+    spec.write_text(content)
+    with pytest.raises(LumboError, match=message) as err:
+        load_search_spec(spec)
+    assert str(spec) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_local_search_runs_every_trial_on_the_same_folds():
+    seen = []
+
+    def run_fold(params, train, val, fold):
+        assert not set(train) & set(val)
+        seen.append((params["learning_rate"], tuple(val)))
+        return 0.5 + params["learning_rate"] * 100 + fold / 10
+
+    spec = SearchSpec(space={"learning_rate": [1e-3, 2e-3]}, folds=2, seed=3)
+    results = run_search_local(spec, ["a", "b", "c", "d"], run_fold)
+    np.testing.assert_allclose([r.fold_dice for r in results], [[0.6, 0.7], [0.7, 0.8]])
+    folds_per_trial = {lr: [v for l2, v in seen if l2 == lr] for lr in (1e-3, 2e-3)}
+    assert folds_per_trial[1e-3] == folds_per_trial[2e-3]
+
+
+def _search(tmp_path, *extra):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(TINY_SPEC))
+    out, work = tmp_path / "out", tmp_path / "work"
+    proc = subprocess.run(
+        [*RUN, str(DS_SPINE_MINI), str(out), "group", "-w", str(work), "--skip-bids-validation",
+         "--nprocs", "2", "--search", str(spec), *extra],
+        capture_output=True, text=True, env=ENV, timeout=1800,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / "group" / "search", work
+
+
+def _check_search_outputs(search_dir):
+    rows = [r.split("\t") for r in (search_dir / "trials.tsv").read_text().splitlines()]
+    header = rows[0]
+    assert header[0] == "trial" and "dice_fold0" in header and "dice_fold1" in header and "mean_dice" in header
+    assert len(rows) == 3
+    table = [dict(zip(header, r)) for r in rows[1:]]
+    assert sorted(float(t["learning_rate"]) for t in table) == [1e-4, 1e-3]
+    for t in table:
+        dice = [float(t["dice_fold0"]), float(t["dice_fold1"])]
+        assert all(0 <= d <= 1 for d in dice) and float(t["mean_dice"]) == pytest.approx(np.mean(dice), abs=1e-3)
+    folds = json.loads((search_dir / "folds.json").read_text())["folds"]
+    flat = [s for f in folds for s in f]
+    assert len(folds) == 2 and len(flat) == len(set(flat)) == 3  # PAM50small, sctTesting, unf01
+    assert (search_dir / "dice_vs_parameters.png").read_bytes()[:4] == b"\x89PNG"
+    best = json.loads((search_dir / "best_config.json").read_text())
+    assert best["search"]["mean_dice"] == pytest.approx(max(float(t["mean_dice"]) for t in table), abs=1e-4)
+    return folds, best
+
+
+@pytest.mark.slow
+def test_local_search_on_the_example_dataset_and_best_config_is_reusable(tmp_path):
+    search_dir, work = _search(tmp_path)
+    _, best = _check_search_outputs(search_dir)
+    # the best configuration drives a final fine-tuning on all subjects
+    out2 = tmp_path / "final"
+    proc = subprocess.run(
+        [*RUN, str(DS_SPINE_MINI), str(out2), "group", "-w", str(work), "--skip-bids-validation",
+         "--config-file", str(search_dir / "best_config.json"), "--validation-subjects", "sctTesting"],
+        capture_output=True, text=True, env=ENV, timeout=1800,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    card = json.loads((out2 / "group" / "model_card.json").read_text())
+    assert card["hyperparameters"]["learning_rate"] == best["learning_rate"]
+    assert card["hyperparameters"]["steps_per_epoch"] == 2 and card["epochs_run"] == 1
+    assert card["hyperparameters"]["patch_size"] == [32, 32, 32]
+
+
+@pytest.mark.slow
+def test_search_through_ray_tune_on_a_local_ray_instance(tmp_path):
+    search_dir, _ = _search(tmp_path, "--ray-address", "local")
+    folds, _ = _check_search_outputs(search_dir)
+    # the same fold assignment as the local search (same seed, same subjects)
+    assert folds == subject_folds(["PAM50small", "sctTesting", "unf01"], 2, seed=7)
