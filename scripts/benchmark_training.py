@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         ds = patch_dataset(cases, patch_size=(48, 48, 48), batch_size=args.batch_size, patches_per_epoch=n,
                            augment=AugmentConfig(strength=1.0), seed=0, training=True)  # fmt: skip
         started = time.perf_counter()
-        count = sum(int(x.shape[0]) for x, _ in ds)
+        count = sum(int(x.shape[0]) for x, _ in ds.take(args.steps))  # the stream repeats
         pipeline = count / (time.perf_counter() - started)
 
         _, device = select_strategy()
