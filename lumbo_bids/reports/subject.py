@@ -102,7 +102,7 @@ def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
         ("Cord volume (mm³)", morph.get("CordVolume_mm3", "n/a")),
         ("Cord length along the centerline (mm)", morph.get("CordLength_mm", "n/a")),
         ("Mean cross-sectional area (mm²)", morph.get("MeanCSA_mm2", "n/a")),
-        ("Conus medullaris tip, world (mm)", morph.get("ConusTip_mm", "n/a")),
+        ("Most inferior cord point (conus tip if in view), world (mm)", morph.get("ConusTip_mm", "n/a")),
     ]
     if evaluation:
         facts += [
