@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Accuracy of the automatic centerline (shipped localiser) against the manual-mask centerline.
+
+For every image of a BIDS dataset with a manual mask: the participant level's automatic path
+(reorient, resample to 0.5 mm, localiser heat-map, centerline) versus the centerline of the
+manual mask, on the slices that contain cord: median and maximum in-plane distance (mm) and
+the share of slices whose cord stays well inside the default 64x64 crop.
+
+Usage: .venv/bin/python scripts/evaluate_localiser.py [--bids DIR] [--localiser PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def main(argv=None) -> int:
+    from lumbo_bids.centerline import centerline_from_heatmap, centerline_from_mask
+    from lumbo_bids.geometry import RPI, Grid, reorient, resample_mask_to_grid, resample_to_grid, resampled_grid
+    from lumbo_bids.model.localise import localise_heatmap
+    from lumbo_bids.model.selection import SHIPPED_LOCALISER
+    from lumbo_bids.utils.bids import find_manual_mask
+    from lumbo_bids.utils.images import read_volume
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bids", type=Path, default=REPO / "examples" / "ds-spine-mini")
+    parser.add_argument("--localiser", type=Path, default=SHIPPED_LOCALISER)
+    args = parser.parse_args(argv)
+    margin = 32 - 10  # half the 64-voxel crop, minus a cord radius (5 mm)
+    for image in sorted(args.bids.glob("sub-*/anat/*.nii*")):
+        mask_path = find_manual_mask(image, args.bids, args.bids / "derivatives" / "labels")
+        if mask_path is None:
+            continue
+        data, affine, _ = read_volume(image)
+        mask, _, _ = read_volume(mask_path)
+        rpi_data, rpi_affine = reorient(data, affine, RPI)
+        rpi_mask, _ = reorient((mask > 0.5).astype(np.uint8), affine, RPI)
+        grid = resampled_grid(Grid(tuple(rpi_data.shape), rpi_affine), 0.5)
+        volume = resample_to_grid(rpi_data, rpi_affine, grid, order=1)
+        cord = resample_mask_to_grid(rpi_mask, rpi_affine, grid) > 0
+        truth = centerline_from_mask(cord)
+        found = centerline_from_heatmap(localise_heatmap(args.localiser, volume, grid.affine))
+        z = np.flatnonzero(cord.any(axis=(0, 1)))
+        error = 0.5 * np.linalg.norm(found[z] - truth[z], axis=1)
+        inside = np.mean(np.abs(found[z] - truth[z]).max(axis=1) < margin) * 100
+        print(f"{image.name:34s} median {np.median(error):5.2f} mm  max {error.max():6.2f} mm  in crop {inside:5.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
