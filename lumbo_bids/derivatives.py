@@ -153,7 +153,7 @@ def write_dataset_files(output_dir: Path, bids_dir: Path, raw_description: dict)
         output_dir.mkdir(parents=True, exist_ok=True)
         desc_path = output_dir / "dataset_description.json"
         content = dataset_description(bids_dir, raw_description)
-        if not desc_path.exists() or _read_json(desc_path) != content:
+        if not desc_path.exists() or read_json(desc_path) != content:
             atomic_write_json(desc_path, content)
         ignore_path = output_dir / ".bidsignore"
         existing = ignore_path.read_text(encoding="utf-8").splitlines() if ignore_path.exists() else []
@@ -164,7 +164,8 @@ def write_dataset_files(output_dir: Path, bids_dir: Path, raw_description: dict)
         raise LumboError(f"cannot write to OUTPUT_DIR {output_dir}: {exc.strerror}", ExitCode.CANT_CREATE) from None
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
+    """The JSON content of ``path``, or None when it is missing or not JSON."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):

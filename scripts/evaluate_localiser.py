@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 def main(argv=None) -> int:
     from lumbo_bids.centerline import centerline_from_heatmap, centerline_from_mask
-    from lumbo_bids.geometry import RPI, Grid, reorient, resample_mask_to_grid, resample_to_grid, resampled_grid
+    from lumbo_bids.geometry import RPI, forward, reorient, resample_mask_to_grid
     from lumbo_bids.model.localise import localise_heatmap
     from lumbo_bids.model.selection import SHIPPED_LOCALISER
     from lumbo_bids.utils.bids import find_manual_mask
@@ -40,10 +40,9 @@ def main(argv=None) -> int:
             continue
         data, affine, _ = read_volume(image)
         mask, _, _ = read_volume(mask_path)
-        rpi_data, rpi_affine = reorient(data, affine, RPI)
-        rpi_mask, _ = reorient((mask > 0.5).astype(np.uint8), affine, RPI)
-        grid = resampled_grid(Grid(tuple(rpi_data.shape), rpi_affine), 0.5)
-        volume = resample_to_grid(rpi_data, rpi_affine, grid, order=1)
+        volume, geometry = forward(data, affine, 0.5)  # what the Reorient + Resample nodes do
+        grid = geometry.resampled
+        rpi_mask, rpi_affine = reorient((mask > 0.5).astype(np.uint8), affine, RPI)
         cord = resample_mask_to_grid(rpi_mask, rpi_affine, grid) > 0
         truth = centerline_from_mask(cord)
         found = centerline_from_heatmap(localise_heatmap(args.localiser, volume, grid.affine))

@@ -103,14 +103,11 @@ def prepare_case(anat, out_dir: Path):
 
 
 def train_segmentation(train_raw, val_raw, args, run_dir: Path):
-    """One run of the segmentation recipe; returns (model, intensity, result, config)."""
-    from lumbo_bids.model.finetune import learn_intensity, standardise_cases
+    """One run of the segmentation recipe: (FineTuned with the Dice of ``val_raw``, config, arch)."""
+    from lumbo_bids.model.finetune import fine_tune
     from lumbo_bids.model.network import UNet3DConfig, build_unet3d
-    from lumbo_bids.model.training import TrainConfig, train
+    from lumbo_bids.model.training import TrainConfig
 
-    intensity = learn_intensity(train_raw)
-    train_cases = standardise_cases(train_raw, intensity, run_dir / "data")
-    val_cases = standardise_cases(val_raw, intensity, run_dir / "data")
     arch = UNet3DConfig(base_filters=args.base_filters, patch_size=PATCH_SIZE)
     cfg = TrainConfig(
         epochs=args.seg_epochs,
@@ -126,8 +123,9 @@ def train_segmentation(train_raw, val_raw, args, run_dir: Path):
         patch_size=PATCH_SIZE,
         val_patches_per_case=4,
     )
-    result = train(lambda: build_unet3d(arch), train_cases, val_cases, cfg, run_dir / "training", progress=args.progress)
-    return result.model, intensity, result, cfg, arch
+    model_fn = lambda: build_unet3d(arch)  # noqa: E731
+    tuned = fine_tune(model_fn, train_raw, val_raw, cfg, run_dir / "data", run_dir / "training", progress=args.progress)
+    return tuned, cfg, arch
 
 
 def train_localiser(cases, args, run_dir: Path):
@@ -174,7 +172,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
     from lumbo_bids.model.artifact import save_artifact
-    from lumbo_bids.model.finetune import evaluate_cases, model_card
+    from lumbo_bids.model.finetune import model_card
 
     anats = masked_images(args.bids)
     data_dir = args.work / "cases"
@@ -226,8 +224,8 @@ def main(argv=None) -> int:
     if args.skip_segmentation:
         return 0
     started = time.time()
-    model, intensity, result, cfg, arch = train_segmentation(raw, raw, args, args.work / "segmentation")
-    in_sample = evaluate_cases(model, raw, intensity, PATCH_SIZE)
+    tuned, cfg, arch = train_segmentation(raw, raw, args, args.work / "segmentation")
+    in_sample = tuned.validation_dice  # validated on the training images themselves
     LOGGER.info("segmentation: in-sample Dice %s", json.dumps({k: round(v, 3) for k, v in in_sample.items()}))
     seconds = round(time.time() - started, 1)
     loso = {}
@@ -235,10 +233,7 @@ def main(argv=None) -> int:
         for held_out in subjects:
             train_raw = [c for c in raw if c.subject != held_out]
             test_raw = [c for c in raw if c.subject == held_out]
-            fold_model, fold_intensity, *_ = train_segmentation(
-                train_raw, test_raw, args, args.work / f"loso_{held_out}"
-            )
-            scores = evaluate_cases(fold_model, test_raw, fold_intensity, PATCH_SIZE)
+            scores = train_segmentation(train_raw, test_raw, args, args.work / f"loso_{held_out}")[0].validation_dice
             LOGGER.info("leave-%s-out Dice: %s", held_out, json.dumps({k: round(v, 3) for k, v in scores.items()}))
             loso.update(scores)
     manifest = {
@@ -247,7 +242,7 @@ def main(argv=None) -> int:
         "architecture": {"name": "unet3d", "config": arch.to_dict()},
         "task": "segmentation",
         "contrasts": ["T1w", "T2w", "T2starw"],
-        "preprocessing": {**common, "patch_size": list(PATCH_SIZE), "intensity": intensity},
+        "preprocessing": {**common, "patch_size": list(PATCH_SIZE), "intensity": tuned.intensity},
         "inference": {"threshold": 0.5, "overlap": 0.5, "blend": "gaussian"},
         "training": model_card(
             purpose="base cord segmentation model, to be fine-tuned on your own data with the group level",
@@ -259,14 +254,14 @@ def main(argv=None) -> int:
             validation="in-sample monitoring (every image); see leave_one_subject_out_dice for held-out figures",
             seed=args.seed,
             hyperparameters=cfg.to_dict(),
-            epochs_run=result.epochs_run,
+            epochs_run=tuned.result.epochs_run,
             seconds=seconds,
             in_sample_dice=in_sample,
             leave_one_subject_out_dice=loso or "not run (scripts/train_base_model.py --loso)",
             reproduce="scripts/train_base_model.py --loso",
         ),
     }
-    save_artifact(model, args.out / "cord_seg", manifest)
+    save_artifact(tuned.result.model, args.out / "cord_seg", manifest)
     LOGGER.info("wrote %s", args.out)
     return 0
 

@@ -77,16 +77,13 @@ def run_group(config, inputs: dict) -> ExitCode:
 def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size) -> ExitCode:
     from ..derivatives import atomic_write_json, atomic_write_text
     from ..model.artifact import save_artifact
-    from ..model.finetune import evaluate_cases, learn_intensity, model_card, standardise_cases
-    from ..model.network import UNet3DConfig, build_unet3d, freeze_depth
-    from ..model.training import TrainConfig, plot_history, train
+    from ..model.finetune import evaluate_cases, fine_tune, model_card
+    from ..model.network import UNet3DConfig, build_unet3d
+    from ..model.training import TrainConfig, plot_history
 
     group_dir = config.output_dir / "group"
     state_dir = group_dir / "training"
-    intensity = learn_intensity(train_raw)
     data_dir = config.work_dir / "group_data" / config.run_uuid
-    train_cases = standardise_cases(train_raw, intensity, data_dir)
-    val_cases = standardise_cases(val_raw, intensity, data_dir)
     arch = init.manifest["architecture"]
     patch_size = tuple(config.patch_size or init.manifest["preprocessing"]["patch_size"])
 
@@ -111,10 +108,8 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
         patch_size=patch_size,
     )
     started = time.time()
-    result = train(
-        model_fn, train_cases, val_cases, cfg, state_dir, resume=config.resume, freeze_fn=freeze_depth
-    )
-    after = evaluate_cases(result.model, val_raw, intensity, patch_size)
+    tuned = fine_tune(model_fn, train_raw, val_raw, cfg, data_dir, state_dir, resume=config.resume)
+    result, intensity, after = tuned.result, tuned.intensity, tuned.validation_dice
     LOGGER.info("validation Dice after fine-tuning: %s", _fmt(after))
 
     manifest = {
@@ -156,27 +151,22 @@ def fold_runner(config, spec, raw: list):
 
     def run_fold(params: dict, train_subjects: list, val_subjects: list, fold: int) -> float:
         from ..model.artifact import load_artifact
-        from ..model.finetune import evaluate_cases, learn_intensity, standardise_cases
-        from ..model.network import freeze_depth
+        from ..model.finetune import fine_tune
         from ..model.selection import SHIPPED_SEGMENTATION
-        from ..model.training import TrainConfig, train
+        from ..model.training import TrainConfig
 
         init = load_artifact(SHIPPED_SEGMENTATION if params["init_model"] == "shipped" else params["init_model"])
         train_raw = [c for c in raw if c.subject in train_subjects]
         val_raw = [c for c in raw if c.subject in val_subjects]
         key = f"{hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]}_fold{fold}"
-        intensity = learn_intensity(train_raw)
-        cases = standardise_cases(train_raw, intensity, work / key / "data")
-        val_cases = standardise_cases(val_raw, intensity, work / key / "data")
         cfg = TrainConfig(
             epochs=int(params["epochs"]), steps_per_epoch=spec.steps_per_epoch, batch_size=spec.batch_size,
             learning_rate=float(params["learning_rate"]), loss=params["loss"], freeze=params["freeze"],
             early_stopping_patience=0, seed=spec.seed, augmentation_strength=float(params["augmentation"]),
             patch_size=tuple(params["patch_size"]), val_patches_per_case=2,
         )  # fmt: skip
-        result = train(init.build_model, cases, val_cases, cfg, work / key / "training", freeze_fn=freeze_depth, progress=False)
-        scores = evaluate_cases(result.model, val_raw, intensity, cfg.patch_size)
-        return float(np.mean(list(scores.values())))
+        tuned = fine_tune(init.build_model, train_raw, val_raw, cfg, work / key / "data", work / key / "training", progress=False)
+        return float(np.mean(list(tuned.validation_dice.values())))
 
     return run_fold
 

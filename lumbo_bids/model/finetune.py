@@ -14,6 +14,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -105,6 +106,28 @@ def evaluate_cases(model, cases: list[RawCase], intensity: dict, patch_size, thr
         prob = sliding_window_predict(predict, volume, patch_size=tuple(patch_size), overlap=0.5)
         scores[case.name] = float(dice(postprocess(prob, threshold), np.load(case.mask) > 0))
     return scores
+
+
+@dataclass(frozen=True)
+class FineTuned:
+    """What :func:`fine_tune` returns: the training run (its model holds the best weights), the
+    Nyúl landmarks learned on the training images, and the Dice of each validation image."""
+
+    result: Any  # lumbo_bids.model.training.TrainResult
+    intensity: dict
+    validation_dice: dict[str, float]
+
+
+def fine_tune(model_fn, train_raw: list[RawCase], val_raw: list[RawCase], cfg, data_dir: Path, run_dir: Path, **train_kwargs) -> FineTuned:
+    """Learn the landmarks on ``train_raw``, standardise both sets with them into ``data_dir``,
+    train (:func:`lumbo_bids.model.training.train` in ``run_dir``) and score on ``val_raw``."""
+    from .training import train
+
+    intensity = learn_intensity(train_raw)
+    train_cases = standardise_cases(train_raw, intensity, data_dir)
+    val_cases = standardise_cases(val_raw, intensity, data_dir)
+    result = train(model_fn, train_cases, val_cases, cfg, run_dir, **train_kwargs)
+    return FineTuned(result, intensity, evaluate_cases(result.model, val_raw, intensity, cfg.patch_size))
 
 
 def device_description() -> str:

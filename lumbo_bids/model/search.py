@@ -244,9 +244,6 @@ def _plot(results: list[TrialResult], png: Path) -> Path:
         ax.set_ylim(0, 1)
     fig.tight_layout()
     from ..derivatives import atomic_write_bytes
-    import io
+    from ..reports.figures import figure_png
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return atomic_write_bytes(png, buf.getvalue())
+    return atomic_write_bytes(png, figure_png(fig))

@@ -26,13 +26,18 @@ def _window(image: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi if hi > lo else lo + 1)
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", facecolor="black")
+def figure_png(fig, **savefig_kwargs) -> bytes:
+    """PNG bytes of a matplotlib figure (90 dpi), which is then closed."""
     import matplotlib.pyplot as plt
 
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, **savefig_kwargs)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _png(fig) -> bytes:
+    return figure_png(fig, bbox_inches="tight", facecolor="black")
 
 
 def sagittal_figure(

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import base64
 import html
-import io
-import json
 from pathlib import Path
 
 import numpy as np
 
-from ..derivatives import atomic_write_text
+from ..derivatives import atomic_write_text, read_json
+from .figures import figure_png
 
 EVAL_COLUMNS = ("Dice", "HD95_mm", "RelativeVolumeDifference")
 MORPH_COLUMNS = ("CordVolume_mm3", "CordLength_mm", "MeanCSA_mm2", "SlicesWithCord")
@@ -32,13 +31,8 @@ def _fmt(value) -> str:
 
 
 def _collect(output_dir: Path, suffix: str) -> list[tuple[Path, dict]]:
-    found = []
-    for path in sorted(output_dir.glob(f"sub-*/**/*_{suffix}.json")):
-        try:
-            found.append((path, json.loads(path.read_text(encoding="utf-8"))))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return found
+    found = [(path, read_json(path)) for path in sorted(output_dir.glob(f"sub-*/**/*_{suffix}.json"))]
+    return [(path, meta) for path, meta in found if meta is not None]
 
 
 def _dice_plot(evaluations: list[tuple[Path, dict]]) -> bytes:
@@ -63,10 +57,7 @@ def _dice_plot(evaluations: list[tuple[Path, dict]]) -> bytes:
     right.set_ylim(0, 1.02)
     right.legend(fontsize=6)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def write_group_summaries(output_dir: Path) -> list[Path]:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from ..derivatives import atomic_write_bytes, atomic_write_text, derivative_path, source_entities
+from ..derivatives import atomic_write_bytes, atomic_write_text, derivative_path, read_json, source_entities
 
 _STYLE = """
 body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}
@@ -26,13 +25,6 @@ table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;paddin
 .warn{color:#a60}.fail{color:#b00;font-weight:bold}.figs{display:flex;gap:1em;flex-wrap:wrap;align-items:flex-start}
 img{max-width:100%;background:#000}.legend{font-size:0.85em;color:#555}
 """
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def _crop_corners(preproc: Path) -> np.ndarray | None:
@@ -76,7 +68,7 @@ def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
             f"{anat.path.name}: no segmentation"
         ]
     warnings = []
-    mask_meta = _read_json(mask_path.with_name(mask_path.name.replace(".nii.gz", ".json")))
+    mask_meta = read_json(mask_path.with_name(mask_path.name.replace(".nii.gz", ".json"))) or {}
     source = nib.load(anat.path)
     data = np.asanyarray(source.dataobj, dtype=np.float32)
     data = data[..., 0] if data.ndim == 4 else data
@@ -92,8 +84,8 @@ def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
     atomic_write_bytes(figures_dir / f"{stem}_sagittal.png", sag)
     atomic_write_bytes(figures_dir / f"{stem}_axial.png", axial)
 
-    morph = _read_json(deriv("morphometrics", ".json", space="orig", label="SC", desc=contrast))
-    evaluation = _read_json(deriv("evaluation", ".json", space="orig", label="SC", desc=contrast))
+    morph = read_json(deriv("morphometrics", ".json", space="orig", label="SC", desc=contrast)) or {}
+    evaluation = read_json(deriv("evaluation", ".json", space="orig", label="SC", desc=contrast)) or {}
     model = mask_meta.get("Model", {})
     facts = [
         ("Model", f"{model.get('Name', '?')} {model.get('Version', '')} ({model.get('Checksum', '')[:19]}…)"),
