@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ExitCode, LumboError
+from .utils.numbers import dumps_json
 
 CODE_URL = "https://github.com/lumbo-bids/lumbo_bids"
 # BIDS entity order (subset that anatomical sources and our derivatives use)
@@ -54,7 +55,8 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 
 def atomic_write_json(path: Path, data: dict) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """Write ``data`` as indented JSON, atomically, with ``-0.0`` written as ``0.0``."""
+    return atomic_write_text(path, dumps_json(data, indent=2, sort_keys=False) + "\n")
 
 
 def atomic_copy(src: Path, dst: Path) -> Path:

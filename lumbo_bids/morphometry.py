@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from .centerline import DEFAULT_DEGREE, fit_centerline
 from .geometry import RPI, reorient
+from .utils.numbers import format_float
 
 #: Columns of the per-slice table, with their units (the TSV sidecar describes them).
 SLICE_COLUMNS = {
@@ -118,11 +119,11 @@ def cord_morphometrics(mask: np.ndarray, affine: np.ndarray, degree: int = DEFAU
 
 
 def slices_tsv(result: Morphometrics) -> str:
-    """The per-slice table as TSV text (``n/a`` for missing values, as BIDS asks)."""
+    """The per-slice table as TSV text (``n/a`` for missing values, as BIDS asks; no ``-0.0000``)."""
     header = "\t".join(SLICE_COLUMNS)
     lines = [header]
     for row in result.slices:
-        lines.append("\t".join(str(row[c]) if c == "slice" else f"{row[c]:.4f}" for c in SLICE_COLUMNS))
+        lines.append("\t".join(str(row[c]) if c == "slice" else format_float(row[c], 4) for c in SLICE_COLUMNS))
     return "\n".join(lines) + "\n"
 
 

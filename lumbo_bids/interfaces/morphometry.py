@@ -6,6 +6,8 @@ from pathlib import Path
 
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
+from ..utils.numbers import format_float
+
 
 class _MorphometricsInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="binary cord mask on the native grid")
@@ -68,7 +70,7 @@ class EvaluateMask(SimpleInterface):
         ref_rpi, _ = reorient(ref.astype(np.uint8), affine, RPI)
         along_z = per_slice_dice(pred_rpi, ref_rpi)
         rows = ["slice\tdice"] + [
-            f"{k}\t{'n/a' if np.isnan(v) else f'{v:.4f}'}" for k, v in enumerate(along_z)
+            f"{k}\t{'n/a' if np.isnan(v) else format_float(v, 4)}" for k, v in enumerate(along_z)
         ]
         out = Path(runtime.cwd) / "evaluation.tsv"
         out.write_text("\n".join(rows) + "\n")

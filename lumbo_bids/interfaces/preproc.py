@@ -14,9 +14,29 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from ..utils.numbers import dumps_json, format_float
+
 
 def _out(runtime, name: str) -> Path:
     return Path(runtime.cwd) / name
+
+
+def centerline_csv(world) -> str:
+    """The ``centerline.csv`` text: one ``slice,x_mm,y_mm,z_mm`` row per axial slice.
+
+    Parameters
+    ----------
+    world : array_like
+        ``(nz, 3)`` world coordinates (mm) of the centerline point of each slice.
+
+    Returns
+    -------
+    str
+        CSV text, coordinates with three decimals; a coordinate that rounds to zero is
+        written ``0.000``, never ``-0.000``.
+    """
+    rows = [",".join([str(z), *(format_float(v, 3) for v in point)]) for z, point in enumerate(world)]
+    return "\n".join(["slice,x_mm,y_mm,z_mm", *rows]) + "\n"
 
 
 class _ReorientInputSpec(BaseInterfaceInputSpec):
@@ -117,12 +137,9 @@ class Centerline(SimpleInterface):
         else:
             raise ValueError("Centerline needs mask_file or heatmap_file")
         cl_json = _out(runtime, "centerline.json")
-        cl_json.write_text(json.dumps({"method": method, "xy": np.asarray(xy).tolist()}))
+        cl_json.write_text(dumps_json({"method": method, "xy": np.asarray(xy).tolist()}))
         save_image(centerline_image(xy, data.shape), affine, _out(runtime, "centerline.nii.gz"), img, dtype=np.uint8)
-        world = centerline_world(xy, affine)
-        header = "slice,x_mm,y_mm,z_mm"
-        rows = [f"{z},{p[0]:.3f},{p[1]:.3f},{p[2]:.3f}" for z, p in enumerate(world)]
-        _out(runtime, "centerline.csv").write_text("\n".join([header, *rows]) + "\n")
+        _out(runtime, "centerline.csv").write_text(centerline_csv(centerline_world(xy, affine)))
         self._results.update(
             centerline_json=str(cl_json),
             centerline_file=str(_out(runtime, "centerline.nii.gz")),
@@ -178,7 +195,7 @@ class CropAroundCenterline(SimpleInterface):
             resampled=grid,
             crop=box,
         )
-        _out(runtime, "geometry.json").write_text(json.dumps(geometry.to_dict()))
+        _out(runtime, "geometry.json").write_text(dumps_json(geometry.to_dict()))
         np.save(_out(runtime, "stack.npy"), crop_around_centerline(data, box).astype(np.float32))
         slices, bbox_grid = bounding_crop(box)
         save_image(data[slices], bbox_grid.affine, _out(runtime, "bbox.nii.gz"), img, dtype=np.float32)

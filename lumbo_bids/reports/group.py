@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..derivatives import atomic_write_text, read_json
+from ..utils.numbers import format_float
 from .figures import figure_png
 
 EVAL_COLUMNS = ("Dice", "HD95_mm", "RelativeVolumeDifference")
@@ -27,7 +28,7 @@ def _image_name(path: Path, suffix: str) -> str:
 def _fmt(value) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "n/a"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    return format_float(value, 4) if isinstance(value, float) else str(value)
 
 
 def _collect(output_dir: Path, suffix: str) -> list[tuple[Path, dict]]:
