@@ -1,4 +1,14 @@
-"""Intensity standardisation: Nyúl & Udupa piecewise-linear histogram matching, z-scoring.
+"""Intensity standardisation: robust per-image z-scoring, Nyúl & Udupa histogram matching.
+
+Three methods, named in a model's plan (``preprocessing.intensity.method``) and applied by
+:func:`apply_intensity`:
+
+* ``robust`` (the shipped models): clip the image's own foreground to its 0.5-99.5
+  percentiles, then z-score. It learns nothing from training images, so it cannot misplace
+  an unseen sequence's histogram the way landmarks learned on other images do; the network is
+  trained for it on intensity-randomised images (:mod:`lumbo_bids.model.augment`).
+* ``nyul``: the deepseg_sc recipe below, kept for models trained with it.
+* ``percentile``: foreground 1-99 percentiles to 0-1, then z-score.
 
 The deepseg_sc recipe: learn, on training images, the mean position of a few
 histogram percentiles (landmarks) on a standard scale; at inference map each
@@ -197,3 +207,68 @@ def standardise(
         percentiles = landmarks.get("percentiles", DEFAULT_PERCENTILES)
         scaled = apply_standard_scale(data, landmarks["standard"], percentiles, mask=fg)
     return zscore(scaled, mask=fg)
+
+
+#: the methods :func:`apply_intensity` knows
+METHODS: tuple[str, ...] = ("robust", "nyul", "percentile")
+#: default clipping percentiles of the ``robust`` method
+ROBUST_CLIP: tuple[float, float] = (0.5, 99.5)
+
+
+def robust_standardise(
+    data: np.ndarray, mask: np.ndarray | None = None, clip: Sequence[float] = ROBUST_CLIP
+) -> np.ndarray:
+    """Clip to the foreground's ``clip`` percentiles, then z-score over the foreground.
+
+    Depends on the image alone (no learned landmarks): any contrast, scanner or scaling comes
+    out with foreground mean 0 and standard deviation 1, and a few very bright or dark voxels
+    (fat, vessels, artefacts) cannot squeeze the rest of the histogram.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        Image (e.g. the cropped stack; zero padding is not foreground).
+    mask : numpy.ndarray, optional
+        Foreground; default ``data > 0``.
+    clip : sequence of float
+        Lower and upper percentiles (0-100) of the foreground to clip to.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, same shape.
+    """
+    fg = foreground(data, mask)
+    lo, hi = np.percentile(_foreground_values(data, fg).astype(np.float64), [float(clip[0]), float(clip[1])])
+    clipped = np.clip(np.asarray(data, dtype=np.float32), np.float32(lo), np.float32(hi))
+    return zscore(clipped, mask=fg)
+
+
+def apply_intensity(data: np.ndarray, plan: dict[str, Any] | None, mask: np.ndarray | None = None) -> np.ndarray:
+    """Standardise ``data`` as a model's intensity plan says (the one place that dispatches).
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        Image.
+    plan : dict or None
+        ``preprocessing.intensity`` of a model: ``{"method": "robust", "clip": [0.5, 99.5]}``,
+        ``{"method": "nyul", "percentiles": [...], "standard": [...]}`` or
+        ``{"method": "percentile"}``; None or ``{}`` means ``percentile``.
+    mask : numpy.ndarray, optional
+        Foreground; default ``data > 0``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, mean 0 and standard deviation 1 over the foreground.
+    """
+    plan = plan or {}
+    method = plan.get("method", "percentile")
+    if method == "robust":
+        return robust_standardise(data, mask, plan.get("clip", ROBUST_CLIP))
+    if method == "nyul":
+        return standardise(data, plan, mask)
+    if method == "percentile":
+        return standardise(data, None, mask)
+    raise ValueError(f"unknown intensity method {method!r} (known: {', '.join(METHODS)})")

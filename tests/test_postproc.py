@@ -1,4 +1,4 @@
-"""Post-processing: threshold, largest 26-connected component, per-slice hole filling."""
+"""Post-processing: threshold, the cord's 26-connected components, per-slice hole filling."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
-from lumbo_bids.postproc import binarise, fill_holes_per_slice, keep_largest_component, postprocess
+from lumbo_bids.postproc import binarise, fill_holes_per_slice, keep_cord_components, keep_largest_component, postprocess
 
 
 def test_binarise_is_strict() -> None:
@@ -77,7 +77,7 @@ def test_postprocess_chain() -> None:
     prob[5, 5, 2] = 0.1  # a hole inside it
     prob[11, 11, 0] = 0.95  # a far speck
     prob[0, 0, 5] = 0.5  # on the threshold: background
-    out = postprocess(prob, threshold=0.5)
+    out = postprocess(prob, threshold=0.5, radius_vox=4)
     assert out.dtype == np.uint8 and set(np.unique(out)) == {0, 1}
     expected = np.zeros(prob.shape, np.uint8)
     expected[2:9, 2:9, :] = 1
@@ -87,10 +87,47 @@ def test_postprocess_chain() -> None:
 @settings(max_examples=40, deadline=None)
 @given(arrays(np.float32, (7, 6, 5), elements=st.floats(0, 1, width=32)))
 def test_postprocess_properties(prob: np.ndarray) -> None:
-    out = postprocess(prob)
+    out = postprocess(prob, radius_vox=1.5)
     assert out.dtype == np.uint8 and out.shape == prob.shape
-    _, count = ndimage.label(out, structure=np.ones((3, 3, 3)))
-    assert count <= 1
-    np.testing.assert_array_equal(postprocess(out), out)  # idempotent
-    kept = keep_largest_component(binarise(prob))
+    np.testing.assert_array_equal(postprocess(out, radius_vox=1.5), out)  # idempotent
+    kept = keep_cord_components(binarise(prob), radius_vox=1.5)
     assert (out.astype(bool) >= kept).all()  # filling only adds voxels
+    assert (kept <= binarise(prob)).all()  # selection only removes voxels
+    labels, count = ndimage.label(kept, structure=np.ones((3, 3, 3)))
+    if count > 1:  # several components are kept only when each reaches the tube
+        tube = np.zeros(prob.shape, bool)
+        tube[2:5, 1:5, :] = True  # (x - 3)^2 + (y - 2.5)^2 <= 2.25 lies inside this box
+        assert all((tube & (labels == k)).any() for k in range(1, count + 1))
+
+
+def _thick_slice_cord(shape=(32, 32, 60), radius=4.0, gaps=(10, 11, 24, 25, 26, 41)) -> np.ndarray:
+    """A cylinder along z through the stack's centre, broken on a few slices (3 mm slices seen at 0.5 mm)."""
+    xs, ys = np.meshgrid(np.arange(shape[0]) - 15.5, np.arange(shape[1]) - 15.5, indexing="ij")
+    cord = np.zeros(shape, bool)
+    cord[...] = (xs**2 + ys**2 <= radius**2)[..., None]
+    cord[:, :, list(gaps)] = False
+    return cord
+
+
+def test_cord_broken_along_z_is_kept_whole() -> None:
+    """Thick-slice prediction: 4 pieces of cord along z and a false positive beside it."""
+    cord = _thick_slice_cord()
+    prob = cord.astype(np.float32) * 0.9
+    prob[26:30, 2:6, 30:40] = 0.9  # a blob 12 voxels (6 mm) away from the cord's axis
+    out = postprocess(prob)
+    np.testing.assert_array_equal(out.astype(bool), cord)
+    largest = keep_largest_component(binarise(prob))  # the old rule lost most of the cord
+    assert largest.sum() < 0.5 * cord.sum()
+
+
+def test_cord_components_follow_a_given_centerline() -> None:
+    cord = np.roll(_thick_slice_cord(), 10, axis=0)  # cord at x = 25.5, off the stack's centre
+    prob = cord.astype(np.float32)
+    prob[2:6, 14:18, 5:8] = 1.0  # a speck on the stack's centre, far from this cord
+    line = np.tile([25.5, 15.5], (prob.shape[2], 1))
+    np.testing.assert_array_equal(keep_cord_components(prob > 0.5, line), cord)
+    # no component reaches the tube: the largest one is kept
+    far = np.tile([0.0, 0.0], (prob.shape[2], 1))
+    np.testing.assert_array_equal(keep_cord_components(prob > 0.5, far), keep_largest_component(prob > 0.5))
+    with pytest.raises(ValueError, match="centerline"):
+        keep_cord_components(prob > 0.5, line[:-1])

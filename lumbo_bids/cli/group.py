@@ -108,7 +108,8 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
         patch_size=patch_size,
     )
     started = time.time()
-    tuned = fine_tune(model_fn, train_raw, val_raw, cfg, data_dir, state_dir, resume=config.resume)
+    plan = None if config.from_scratch else init.manifest["preprocessing"].get("intensity")
+    tuned = fine_tune(model_fn, train_raw, val_raw, cfg, data_dir, state_dir, intensity_plan=plan, resume=config.resume)
     result, intensity, after = tuned.result, tuned.intensity, tuned.validation_dice
     LOGGER.info("validation Dice after fine-tuning: %s", _fmt(after))
 
@@ -165,7 +166,9 @@ def fold_runner(config, spec, raw: list):
             early_stopping_patience=0, seed=spec.seed, augmentation_strength=float(params["augmentation"]),
             patch_size=tuple(params["patch_size"]), val_patches_per_case=2,
         )  # fmt: skip
-        tuned = fine_tune(init.build_model, train_raw, val_raw, cfg, work / key / "data", work / key / "training", progress=False)
+        plan = init.manifest["preprocessing"].get("intensity")
+        data, state = work / key / "data", work / key / "training"
+        tuned = fine_tune(init.build_model, train_raw, val_raw, cfg, data, state, intensity_plan=plan, progress=False)
         return float(np.mean(list(tuned.validation_dice.values())))
 
     return run_fold

@@ -58,7 +58,7 @@ class _StandardiseOutputSpec(TraitedSpec):
 
 
 class Standardise(SimpleInterface):
-    """Nyúl histogram standardisation with the model's landmarks, then z-scoring."""
+    """Intensity standardisation as the model's plan says (robust z-score, or Nyúl landmarks)."""
 
     input_spec = _StandardiseInputSpec
     output_spec = _StandardiseOutputSpec
@@ -66,11 +66,10 @@ class Standardise(SimpleInterface):
     def _run_interface(self, runtime):
         import numpy as np
 
-        from ..intensity import standardise
+        from ..intensity import apply_intensity
 
         intensity = dict(self.inputs.intensity) if isdefined(self.inputs.intensity) else {}
-        landmarks = intensity if intensity.get("method") == "nyul" else None
-        out = standardise(np.load(self.inputs.in_stack), landmarks)
+        out = apply_intensity(np.load(self.inputs.in_stack), intensity)
         np.save(_out(runtime, "standardised.npy"), out.astype(np.float32))
         self._results["out_stack"] = str(_out(runtime, "standardised.npy"))
         return runtime
@@ -129,7 +128,7 @@ class _PostprocessOutputSpec(TraitedSpec):
 
 
 class Postprocess(SimpleInterface):
-    """Threshold, keep the largest 3D connected component, fill holes slice by slice."""
+    """Threshold, keep the components along the centerline, fill holes slice by slice."""
 
     input_spec = _PostprocessInputSpec
     output_spec = _PostprocessOutputSpec

@@ -28,7 +28,7 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "model.json"
 WEIGHTS_NAME = "weights.weights.h5"
 TASKS = ("segmentation", "localisation")
-INTENSITY_METHODS = ("nyul", "percentile")
+INTENSITY_METHODS = ("robust", "nyul", "percentile")
 BLENDS = ("gaussian", "uniform")
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
 

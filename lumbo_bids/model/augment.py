@@ -10,6 +10,15 @@ noise) touch the image only.
 
 Axes follow the volumes (RPI): axis 0 is left-right (the flipped axis), axes (0, 1) the axial
 plane (rotation and scaling), axis 2 the cord axis (small tilts only).
+
+**Domain randomisation** (``p_lut`` ... ``p_rician``, off unless asked for, see
+:meth:`AugmentConfig.domain_randomised`): so that contrast, resolution and artefacts stop
+mattering, the image is mapped to [0, 1], passed through a random non-monotonic look-up table
+(or inverted, T1/T2-like), through a simulated acquisition (random slice thickness up to 5 mm
+and in-plane resolution up to 1.5 mm: partial-volume blur then back to the 0.5 mm grid; Gibbs
+ringing from truncated k-space; a Nyquist ghost; a smooth multiplicative bias field; Rician
+noise) and finally standardised again with the robust z-score that inference uses
+(:func:`lumbo_bids.intensity.robust_standardise`).
 """
 
 from __future__ import annotations
@@ -77,6 +86,17 @@ class AugmentConfig:
     gamma_range: tuple[float, float] = (0.8, 1.25)
     p_noise: float = 0.3
     noise_std: float = 0.05
+    p_lut: float = 0.0
+    p_invert: float = 0.0
+    p_lowres: float = 0.0
+    max_slice_factor: float = 10.0
+    max_inplane_factor: float = 3.0
+    p_bias: float = 0.0
+    bias_std: float = 0.3
+    p_ringing: float = 0.0
+    p_ghost: float = 0.0
+    p_rician: float = 0.0
+    rician_std: float = 0.08
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -90,6 +110,8 @@ class AugmentConfig:
                     raise ValueError(f"AugmentConfig.{f.name} must be (low, high) with 0 < low <= high")
             elif value < 0:
                 raise ValueError(f"AugmentConfig.{f.name} must be >= 0, got {value}")
+        if self.max_slice_factor < 1 or self.max_inplane_factor < 1:
+            raise ValueError("AugmentConfig.max_slice_factor and max_inplane_factor must be >= 1")
         if self.elastic_sigma <= 0:
             raise ValueError("AugmentConfig.elastic_sigma must be > 0")
 
@@ -97,6 +119,19 @@ class AugmentConfig:
     def identity(cls) -> AugmentConfig:
         """A configuration that changes nothing (every probability 0)."""
         return cls(p_flip=0.0, p_spatial=0.0, p_elastic=0.0, p_intensity=0.0, p_gamma=0.0, p_noise=0.0)
+
+    @classmethod
+    def domain_randomised(cls, strength: float = 1.0, amount: float = 1.0) -> AugmentConfig:
+        """The default augmentation plus domain randomisation, its probabilities times ``amount``."""
+        if not 0.0 <= amount <= 1.0:
+            raise ValueError(f"domain randomisation amount must be in [0, 1], got {amount}")
+        probs = {"p_lut": 0.5, "p_invert": 0.3, "p_lowres": 0.6, "p_bias": 0.5, "p_ringing": 0.15, "p_ghost": 0.15, "p_rician": 0.5}
+        return cls(strength=strength, **{k: v * amount for k, v in probs.items()})
+
+    @property
+    def randomises_domain(self) -> bool:
+        """True when any domain-randomisation step can be drawn."""
+        return any(getattr(self, n) > 0 for n in ("p_lut", "p_invert", "p_lowres", "p_bias", "p_ringing", "p_ghost", "p_rician"))
 
     def resolved(self) -> AugmentConfig:
         """The equivalent configuration with ``strength`` folded into the values (strength 1)."""
@@ -117,6 +152,10 @@ class AugmentConfig:
             intensity_shift=self.intensity_shift * s,
             gamma_range=(self.gamma_range[0] ** s, self.gamma_range[1] ** s),
             noise_std=self.noise_std * s,
+            max_slice_factor=1.0 + s * (self.max_slice_factor - 1.0),
+            max_inplane_factor=1.0 + s * (self.max_inplane_factor - 1.0),
+            bias_std=self.bias_std * s,
+            rician_std=self.rician_std * s,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,6 +241,98 @@ def _intensity(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) 
     return image
 
 
+def _unit_range(image: np.ndarray) -> np.ndarray:
+    """The image's 0.5-99.5 percentile range mapped to [0, 1] (clipped)."""
+    lo, hi = np.percentile(image, [0.5, 99.5])
+    if not hi > lo:
+        return np.zeros_like(image, dtype=np.float32)
+    return np.clip((image - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def random_lut(unit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random piecewise-linear, generally non-monotonic map of [0, 1] onto [0, 1]."""
+    n = int(rng.integers(3, 8))
+    return np.interp(unit, np.linspace(0.0, 1.0, n), rng.uniform(0.0, 1.0, n)).astype(np.float32)
+
+
+def simulate_resolution(image: np.ndarray, factors: tuple[float, ...]) -> np.ndarray:
+    """Partial-volume acquisition at ``factors`` times the voxel size, back on the same grid.
+
+    Along each axis with a factor ``f > 1``: a Gaussian slice profile of FWHM ``f`` voxels,
+    sampling every ``f`` voxels, then linear interpolation back to every voxel.
+    """
+    out = image.astype(np.float32, copy=True)
+    for axis, f in enumerate(factors):
+        n = out.shape[axis]
+        if f <= 1.05 or n < 3:
+            continue
+        out = ndimage.gaussian_filter1d(out, sigma=f / 2.3548, axis=axis, mode="nearest")
+        positions = np.arange(0.0, n - 1 + 1e-6, f)
+        if positions[-1] < n - 1:
+            positions = np.append(positions, n - 1)
+        samples = np.take(out, np.rint(positions).astype(int), axis=axis)
+        index = np.interp(np.arange(n), positions, np.arange(positions.size))
+        lo = np.floor(index).astype(int)
+        hi = np.minimum(lo + 1, positions.size - 1)
+        w = (index - lo).astype(np.float32)
+        shape = [1] * out.ndim
+        shape[axis] = n
+        w = w.reshape(shape)
+        out = np.take(samples, lo, axis=axis) * (1 - w) + np.take(samples, hi, axis=axis) * w
+    return out.astype(np.float32)
+
+
+def bias_field(shape: tuple[int, ...], std: float, rng: np.random.Generator) -> np.ndarray:
+    """A smooth multiplicative field ``exp(g)``, ``g`` a cubic upsampling of a 4^n normal grid."""
+    coarse = rng.normal(0.0, std, size=(4,) * len(shape))
+    g = ndimage.zoom(coarse, [n / 4.0 for n in shape], order=3, mode="nearest", grid_mode=True)
+    g = g[tuple(slice(0, n) for n in shape)]
+    pad = [(0, n - m) for n, m in zip(shape, g.shape)]
+    return np.exp(np.pad(g, pad, mode="edge")).astype(np.float32)
+
+
+def gibbs_ringing(image: np.ndarray, axis: int, keep: float) -> np.ndarray:
+    """Keep the central ``keep`` fraction of k-space along ``axis`` (truncation ringing)."""
+    spectrum = np.fft.fftshift(np.fft.fft(image, axis=axis), axes=axis)
+    n = image.shape[axis]
+    half = max(1, int(round(keep * n / 2)))
+    window = np.zeros(n)
+    window[max(0, n // 2 - half) : n // 2 + half] = 1.0
+    shape = [1] * image.ndim
+    shape[axis] = n
+    spectrum *= window.reshape(shape)
+    return np.abs(np.fft.ifft(np.fft.ifftshift(spectrum, axes=axis), axis=axis)).astype(np.float32)
+
+
+def _randomise_domain(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """Contrast, resolution and artefact randomisation (see the module docstring), restandardised."""
+    from ..intensity import robust_standardise
+
+    unit = _unit_range(image)
+    if rng.random() < cfg.p_lut:
+        unit = random_lut(unit, rng)
+    if rng.random() < cfg.p_invert:
+        unit = 1.0 - unit
+    if rng.random() < cfg.p_lowres:
+        inplane = rng.uniform(1.0, cfg.max_inplane_factor)
+        factors = (inplane, inplane) + ((rng.uniform(1.0, cfg.max_slice_factor),) if image.ndim == 3 else ())
+        unit = simulate_resolution(unit, factors)
+    if rng.random() < cfg.p_bias and cfg.bias_std > 0:
+        unit = unit * bias_field(unit.shape, cfg.bias_std, rng)
+    if rng.random() < cfg.p_ringing:
+        unit = gibbs_ringing(unit, int(rng.integers(2)), rng.uniform(0.3, 0.7))
+    if rng.random() < cfg.p_ghost:
+        axis = int(rng.integers(2))
+        unit = unit + np.float32(rng.uniform(0.05, 0.25)) * np.roll(unit, unit.shape[axis] // 2, axis=axis)
+    if rng.random() < cfg.p_rician and cfg.rician_std > 0:
+        sd = rng.uniform(0.0, cfg.rician_std)
+        unit = np.sqrt((unit + rng.normal(0, sd, unit.shape)) ** 2 + rng.normal(0, sd, unit.shape) ** 2)
+    unit = np.asarray(unit, dtype=np.float32)
+    if not float(unit.max()) > float(unit.min()):
+        return np.zeros_like(unit)
+    return robust_standardise(unit, np.ones(unit.shape, dtype=bool))
+
+
 def augment_pair(
     image: np.ndarray,
     mask: np.ndarray,
@@ -246,5 +377,7 @@ def augment_pair(
     image, target, resampled = _spatial(image, target, rng, cfg)
     if resampled and binary:
         target = target >= 0.5
+    if cfg.randomises_domain:
+        image = _randomise_domain(image, rng, cfg)
     image = _intensity(image, rng, cfg)
     return np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(target).astype(out_dtype, copy=False)

@@ -77,8 +77,9 @@ class TrainingCase:
 
     subject: str  # e.g. "sub-01"
     name: str  # unique id, e.g. the source file stem
-    image: Path  # .npy float32 (X, Y, Z)
+    image: Path  # .npy float32 (X, Y, Z); for a synthetic case, uint8 labels (lumbo_bids.model.synth)
     mask: Path  # .npy uint8, same shape, binary
+    synthetic: bool = False  # image is a label map: every patch drawn from it is a new synthetic image
 
 
 class _Volumes:
@@ -152,6 +153,17 @@ def _stream(
         epoch += 1
 
 
+def _synthetic_patch(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A new synthetic image of a label patch, standardised like a real one."""
+    from ..intensity import robust_standardise
+    from .synth import synthesise
+
+    image = synthesise(labels.astype(np.uint8), np.random.default_rng(seed))
+    if not float(image.max()) > float(image.min()):
+        return np.zeros_like(image)
+    return robust_standardise(image, np.ones(image.shape, dtype=bool))
+
+
 def iter_patches(
     cases: Sequence[TrainingCase],
     patch_size: Sequence[int] = (48, 48, 48),
@@ -186,11 +198,13 @@ def iter_patches(
             n = int(np.count_nonzero(owner == i))
             mask = volumes.pair(int(i))[1]
             centres = sample_patch_centres(mask, n, size, cord_fraction, rng, volumes.cord_index(int(i)))
-            items.extend((int(i), c) for c in centres)
+            items.extend((int(i), c, int(s)) for c, s in zip(centres, rng.integers(0, 2**62, size=len(centres))))
         return items
 
     def sample(item: tuple) -> tuple[np.ndarray, np.ndarray]:
         image, mask = (extract_patch(v, item[1], size).astype(np.float32, copy=False) for v in volumes.pair(item[0]))
+        if cases[item[0]].synthetic:
+            image = _synthetic_patch(image, item[2])
         return image, mask
 
     return _stream(plan, sample, seed, training, start_epoch)

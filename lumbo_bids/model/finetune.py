@@ -65,10 +65,17 @@ def split_subjects(
     return train, val
 
 
-def learn_intensity(cases: list[RawCase]) -> dict:
-    """Nyúl landmarks learned from the training images (inside the cropped field of view)."""
+def learn_intensity(cases: list[RawCase], plan: dict | None = None) -> dict:
+    """The intensity plan for training on ``cases``.
+
+    A ``robust`` (or ``percentile``) plan learns nothing and is returned as it is; ``nyul``
+    (the default when no plan is given, the recipe of older models) learns the landmarks from
+    the training images (inside the cropped field of view).
+    """
     from ..intensity import DEFAULT_PERCENTILES, image_landmarks, learn_standard_scale
 
+    if plan and plan.get("method") in ("robust", "percentile"):
+        return dict(plan)
     landmarks = [image_landmarks(np.load(c.image, mmap_mode="r")) for c in cases]
     standard = learn_standard_scale(landmarks)
     return {"method": "nyul", "percentiles": list(DEFAULT_PERCENTILES), "standard": np.asarray(standard).tolist()}
@@ -76,16 +83,15 @@ def learn_intensity(cases: list[RawCase]) -> dict:
 
 def standardise_cases(cases: list[RawCase], intensity: dict, out_dir: Path) -> list:
     """Write each case standardised with ``intensity`` as ``TrainingCase`` .npy files."""
-    from ..intensity import standardise
+    from ..intensity import apply_intensity
     from .dataset import TrainingCase
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    landmarks = intensity if intensity.get("method") == "nyul" else None
     result = []
     for case in cases:
         image = out_dir / f"{case.name}_image.npy"
         mask = out_dir / f"{case.name}_mask.npy"
-        np.save(image, standardise(np.load(case.image), landmarks).astype(np.float32))
+        np.save(image, apply_intensity(np.load(case.image), intensity).astype(np.float32))
         np.save(mask, (np.load(case.mask) > 0).astype(np.uint8))
         result.append(TrainingCase(subject=case.subject, name=case.name, image=image, mask=mask))
     return result
@@ -93,16 +99,15 @@ def standardise_cases(cases: list[RawCase], intensity: dict, out_dir: Path) -> l
 
 def evaluate_cases(model, cases: list[RawCase], intensity: dict, patch_size, threshold: float = 0.5) -> dict[str, float]:
     """Dice of ``model`` (post-processed, on the cropped grid) against each case's manual mask."""
-    from ..intensity import standardise
+    from ..intensity import apply_intensity
     from ..metrics import dice
     from ..postproc import postprocess
     from .inference import keras_predict_fn, sliding_window_predict
 
-    landmarks = intensity if intensity.get("method") == "nyul" else None
     predict = keras_predict_fn(model)
     scores = {}
     for case in cases:
-        volume = standardise(np.load(case.image), landmarks).astype(np.float32)
+        volume = apply_intensity(np.load(case.image), intensity).astype(np.float32)
         prob = sliding_window_predict(predict, volume, patch_size=tuple(patch_size), overlap=0.5)
         scores[case.name] = float(dice(postprocess(prob, threshold), np.load(case.mask) > 0))
     return scores
@@ -118,14 +123,20 @@ class FineTuned:
     validation_dice: dict[str, float]
 
 
-def fine_tune(model_fn, train_raw: list[RawCase], val_raw: list[RawCase], cfg, data_dir: Path, run_dir: Path, **train_kwargs) -> FineTuned:
-    """Learn the landmarks on ``train_raw``, standardise both sets with them into ``data_dir``,
-    train (:func:`lumbo_bids.model.training.train` in ``run_dir``) and score on ``val_raw``."""
+def fine_tune(
+    model_fn, train_raw: list[RawCase], val_raw: list[RawCase], cfg, data_dir: Path, run_dir: Path,
+    intensity_plan: dict | None = None, synthetic_cases: tuple = (), **train_kwargs,
+) -> FineTuned:  # fmt: skip
+    """Standardise both sets into ``data_dir`` with ``intensity_plan`` (Nyúl landmarks learned on
+    ``train_raw`` when the plan asks for them, or when there is none), train on them and on
+    ``synthetic_cases`` (:class:`~lumbo_bids.model.dataset.TrainingCase` label maps, see
+    :mod:`lumbo_bids.model.synth`) with :func:`lumbo_bids.model.training.train` in ``run_dir``,
+    and score on ``val_raw``."""
     from .training import train
 
-    intensity = learn_intensity(train_raw)
-    train_cases = standardise_cases(train_raw, intensity, data_dir)
-    val_cases = standardise_cases(val_raw, intensity, data_dir)
+    intensity = learn_intensity(train_raw, intensity_plan)
+    train_cases = standardise_cases(train_raw, intensity, data_dir) + list(synthetic_cases)
+    val_cases = standardise_cases(val_raw, intensity, data_dir) or list(synthetic_cases)  # synthetic only: pick on them
     result = train(model_fn, train_cases, val_cases, cfg, run_dir, **train_kwargs)
     return FineTuned(result, intensity, evaluate_cases(result.model, val_raw, intensity, cfg.patch_size))
 

@@ -12,14 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..intensity import standardise
+from ..intensity import apply_intensity
+
+#: the intensity plan of the localisers that scripts/train_base_model.py trains
+LOCALISER_INTENSITY = {"method": "robust", "clip": [0.5, 99.5]}
 
 SCT_CONTRAST_OF_FILE = {"t2_ctr.h5": "t2", "t2s_ctr.h5": "t2s", "t1_ctr.h5": "t1", "dwi_ctr.h5": "dwi"}
 
 
-def localiser_input(volume: np.ndarray) -> np.ndarray:
-    """Intensity normalisation of our localiser (training and inference): percentile + z-score."""
-    return standardise(np.asarray(volume, dtype=np.float32), None)
+def localiser_input(volume: np.ndarray, plan: dict | None = None) -> np.ndarray:
+    """Intensity normalisation of our localiser (training and inference), as its plan says."""
+    return apply_intensity(np.asarray(volume, dtype=np.float32), plan or LOCALISER_INTENSITY)
 
 
 def heatmap_target(shape: tuple[int, int, int], centerline_xy: np.ndarray, sigma_vox: float) -> np.ndarray:
@@ -54,12 +57,13 @@ def localise_heatmap(model_path: str | Path, volume: np.ndarray, affine: np.ndar
     wanted = float(artifact.manifest["preprocessing"]["resolution_mm"])
     zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
     data = np.asarray(volume, dtype=np.float32)
+    plan = artifact.manifest["preprocessing"].get("intensity")
     if not np.allclose(zooms[:2], wanted, atol=1e-3):
         from ..geometry import Grid, resample_to_grid, resampled_grid
 
         src = Grid(tuple(data.shape), np.asarray(affine))
         target = resampled_grid(src, (wanted, wanted, float(zooms[2])))
-        heat = predict_slices(keras_predict_fn(model, batch_size), localiser_input(resample_to_grid(data, src.affine, target)), batch_size)
+        heat = predict_slices(keras_predict_fn(model, batch_size), localiser_input(resample_to_grid(data, src.affine, target), plan), batch_size)
         return np.clip(resample_to_grid(heat, target.affine, src), 0.0, 1.0)
-    heat = predict_slices(keras_predict_fn(model, batch_size), localiser_input(data), batch_size)
+    heat = predict_slices(keras_predict_fn(model, batch_size), localiser_input(data, plan), batch_size)
     return np.clip(heat, 0.0, 1.0)

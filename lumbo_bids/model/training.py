@@ -68,6 +68,7 @@ class TrainConfig:
     seed: int = 42
     cord_fraction: float = 0.7
     augmentation_strength: float = 1.0
+    domain_randomisation: float = 0.0
     mixed_precision: str | bool = "auto"
     patch_size: tuple[int, ...] = (48, 48, 48)
     val_patches_per_case: int = 8
@@ -89,6 +90,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0 or not 0.0 <= self.augmentation_strength <= 1.0:
             raise ValueError("learning_rate must be > 0 and augmentation_strength in [0, 1]")
+        if not 0.0 <= self.domain_randomisation <= 1.0:
+            raise ValueError(f"TrainConfig.domain_randomisation must be in [0, 1], got {self.domain_randomisation}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (``patch_size`` as a list)."""
@@ -186,7 +189,11 @@ def _truncate_metrics(metrics_tsv: Path, keep_before: int) -> float:
 
 def _datasets(train_cases: Sequence[TrainingCase], val_cases: Sequence[TrainingCase], cfg: TrainConfig, start: int):
     """Training stream (one stream epoch == one Keras epoch) and fixed validation set."""
-    augment = AugmentConfig(strength=cfg.augmentation_strength) if cfg.augmentation_strength > 0 else None
+    augment = None
+    if cfg.augmentation_strength > 0 and cfg.domain_randomisation > 0:
+        augment = AugmentConfig.domain_randomised(cfg.augmentation_strength, cfg.domain_randomisation)
+    elif cfg.augmentation_strength > 0:
+        augment = AugmentConfig(strength=cfg.augmentation_strength)
     common = {"patch_size": cfg.patch_size, "batch_size": cfg.batch_size, "seed": cfg.seed}
     per_epoch, per_case = cfg.steps_per_epoch * cfg.batch_size, cfg.val_patches_per_case
     if cfg.task == "segmentation":
