@@ -157,15 +157,63 @@ def centerline_from_mask(
     return fit_centerline(z, xy, binary.shape[2], degree=degree, extend=extend, shape=binary.shape[:2])
 
 
-def _strongest_blob(heat: np.ndarray, threshold: float) -> tuple[float, float, float] | None:
-    """(x, y, confidence) of the connected region above ``threshold`` with the most heat."""
+def _blobs(heat: np.ndarray, threshold: float) -> list[tuple[float, float, float, float]]:
+    """(x, y, peak, heat mass) of every connected region of a slice above ``threshold``."""
     labels, count = ndimage.label(heat > threshold)
     if count == 0:
-        return None
+        return []
     index = np.arange(1, count + 1)
-    best = int(index[np.argmax(ndimage.sum_labels(heat, labels, index))])
-    x, y = ndimage.center_of_mass(heat, labels, best)
-    return float(x), float(y), float(ndimage.maximum(heat, labels, best))
+    centres = ndimage.center_of_mass(heat, labels, index)
+    peaks = ndimage.maximum(heat, labels, index)
+    masses = ndimage.sum_labels(heat, labels, index)
+    return [(float(c[0]), float(c[1]), float(p), float(m)) for c, p, m in zip(centres, peaks, masses)]
+
+
+def _best_chain(
+    candidates: list[tuple[int, float, float, float, float]],
+    zooms: Sequence[float],
+    max_slope: float = 1.0,
+    tolerance_mm: float = 3.0,
+    lookback_mm: float = 40.0,
+) -> list[int]:
+    """Indices of the candidates forming the most confident physically possible cord path.
+
+    A maximum-weight path through the per-slice candidates ``(z, x, y, peak, mass)`` (sorted
+    by z): each chosen candidate adds its peak heat (ties: its mass), minus 0.02 per mm of
+    in-plane step; two consecutive points may be ``dz`` mm apart along z (slices without a
+    chosen point are skipped, up to ``lookback_mm``) only if their in-plane distance is at most
+    ``max_slope * dz + tolerance_mm``: the cord cannot jump sideways, so isolated detections
+    off its course (a vessel, fat, the other side of the field of view) are left out however
+    hot they are.
+    """
+    if not candidates:
+        return []
+    z = np.array([c[0] for c in candidates], dtype=np.float64)
+    xy = np.array([(c[1], c[2]) for c in candidates], dtype=np.float64) * np.asarray(zooms[:2], dtype=np.float64)
+    reward = np.array([c[3] + 1e-6 * c[4] for c in candidates])
+    z_mm = z * float(zooms[2])
+    best = reward.copy()
+    previous = np.full(len(candidates), -1)
+    for i in range(len(candidates)):
+        dz = z_mm[i] - z_mm[:i]
+        ok = (dz > 0) & (dz <= lookback_mm)
+        if not ok.any():
+            continue
+        j = np.flatnonzero(ok)
+        step = np.linalg.norm(xy[j] - xy[i], axis=1)
+        allowed = step <= max_slope * dz[j] + tolerance_mm
+        if not allowed.any():
+            continue
+        j, step = j[allowed], step[allowed]
+        score = best[j] - 0.02 * step
+        k = int(np.argmax(score))
+        if score[k] > 0:
+            best[i], previous[i] = reward[i] + score[k], j[k]
+    chain, i = [], int(np.argmax(best))
+    while i >= 0:
+        chain.append(i)
+        i = int(previous[i])
+    return chain[::-1]
 
 
 def _inliers(z: np.ndarray, xy: np.ndarray, fitted: np.ndarray) -> np.ndarray:
@@ -176,15 +224,32 @@ def _inliers(z: np.ndarray, xy: np.ndarray, fitted: np.ndarray) -> np.ndarray:
 
 
 def centerline_from_heatmap(
-    heatmap: np.ndarray, threshold: float = 0.5, degree: int = DEFAULT_DEGREE, extend: bool = True
+    heatmap: np.ndarray,
+    threshold: float = 0.5,
+    degree: int = DEFAULT_DEGREE,
+    extend: bool = True,
+    zooms: Sequence[float] = (1.0, 1.0, 1.0),
 ) -> np.ndarray:
     """Centreline of a cord heat-map (e.g. a localiser network's output in [0, 1]).
 
-    On each slice the connected region above ``threshold`` holding the most
-    heat is kept; its heat-weighted centroid is a point whose confidence is
-    the region's peak heat. Points are fitted with :func:`fit_centerline`
-    (weights = confidence), points far from that fit are dropped once and the
-    curve refitted. Slices without detection are filled by the fit.
+    On each slice every connected region above ``threshold`` is a candidate point (its
+    heat-weighted centroid, with its peak heat as confidence). The path through the candidates
+    that collects the most confidence while moving like a cord (:func:`_best_chain`: at most
+    45 degrees from the slice normal, no sideways jumps) is kept, so detections off the cord's
+    course cannot drag the curve out of the canal; the kept points are fitted with
+    :func:`fit_centerline` (weights = confidence), points still far from that fit are dropped
+    once and the curve refitted. Slices without a kept point are filled by the fit.
+
+    Parameters
+    ----------
+    heatmap : numpy.ndarray
+        3D heat-map on an RPI grid.
+    threshold : float
+        Heat above which a region is a candidate.
+    degree, extend
+        As in :func:`fit_centerline`.
+    zooms : sequence of float
+        Voxel size (mm) of the grid, for the path's physical constraints.
 
     Raises
     ------
@@ -194,13 +259,13 @@ def centerline_from_heatmap(
     heat = np.asarray(heatmap, dtype=np.float64)
     if heat.ndim != 3:
         raise ValueError(f"expected a 3D heat-map, got shape {heat.shape}")
-    found = [(k, _strongest_blob(heat[:, :, k], threshold)) for k in range(heat.shape[2])]
-    found = [(k, blob) for k, blob in found if blob is not None]
-    if not found:
+    candidates = [(k, *blob) for k in range(heat.shape[2]) for blob in _blobs(heat[:, :, k], threshold)]
+    if not candidates:
         raise ValueError(f"no cord detected: the heat-map never exceeds {threshold}")
-    z = np.array([k for k, _ in found], dtype=np.float64)
-    xy = np.array([blob[:2] for _, blob in found])
-    conf = np.array([blob[2] for _, blob in found])
+    chosen = [candidates[i] for i in _best_chain(candidates, zooms)]
+    z = np.array([c[0] for c in chosen], dtype=np.float64)
+    xy = np.array([(c[1], c[2]) for c in chosen])
+    conf = np.array([c[3] for c in chosen])
     kwargs = dict(degree=degree, extend=extend, shape=heat.shape[:2])
     fitted = fit_centerline(z, xy, heat.shape[2], weights=conf, **kwargs)
     keep = _inliers(z, xy, fitted)

@@ -163,3 +163,35 @@ def test_centerline_image_and_world_coordinates():
     assert world.shape == (3, 3)
     for k in range(3):
         np.testing.assert_allclose(world[k], affine[:3, :3] @ [*xy[k], k] + affine[:3, 3])
+
+
+def test_heatmap_centerline_ignores_a_consistent_false_track_beyond_the_cord() -> None:
+    """Below the conus a localiser may fire on something else (a vessel, bowel, fat) slice after
+    slice: a second track, far from the cord's course and out of reach of its end. The path
+    keeps the cord's track (more confident and longer) and the end of the curve stays on the
+    cord's course instead of bending to the false track."""
+    tilt_x, tilt_y, centre, z_range = 0.0, 12.0, (0.0, 0.0, 0.0), (30, 119)
+    rng = np.random.default_rng(3)
+    heat = np.exp(-(distance_to_axis(tilt_x, tilt_y, centre) ** 2) / (2 * 1.5**2)) * covered(z_range)
+    heat = heat * 0.95 + rng.normal(0, 0.05, SHAPE)
+    ii, jj = np.indices(SHAPE[:2])
+    track = ((ii - 72) ** 2 + (jj - 10) ** 2 <= 3**2) * 0.8  # 26 mm from the cord, 29 slices long
+    heat[:, :, 0:29] += track[..., None]
+    truth = axis_voxels(tilt_x, tilt_y, centre)
+    xy = centerline_from_heatmap(heat, threshold=0.5, zooms=(VOXEL,) * 3)
+    assert_inside_image(xy)
+    error_mm = VOXEL * np.linalg.norm(xy - truth, axis=1)
+    assert error_mm[z_range[0] :].max() <= 0.5
+    assert error_mm[:z_range[0]].max() <= 2.0  # prolonged along the cord, not towards the track
+
+
+def test_heatmap_path_respects_the_voxel_size() -> None:
+    """Two detections 8 voxels apart on consecutive slices: a possible step for 2 mm slices of
+    0.5 mm voxels (4 mm sideways over 2 mm), an impossible one for 0.1 mm slices."""
+    heat = np.zeros((20, 20, 2))
+    heat[4, 4, 0] = 0.9
+    heat[12, 4, 1] = 0.8
+    thick = centerline_from_heatmap(heat, zooms=(0.5, 0.5, 2.0), degree=1, extend=False)
+    thin = centerline_from_heatmap(heat, zooms=(0.5, 0.5, 0.1), degree=1, extend=False)
+    np.testing.assert_allclose(thick, [[4, 4], [12, 4]])  # one path through both
+    np.testing.assert_allclose(thin, [[4, 4], [4, 4]])  # only the hotter point is kept

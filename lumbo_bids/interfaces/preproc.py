@@ -132,7 +132,8 @@ class Centerline(SimpleInterface):
             method = "manual-mask"
         elif isdefined(self.inputs.heatmap_file):
             data, affine, img = read_volume(self.inputs.heatmap_file)
-            xy = centerline_from_heatmap(data, degree=self.inputs.degree)
+            zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+            xy = centerline_from_heatmap(data, degree=self.inputs.degree, zooms=zooms)
             method = "heatmap"
         else:
             raise ValueError("Centerline needs mask_file or heatmap_file")
