@@ -64,6 +64,16 @@ def masked_images(bids_dir: Path) -> list:
     return [anat for items in found.values() for anat in items if anat.mask is not None]
 
 
+def _around(inside: np.ndarray, arrays, affine: np.ndarray, margin: int):
+    """``arrays`` cut to the bounding box of ``inside`` plus ``margin`` voxels in-plane, and its affine."""
+    lo = np.maximum(np.argwhere(inside).min(axis=0) - (margin, margin, 0), 0)
+    hi = np.minimum(np.argwhere(inside).max(axis=0) + (margin, margin, 0) + 1, inside.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    moved = np.array(affine, dtype=np.float64)
+    moved[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
+    return [a[box] for a in arrays], moved
+
+
 def label_map_cases(label_dir: Path, out_dir: Path) -> list:
     """Synthetic-image cases of the label maps ``<sub>/anat/<sub>_T2w_{seg,csfseg}-manual.nii.gz``.
 
@@ -85,6 +95,7 @@ def label_map_cases(label_dir: Path, out_dir: Path) -> list:
             continue
         cord, affine, _ = read_volume(cord_path)
         csf, _, _ = read_volume(csf_path)
+        (cord, csf), affine = _around(((cord > 0.5) | (csf > 0.5)), (cord, csf), affine, margin=40)
         masks, rpi_affine = [], None
         for m in (cord, csf):
             data, rpi_affine = reorient((m > 0.5).astype(np.float32), affine, RPI)

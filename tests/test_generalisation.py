@@ -1,0 +1,183 @@
+"""What makes the base models general: robust intensity plan, domain randomisation, synthesis.
+
+Each property is checked on small synthetic images whose right answer is known, and the
+synthetic-image path once on the bundled label maps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lumbo_bids.intensity import apply_intensity, robust_standardise
+from lumbo_bids.model.augment import (
+    AugmentConfig,
+    augment_pair,
+    bias_field,
+    gibbs_ringing,
+    random_lut,
+    simulate_resolution,
+)
+from lumbo_bids.model.dataset import TrainingCase, iter_patches
+from lumbo_bids.model.synth import BONE, CORD, CSF, OUTER, SHELL, derive_labels, synthesise
+
+LABEL_MAPS = Path(__file__).resolve().parents[1] / "examples" / "label-maps-spinegeneric"
+
+
+def _cord_and_csf(shape=(40, 40, 24), cord_r=5.0, csf_r=9.0) -> tuple[np.ndarray, np.ndarray]:
+    xx, yy = np.meshgrid(np.arange(shape[0]) - 19.5, np.arange(shape[1]) - 19.5, indexing="ij")
+    r2 = (xx**2 + yy**2)[..., None] * np.ones(shape[2])
+    return r2 <= cord_r**2, (r2 > cord_r**2) & (r2 <= csf_r**2)
+
+
+# --- intensity ---------------------------------------------------------------------------
+
+
+def test_robust_standardise_ignores_scale_offset_and_outliers():
+    rng = np.random.default_rng(0)
+    image = rng.gamma(4.0, 50.0, size=(30, 30, 20)).astype(np.float32) + 1.0
+    out = robust_standardise(image)
+    fg = image > 0
+    assert abs(out[fg].mean()) < 1e-4 and abs(out[fg].std() - 1) < 1e-3
+    np.testing.assert_allclose(robust_standardise(image * 7.5 + 300), out, atol=1e-4)  # another scanner scaling
+    spiked = image.copy()
+    spiked[0, 0, :3] = 1e6  # a few extreme voxels (fat, vessel, artefact)
+    body = np.ones(image.shape, bool)
+    body[0, 0, :3] = False
+    np.testing.assert_allclose(robust_standardise(spiked)[body], out[body], atol=0.02)
+    with pytest.raises(ValueError, match="no foreground"):
+        robust_standardise(np.zeros((4, 4, 4)))
+
+
+def test_apply_intensity_dispatches_every_method():
+    image = np.arange(1, 1001, dtype=np.float32).reshape(10, 10, 10)
+    robust = apply_intensity(image, {"method": "robust", "clip": [0.5, 99.5]})
+    np.testing.assert_array_equal(robust, robust_standardise(image))
+    nyul = {"method": "nyul", "percentiles": [1, 50, 99], "standard": [0.0, 10.0, 100.0]}
+    assert not np.allclose(apply_intensity(image, nyul), robust)  # a non-linear map of this ramp
+    assert apply_intensity(image, None).shape == image.shape  # percentile fallback
+    with pytest.raises(ValueError, match="unknown intensity method"):
+        apply_intensity(image, {"method": "histogram-magic"})
+
+
+# --- domain randomisation --------------------------------------------------------------
+
+
+def test_domain_randomisation_is_off_by_default_and_on_when_asked():
+    assert not AugmentConfig().randomises_domain
+    cfg = AugmentConfig.domain_randomised()
+    assert cfg.randomises_domain and cfg.p_lut > 0 and cfg.p_lowres > 0
+    assert not AugmentConfig.domain_randomised(amount=0.0).randomises_domain
+    assert AugmentConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError):
+        AugmentConfig.domain_randomised(amount=1.5)
+
+
+def test_simulated_slice_thickness_averages_along_that_axis_only():
+    image = np.zeros((8, 8, 40), np.float32)
+    image[:, :, ::2] = 1.0  # stripes one voxel thick along z
+    thick = simulate_resolution(image, (1.0, 1.0, 6.0))  # 3 mm slices on a 0.5 mm grid
+    assert thick.shape == image.shape
+    assert thick[:, :, 5:35].std() < 0.05 * image.std()  # the stripes are averaged away
+    np.testing.assert_allclose(thick[:, :, 5:35].mean(), 0.5, atol=0.05)
+    inplane = np.zeros((40, 8, 8), np.float32)
+    inplane[::2] = 1.0
+    np.testing.assert_array_equal(simulate_resolution(inplane, (1.0, 1.0, 6.0)), inplane)  # x untouched
+    np.testing.assert_array_equal(simulate_resolution(image, (1.0, 1.0, 1.0)), image)
+
+
+def test_lut_bias_and_ringing_stay_in_range_and_are_reproducible():
+    unit = np.linspace(0, 1, 1000, dtype=np.float32).reshape(10, 10, 10)
+    lut = random_lut(unit, np.random.default_rng(1))
+    assert lut.min() >= 0 and lut.max() <= 1
+    np.testing.assert_array_equal(lut, random_lut(unit, np.random.default_rng(1)))
+    bias = bias_field((12, 10, 8), 0.3, np.random.default_rng(2))
+    assert bias.shape == (12, 10, 8) and (bias > 0).all() and bias.std() > 0.01
+    edge = np.zeros((64, 4), np.float32)
+    edge[32:] = 1.0
+    ringing = gibbs_ringing(edge, axis=0, keep=0.4)
+    assert ringing.max() > 1.02  # overshoot next to the edge: Gibbs ringing
+
+
+def test_domain_randomised_patches_are_standardised_and_keep_the_mask():
+    cord, csf = _cord_and_csf()
+    image = (cord * 1.0 + csf * 2.0 + 0.5).astype(np.float32)
+    mask = cord.astype(np.uint8)
+    cfg = AugmentConfig(p_flip=0, p_spatial=0, p_elastic=0, p_intensity=0, p_gamma=0, p_noise=0, p_lut=1, p_lowres=1, p_bias=1, p_rician=1)
+    contrasts = []
+    for seed in range(6):
+        out, out_mask = augment_pair(image, mask, np.random.default_rng(seed), cfg)
+        np.testing.assert_array_equal(out_mask, mask)  # intensity-only changes
+        assert abs(out.mean()) < 1e-3 and abs(out.std() - 1) < 0.05  # re-standardised as inference does
+        contrasts.append(out[cord].mean() - out[csf].mean())
+    assert min(contrasts) < 0 < max(contrasts)  # the cord is darker than CSF in some, brighter in others
+
+
+# --- synthetic images ----------------------------------------------------------------
+
+
+def test_derive_labels_puts_shells_outside_the_canal():
+    cord, csf = _cord_and_csf()
+    labels = derive_labels(cord, csf, voxel_mm=0.5)
+    assert (labels[cord] == CORD).all() and (labels[csf] == CSF).all()
+    assert set(np.unique(labels)) == {CORD, CSF, SHELL, BONE, OUTER}
+    r = np.hypot(*np.meshgrid(np.arange(40) - 19.5, np.arange(40) - 19.5, indexing="ij"))
+    ring = labels[:, :, 0]
+    assert (ring[(r > 9.6) & (r < 11.5)] == SHELL).all()  # within 1.5 mm of the canal
+    assert (ring[(r > 12.5) & (r < 20.5)] == BONE).all()  # 1.5-6 mm
+    with pytest.raises(ValueError, match="empty"):
+        derive_labels(np.zeros((4, 4, 4)), np.zeros((4, 4, 4)))
+
+
+def test_synthesise_gives_each_class_its_own_random_intensity():
+    cord, csf = _cord_and_csf()
+    labels = derive_labels(cord, csf)
+    a = synthesise(labels, np.random.default_rng(0))
+    np.testing.assert_array_equal(a, synthesise(labels, np.random.default_rng(0)))
+    means = []
+    for seed in range(8):
+        img = synthesise(labels, np.random.default_rng(seed))
+        assert img.shape == labels.shape and img.dtype == np.float32
+        inner = cord.copy()
+        inner[:, :, [0, -1]] = False
+        means.append((img[labels == CORD].mean(), img[labels == CSF].mean()))
+    means = np.array(means)
+    assert means[:, 0].std() > 0.1 and ((means[:, 0] > means[:, 1]).any() and (means[:, 0] < means[:, 1]).any())
+
+
+def test_synthetic_case_draws_a_new_image_every_epoch(tmp_path):
+    cord, csf = _cord_and_csf((40, 40, 60))
+    np.save(tmp_path / "labels.npy", derive_labels(cord, csf))
+    np.save(tmp_path / "cord.npy", cord.astype(np.uint8))
+    case = TrainingCase("synth-01", "synth01", tmp_path / "labels.npy", tmp_path / "cord.npy", synthetic=True)
+    first = [next(iter_patches([case], (24, 24, 24), patches_per_epoch=1, seed=1, start_epoch=e)) for e in (0, 1)]
+    again = next(iter_patches([case], (24, 24, 24), patches_per_epoch=1, seed=1, start_epoch=0))
+    np.testing.assert_array_equal(first[0][0], again[0])  # reproducible
+    assert not np.allclose(first[0][0], first[1][0])  # a new image next epoch
+    for image, target, _ in first:
+        assert image.dtype == np.float32 and abs(image.mean()) < 1e-3  # standardised like a real stack
+        assert set(np.unique(target)) <= {0.0, 1.0} and target.any()
+
+
+def test_bundled_label_maps_become_synthetic_cases(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(LABEL_MAPS.parents[1] / "scripts"))
+    from train_base_model import CROP_SIZE, label_map_cases
+
+    import shutil
+
+    assert len(list(LABEL_MAPS.glob("sub-*/anat/*_T2w_seg-manual.nii.gz"))) == 10
+    for sub in ("sub-cardiff03", "sub-tokyoSkyra06"):  # two of them, to keep the test fast
+        shutil.copytree(LABEL_MAPS / sub, tmp_path / "maps" / sub)
+    cases = label_map_cases(tmp_path / "maps", tmp_path)
+    assert len(cases) == 2 and all(c.synthetic for c in cases)
+    labels, mask = np.load(cases[0].image), np.load(cases[0].mask)
+    assert labels.shape[:2] == CROP_SIZE and labels.shape == mask.shape
+    np.testing.assert_array_equal(mask, labels == CORD)
+    centre = np.array(CROP_SIZE) / 2
+    for z in np.flatnonzero(mask.any(axis=(0, 1)))[::10]:  # cropped around the cord's centerline
+        com = np.argwhere(mask[:, :, z]).mean(axis=0)
+        assert np.linalg.norm(com - centre) < 3.0
