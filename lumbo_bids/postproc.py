@@ -36,6 +36,15 @@ def binarise(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return np.asarray(prob) > threshold
 
 
+def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(bool mask, 26-connected labels, count) of a 3D mask."""
+    mask = np.asarray(mask) != 0
+    if mask.ndim != 3:
+        raise ValueError(f"expected a 3D mask, got shape {mask.shape}")
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    return mask, labels, count
+
+
 def keep_largest_component(mask: np.ndarray) -> np.ndarray:
     """Keep only the largest connected component of a 3D mask (26-connectivity).
 
@@ -52,10 +61,7 @@ def keep_largest_component(mask: np.ndarray) -> np.ndarray:
     np.ndarray
         bool mask, same shape.
     """
-    mask = np.asarray(mask) != 0
-    if mask.ndim != 3:
-        raise ValueError(f"expected a 3D mask, got shape {mask.shape}")
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    mask, labels, count = _components(mask)
     if count <= 1:
         return mask
     sizes = np.bincount(labels.ravel())
@@ -84,10 +90,7 @@ def keep_cord_components(
         bool mask, same shape: every component with a voxel in the tube; the largest component
         if none has; empty if ``mask`` is.
     """
-    mask = np.asarray(mask) != 0
-    if mask.ndim != 3:
-        raise ValueError(f"expected a 3D mask, got shape {mask.shape}")
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    mask, labels, count = _components(mask)
     if count <= 1:
         return mask
     if centerline_xy is None:

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
         RPI, Grid, PreprocGeometry, crop_around_centerline, crop_box_from_centerline, reorient,
         resample_to_grid, resampled_grid, to_native,
     )  # fmt: skip
-    from lumbo_bids.intensity import standardise
+    from lumbo_bids.intensity import apply_intensity
     from lumbo_bids.model.artifact import load_artifact
     from lumbo_bids.model.inference import keras_predict_fn, sliding_window_predict
     from lumbo_bids.model.localise import localise_heatmap
@@ -69,10 +69,10 @@ def main(argv=None) -> int:
         grid = resampled_grid(rpi, pre["resolution_mm"])
         resampled = timed("resample", lambda: resample_to_grid(rpi_data, rpi_affine, grid, order=1))
         heat = timed("localise", lambda: localise_heatmap(SHIPPED_LOCALISER, resampled, grid.affine))
-        xy = timed("centerline", lambda: centerline_from_heatmap(heat))
+        xy = timed("centerline", lambda: centerline_from_heatmap(heat, zooms=grid.zooms))
         box = crop_box_from_centerline(xy, grid, tuple(pre["crop_size"]))
         stack = timed("crop", lambda: crop_around_centerline(resampled, box))
-        std = timed("standardise", lambda: standardise(stack, pre["intensity"]).astype(np.float32))
+        std = timed("standardise", lambda: apply_intensity(stack, pre["intensity"]).astype(np.float32))
         prob = timed("segment", lambda: sliding_window_predict(predict, std, patch_size=tuple(pre["patch_size"]), overlap=seg.overlap))
         mask = timed("postproc", lambda: postprocess(prob, seg.threshold))
         geometry = PreprocGeometry(Grid(tuple(data.shape), affine), rpi, grid, box)

@@ -52,11 +52,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         raw = [base.prepare_case(anat, tmp)[0] for anat in base.masked_images(args.bids)]
-        cases = standardise_cases(raw, learn_intensity(raw), tmp / "std")
+        cases = standardise_cases(raw, learn_intensity(raw, base.INTENSITY), tmp / "std")
         n = args.steps * args.batch_size
 
         ds = patch_dataset(cases, patch_size=(48, 48, 48), batch_size=args.batch_size, patches_per_epoch=n,
-                           augment=AugmentConfig(strength=1.0), seed=0, training=True)  # fmt: skip
+                           augment=AugmentConfig.domain_randomised(), seed=0, training=True)  # fmt: skip
         started = time.perf_counter()
         count = sum(int(x.shape[0]) for x, _ in ds.take(args.steps))  # the stream repeats
         pipeline = count / (time.perf_counter() - started)

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
         rpi_mask, rpi_affine = reorient((mask > 0.5).astype(np.uint8), affine, RPI)
         cord = resample_mask_to_grid(rpi_mask, rpi_affine, grid) > 0
         truth = centerline_from_mask(cord)
-        found = centerline_from_heatmap(localise_heatmap(args.localiser, volume, grid.affine))
+        found = centerline_from_heatmap(localise_heatmap(args.localiser, volume, grid.affine), zooms=grid.zooms)
         z = np.flatnonzero(cord.any(axis=(0, 1)))
         error = 0.5 * np.linalg.norm(found[z] - truth[z], axis=1)
         inside = np.mean(np.abs(found[z] - truth[z]).max(axis=1) < margin) * 100
