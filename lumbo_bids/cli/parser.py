@@ -7,6 +7,7 @@ fMRIPrep/MRIQC: both dash and underscore spellings of the classic flags are acce
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -25,31 +26,85 @@ class BIDSAppArgumentParser(argparse.ArgumentParser):
         self.exit(int(ExitCode.USAGE), f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(value: str) -> int:
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Append ``(default: X)`` only where the help does not already say it and X means something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+def _number(value: str, kind: type = float):
+    """``value`` as a finite ``kind`` (int or float), or an argparse type error."""
+    noun = "an integer" if kind is int else "a number"
+    fractional = kind is int and isinstance(value, float) and not value.is_integer()
+    if isinstance(value, bool) or fractional:  # JSON values of --config-file
+        raise argparse.ArgumentTypeError(f"expected {noun}, got {value!r}")
     try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected {noun}, got {value!r}") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
     return number
 
 
-def _positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
-    return number
+def _checked(kind: type, low: float | None, high: float | None, closed: tuple[bool, bool], what: str):
+    """An argparse ``type`` accepting ``kind`` values in the interval (``closed``: bounds included)."""
+
+    def convert(value: str):
+        number = _number(value, kind)
+        too_low = low is not None and (number < low if closed[0] else number <= low)
+        too_high = high is not None and (number > high if closed[1] else number >= high)
+        if too_low or too_high:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}")
+        return number
+
+    convert.__name__ = what  # argparse names the type in some messages
+    return convert
 
 
-def _fraction(value: str) -> float:
-    number = _positive_float(value)
-    if number >= 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {value!r}")
-    return number
+_positive_int = _checked(int, 0, None, (False, False), "a positive integer")
+_non_negative_int = _checked(int, 0, 2**32 - 1, (True, True), "an integer in [0, 2**32)")
+_positive_float = _checked(float, 0, None, (False, False), "a positive number")
+_fraction = _checked(float, 0, 1, (False, False), "a fraction in (0, 1)")
+_overlap = _checked(float, 0, 1, (True, False), "a number in [0, 1)")
+_unit = _checked(float, 0, 1, (True, True), "a number in [0, 1]")
+
+
+LOSSES = ("dice", "dice_bce")
+FREEZE = ("none", "encoder", "all_but_last")
+
+
+def _choice(*names: str):
+    def convert(value):
+        if value not in names:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(names)}, got {value!r}")
+        return value
+
+    return convert
+
+
+def _patch_size(value) -> tuple[int, ...]:
+    if not (isinstance(value, list) and len(value) in (2, 3)):
+        raise argparse.ArgumentTypeError(f"expected a list of 2 or 3 positive integers, got {value!r}")
+    return tuple(_positive_int(v) for v in value)
+
+
+def _model_or_shipped(value) -> Path | None:
+    if not isinstance(value, str):
+        raise argparse.ArgumentTypeError(f"expected a path or 'shipped', got {value!r}")
+    return None if value == "shipped" else _path(value)
+
+
+#: settings a --config-file may hold: the option (dest) each stands for, checked as on the command line
+CONFIG_FILE_OPTIONS = {
+    "learning_rate": _positive_float, "epochs": _positive_int, "augmentation": _unit, "loss": _choice(*LOSSES),
+    "steps_per_epoch": _positive_int, "batch_size": _positive_int, "freeze": _choice(*FREEZE),
+    "patch_size": _patch_size, "init_model": _model_or_shipped,
+}  # fmt: skip
 
 
 def _memory_gb(value: str) -> float:
@@ -60,7 +115,10 @@ def _memory_gb(value: str) -> float:
         text = text[:-1]
     elif text.endswith("M"):
         text, scale = text[:-1], 1 / 1024
-    return _positive_float(text) * scale
+    try:
+        return _positive_float(text) * scale
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive memory size such as 8G or 8000M, got {value!r}") from None
 
 
 def _path(value: str) -> Path:
@@ -81,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
             "writes BIDS derivatives; 'group' fine-tunes the model on all subjects that have "
             "manual cord masks."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelpFormatter,
     )
     parser.add_argument("bids_dir", type=_path, help="the root folder of a BIDS dataset (read only)")
     parser.add_argument(
@@ -181,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--crop-size", dest="crop_size", type=_positive_int, nargs=2, default=None, metavar=("X", "Y"), help="in-plane box around the centerline, in voxels (default: the model's, 64 64)"
     )
     g_model.add_argument("--threshold", type=_fraction, default=None, help="probability threshold (default: the model's, 0.5)")
-    g_model.add_argument("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1) (default: the model's)")
+    g_model.add_argument("--overlap", type=_overlap, default=None, help="sliding-window overlap in [0, 1) (default: the model's)")
     g_model.add_argument("--tta", action="store_true", help="test-time flip augmentation")
     g_model.add_argument("--save-probseg", dest="save_probseg", action="store_true", help="also write the soft probability map (_probseg)")
     g_model.add_argument(
@@ -194,16 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     g_group = parser.add_argument_group("Group level (fine-tuning)")
     g_group.add_argument("--init-model", dest="init_model", type=_path, metavar="PATH", help="model to start from (default: the shipped base model)")
     g_group.add_argument("--from-scratch", dest="from_scratch", action="store_true", help="random initialisation instead of --init-model")
-    g_group.add_argument("--epochs", type=_positive_int, default=30)
-    g_group.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=_positive_int, default=50)
-    g_group.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=4)
-    g_group.add_argument("--learning-rate", dest="learning_rate", type=_positive_float, default=1e-4)
-    g_group.add_argument("--loss", choices=("dice", "dice_bce"), default="dice")
+    g_group.add_argument("--epochs", type=_positive_int, default=30, help="training epochs")
+    g_group.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=_positive_int, default=50, help="batches per epoch")
+    g_group.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=4, help="patches per batch")
+    g_group.add_argument("--learning-rate", dest="learning_rate", type=_positive_float, default=1e-4, help="Adam learning rate")
+    g_group.add_argument("--loss", choices=LOSSES, default="dice", help="training loss")
     g_group.add_argument("--freeze-encoder", dest="freeze_encoder", action="store_true", help="train the decoder only")
     g_group.add_argument("--patience", type=_positive_int, default=10, help="early-stopping patience (epochs)")
     g_group.add_argument("--validation-fraction", dest="validation_fraction", type=_fraction, default=0.25, help="fraction of subjects held out")
     g_group.add_argument("--validation-subjects", dest="validation_subjects", nargs="+", type=_label, metavar="LABEL", help="explicit validation subjects")
-    g_group.add_argument("--augmentation", type=float, default=1.0, metavar="STRENGTH", help="augmentation strength in [0, 1]")
+    g_group.add_argument("--augmentation", type=_unit, default=1.0, metavar="STRENGTH", help="augmentation strength in [0, 1]")
     g_group.add_argument("--resume", action="store_true", help="resume an interrupted fine-tuning from its checkpoints")
     g_group.add_argument(
         "--config-file",
@@ -236,6 +294,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g_other.add_argument("--clean-workdir", dest="clean_workdir", action="store_true", help="delete this version's work folder before running")
     g_other.add_argument("--stop-on-first-crash", dest="stop_on_first_crash", action="store_true", help="abort on the first failing node")
-    g_other.add_argument("--random-seed", dest="random_seed", type=int, default=42, help="seed for every random generator")
+    g_other.add_argument("--random-seed", dest="random_seed", type=_non_negative_int, default=42, help="seed for every random generator")
     g_other.add_argument("-v", "--verbose", dest="verbose_count", action="count", default=0, help="more output (-v, -vv)")
     return parser
