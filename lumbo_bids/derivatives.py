@@ -140,13 +140,36 @@ def dataset_description(bids_dir: Path, raw_description: dict) -> dict:
         "SourceDatasets": [{"URL": bids_dir.as_uri()}],
         "DatasetLinks": {"raw": bids_dir.as_uri()},
         "License": raw_description.get("License", "See the source dataset"),
+        "Authors": dataset_authors(raw_description),
         "HowToAcknowledge": "Please cite lumbo_bids and the Spinal Cord Toolbox's deepseg_sc (Gros et al. 2019, NeuroImage 184:901-915).",
     }
     return description
 
 
+def dataset_authors(raw_description: dict) -> list[str]:
+    """The software that made the derivatives, then the source dataset's authors."""
+    raw = raw_description.get("Authors")
+    raw = [str(a) for a in raw] if isinstance(raw, list) else []
+    return list(dict.fromkeys(["lumbo_bids contributors (software)", *raw]))
+
+
+def dataset_readme(raw_description: dict) -> str:
+    """The derivative dataset's README (deterministic, as the other dataset-level files)."""
+    name = raw_description.get("Name", "the source dataset")
+    return (
+        "# lumbo_bids derivatives\n\n"
+        f"Spinal cord segmentations of *{name}* made by lumbo_bids {__version__} ({CODE_URL}), "
+        "following the Spinal Cord Toolbox's deepseg_sc: per subject, under `sub-XX/anat/`, the cord "
+        "mask on each source image's native grid (`_mask`), the preprocessed image, the centerline, "
+        "morphometrics and, where a manual mask exists, its evaluation; `sub-XX.html` is the QC "
+        "report and `sub-XX/log/` holds each run's configuration and crash files. Every sidecar lists "
+        "its `Sources` as BIDS URIs into the source dataset (`DatasetLinks` in "
+        "dataset_description.json) and names the model and its checksum.\n"
+    )
+
+
 def write_dataset_files(output_dir: Path, bids_dir: Path, raw_description: dict) -> None:
-    """Write ``dataset_description.json`` and ``.bidsignore`` atomically and idempotently.
+    """Write ``dataset_description.json``, ``README.md`` and ``.bidsignore`` atomically and idempotently.
 
     Several participant jobs may share one output folder: the content is deterministic, so
     concurrent writers produce the same bytes and ``os.replace`` keeps the file whole.
@@ -157,6 +180,9 @@ def write_dataset_files(output_dir: Path, bids_dir: Path, raw_description: dict)
         content = dataset_description(bids_dir, raw_description)
         if not desc_path.exists() or read_json(desc_path) != content:
             atomic_write_json(desc_path, content)
+        readme = output_dir / "README.md"
+        if not readme.exists():  # never replaces a README someone wrote
+            atomic_write_text(readme, dataset_readme(raw_description))
         ignore_path = output_dir / ".bidsignore"
         existing = ignore_path.read_text(encoding="utf-8").splitlines() if ignore_path.exists() else []
         wanted = existing + [line for line in BIDSIGNORE if line not in existing]

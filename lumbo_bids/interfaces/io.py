@@ -99,21 +99,37 @@ class DerivativesDataSink(SimpleInterface):
         out = derivative_path(
             Path(self.inputs.output_dir), dict(self.inputs.entities), self.inputs.suffix, self.inputs.extension, **extra
         )
-        atomic_copy(Path(self.inputs.in_file), out)
+        sidecar = out.with_name(out.name.split(".")[0] + ".json") if self.inputs.json_sidecar else None
+        _write_pair(Path(self.inputs.in_file), out, sidecar, self._sidecar_content() if sidecar else None)
         self._results["out_file"] = str(out)
-        if self.inputs.json_sidecar:
-            bids_dir = Path(self.inputs.bids_dir)
-            sources = [bids_uri(Path(self.inputs.source_file), bids_dir)]
-            for extra_src in self.inputs.extra_sources if isdefined(self.inputs.extra_sources) else []:
-                extra_path = Path(extra_src)
-                try:
-                    sources.append(bids_uri(extra_path, bids_dir))
-                except ValueError:
-                    sources.append(extra_path.as_uri())
-            meta = {"Sources": sources}
-            if isdefined(self.inputs.metadata):
-                meta.update(json.loads(json.dumps(self.inputs.metadata, default=str)))
-            sidecar = out.with_name(out.name.split(".")[0] + ".json")
-            atomic_write_json(sidecar, meta)
+        if sidecar is not None:
             self._results["out_meta"] = str(sidecar)
         return runtime
+
+    def _sidecar_content(self) -> dict:
+        bids_dir = Path(self.inputs.bids_dir)
+        sources = [bids_uri(Path(self.inputs.source_file), bids_dir)]
+        for extra_src in self.inputs.extra_sources if isdefined(self.inputs.extra_sources) else []:
+            extra_path = Path(extra_src)
+            try:
+                sources.append(bids_uri(extra_path, bids_dir))
+            except ValueError:
+                sources.append(extra_path.as_uri())
+        meta = {"Sources": sources}
+        if isdefined(self.inputs.metadata):
+            meta.update(json.loads(json.dumps(self.inputs.metadata, default=str)))
+        return meta
+
+
+def _write_pair(src: Path, out: Path, sidecar: Path | None, meta: dict | None) -> None:
+    """The sidecar, then the file, each atomically: a file never appears without its sidecar,
+    and a sidecar written for a new file that could not be stored is removed again."""
+    new = not out.exists()
+    if sidecar is not None:
+        atomic_write_json(sidecar, meta)
+    try:
+        atomic_copy(src, out)
+    except BaseException:
+        if sidecar is not None and new:
+            sidecar.unlink(missing_ok=True)
+        raise
