@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +41,34 @@ class ModelChoice:
     localiser: str
     localiser_checksum: str
     localiser_name: str
+
+
+def unpack_model(path: Path | None, work_dir: Path) -> Path | None:
+    """A model folder as it is; an archive unpacked once into ``WORK/models/<sha256>``.
+
+    The folder outlives the run (the workflow's nodes read it, reruns reuse it and its path, so
+    Nipype's cache): unlike :func:`~lumbo_bids.model.artifact.load_artifact`'s temporary folder,
+    which is deleted when the loaded artifact is.
+    """
+    from .artifact import ARCHIVE_SUFFIXES, MANIFEST_NAME, load_artifact, sha256_file
+
+    if path is None or not (path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)):
+        return path
+    target = work_dir / "models" / sha256_file(path)[:16]
+    if not (target / MANIFEST_NAME).is_file():
+        artifact = load_artifact(path)  # extracts to a temporary folder and verifies it
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            shutil.copytree(artifact.path, staging, dirs_exist_ok=True)
+            os.replace(staging, target)  # fails if another run unpacked it meanwhile: fine
+        except OSError as exc:
+            if not (target / MANIFEST_NAME).is_file():
+                raise LumboError(f"--model {path}: cannot unpack into {target}: {exc.strerror}", ExitCode.CANT_CREATE) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    LOGGER.info("--model %s: unpacked into %s", path, target)
+    return target
 
 
 def read_segmentation_model(path: Path | None) -> SegmentationModel:
@@ -76,9 +107,8 @@ def choose_localiser(contrast: str, sct_models: Path | None) -> tuple[str, str, 
         if not wanted.is_file():
             fallback = sct_models / "t2_ctr.h5"
             if not fallback.is_file():
-                raise LumboError(
-                    f"--sct-models {sct_models}: neither {wanted.name} nor t2_ctr.h5 found", ExitCode.NO_INPUT
-                )
+                what = f"{wanted.name} not" if wanted == fallback else f"neither {wanted.name} nor {fallback.name}"
+                raise LumboError(f"--sct-models {sct_models}: {what} found", ExitCode.NO_INPUT)
             LOGGER.warning("--sct-models: no %s for %s images, using %s", wanted.name, contrast, fallback.name)
             wanted = fallback
         return str(wanted), sha256_file(wanted), f"SCT {wanted.name}"
@@ -100,3 +130,14 @@ def choose_models(config, contrast: str, needs_localiser: bool = True) -> ModelC
     else:
         localiser, checksum, description = "", "", "not needed (manual mask)"
     return ModelChoice(segmentation, localiser, checksum, description)
+
+
+def check_models(config, inputs: dict) -> None:
+    """Verify every model the run will need (``--model``, ``--sct-models``), before any work."""
+    needs = {
+        (anat.contrast, anat.mask is None or config.ignore_manual_centerline)
+        for anats in inputs.values()
+        for anat in anats
+    }
+    for contrast, needs_localiser in sorted(needs):
+        choose_models(config, contrast, needs_localiser)
