@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -95,6 +97,29 @@ def load_filters(path: Path | None) -> dict:
     return filters
 
 
+#: pybids query keywords a filter may use besides entities
+_QUERY_KEYWORDS = {"scope", "regex_search"}
+_FILTER_SCALARS = (str, int, float, bool, type(None))
+
+
+def check_filters(layout, filters: dict, path: Path | None) -> None:
+    """Refuse unknown entities and odd values in a ``--bids-filter-file`` (one line, exit 64)."""
+    known = set(layout.get_entities()) | _QUERY_KEYWORDS
+    for name, query in filters.items():
+        for key, value in query.items():
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise LumboError(
+                    f"--bids-filter-file {path}: {name}: {key!r} is not a BIDS entity{hint}", ExitCode.USAGE
+                )
+            values = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, _FILTER_SCALARS) for v in values):
+                raise LumboError(
+                    f"--bids-filter-file {path}: {name}: {key!r} must be a value or a list of values", ExitCode.USAGE
+                )
+
+
 def build_layout(bids_dir: Path, database_dir: Path | None = None):
     """Index ``bids_dir`` with pybids, ignoring code/sourcedata/derivatives; optional persisted DB."""
     from bids.layout import BIDSLayout, BIDSLayoutIndexer
@@ -131,9 +156,49 @@ def find_manual_mask(image: Path, bids_dir: Path, labels_dir: Path) -> Path | No
     for suffix in MASK_SUFFIXES:
         for ext in (".nii.gz", ".nii"):
             candidate = labels_dir / relative / f"{stem}{suffix}{ext}"
-            if candidate.is_file():
+            if candidate.is_file() or candidate.is_symlink():  # a dangling link is reported later
                 return candidate
     return None
+
+
+_ANNEX_POINTER = b"/annex/objects/"
+
+
+def content_missing(path: Path) -> bool:
+    """Whether ``path`` is a git-annex/DataLad file whose content was never fetched.
+
+    Locked annexed files are symlinks into ``.git/annex/objects`` that dangle until
+    ``datalad get``; unlocked ones are small pointer files starting with ``/annex/objects/``.
+    """
+    if not path.exists():
+        return path.is_symlink()
+    if path.stat().st_size > 1024:
+        return False
+    with open(path, "rb") as handle:
+        return handle.read(len(_ANNEX_POINTER)) == _ANNEX_POINTER
+
+
+def missing_content_message(path: Path) -> str:
+    return f"{path}: file content not present (git-annex/DataLad? run `datalad get`)"
+
+
+def unavailable_files(anat: AnatInput) -> list[Path]:
+    """The image and mask files of ``anat`` whose content is not on disk."""
+    return [p for p in (anat.path, anat.mask) if p is not None and content_missing(p)]
+
+
+def split_available(inputs: dict[str, list[AnatInput]]) -> tuple[dict, dict[str, list[str]]]:
+    """``(inputs whose files are all present, {subject: one message per missing file})``."""
+    available: dict[str, list[AnatInput]] = {}
+    missing: dict[str, list[str]] = {}
+    for subject, anats in inputs.items():
+        for anat in anats:
+            absent = unavailable_files(anat)
+            if absent:
+                missing.setdefault(subject, []).extend(missing_content_message(p) for p in absent)
+            else:
+                available.setdefault(subject, []).append(anat)
+    return available, missing
 
 
 def collect_anat(
@@ -150,7 +215,10 @@ def collect_anat(
         query["session"] = sessions
     found: dict[str, list[AnatInput]] = {}
     for subject in subjects:
-        files = layout.get(subject=subject, return_type="object", **query)
+        try:
+            files = layout.get(subject=subject, return_type="object", **query)
+        except (ValueError, TypeError) as exc:  # pybids refuses the query (filters are checked first)
+            raise LumboError(f"invalid BIDS query {query}: {exc}", ExitCode.USAGE) from None
         items = []
         for bids_file in sorted(files, key=lambda f: f.path):
             entities = bids_file.get_entities()
@@ -203,15 +271,21 @@ def validate_dataset(bids_dir: Path, subjects: list[str]) -> None:
             rows = (bids_dir / "participants.tsv").read_text(encoding="utf-8").splitlines()
             kept = rows[:1] + [r for r in rows[1:] if r.split("\t")[0].removeprefix("sub-") in subjects]
             (view / "participants.tsv").write_text("\n".join(kept) + "\n", encoding="utf-8")
+        # deno's cache: the run's (in the work dir) once set up, else this temporary folder, so
+        # that validating never needs a writable $HOME nor creates the work dir early
+        env = {**os.environ, "DENO_DIR": os.environ.get("DENO_DIR") or str(Path(tmp) / "deno")}
         proc = subprocess.run(
             [executable, "--format", "json", "--ignoreWarnings", str(view)],
             capture_output=True,
             text=True,
             check=False,
+            env=env,
         )
     try:
         report = json.loads(proc.stdout)
         errors = [i for i in report["issues"]["issues"] if i.get("severity") == "error"]
+        # an unfetched annexed file is unreadable to the validator: it fails alone, later
+        errors = [e for e in errors if not content_missing(bids_dir / str(e.get("location", "")).lstrip("/"))]
     except (json.JSONDecodeError, KeyError):
         raise LumboError(
             f"bids-validator-deno failed on {bids_dir} (exit {proc.returncode}): "
