@@ -17,6 +17,8 @@ class ExitCode(IntEnum):
     BAD_DATA = 65
     NO_INPUT = 66
     CANT_CREATE = 73
+    TEMPFAIL = 75  # EX_TEMPFAIL: another run holds the subject's work dir; retry later
+    INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 class LumboError(Exception):

@@ -17,19 +17,14 @@ LOGGER = logging.getLogger("lumbo_bids.group")
 
 def run_group(config, inputs: dict) -> ExitCode:
     """Preprocess (cached), split by subject, fine-tune, evaluate, write the artifact and report."""
-    from .participant import configure_nipype, plugin_settings
+    from .participant import configure_nipype, run_workflow
 
     from ..reports.group import write_group_summaries
 
+    anats = masked_images(inputs)
+    check_group_inputs(config, inputs)  # the CLI checks first, before writing anything
     for path in write_group_summaries(config.output_dir):  # participant-level results, if any
         LOGGER.info("group: wrote %s", path)
-    anats = [anat for items in inputs.values() for anat in items if anat.mask is not None]
-    if not anats:
-        raise LumboError(
-            f"no selected image has a manual mask under {config.labels_dir} "
-            "(expected sub-XX/anat/<source>_label-SC_seg.nii.gz)",
-            ExitCode.NO_INPUT,
-        )
     from ..model.artifact import load_artifact
     from ..model.finetune import RawCase, split_subjects
     from ..model.selection import SHIPPED_SEGMENTATION
@@ -56,7 +51,7 @@ def run_group(config, inputs: dict) -> ExitCode:
 
     workflow = init_group_preproc_wf(config, anats, resolution, crop_size)
     try:
-        exec_graph = workflow.run(**plugin_settings(config))
+        exec_graph = run_workflow(workflow, config)
     except RuntimeError:
         raise LumboError(
             f"preprocessing failed for some images; crash files in {config.output_dir / 'group' / 'log' / config.run_uuid}",
@@ -72,6 +67,27 @@ def run_group(config, inputs: dict) -> ExitCode:
     train_raw = [c for c in raw if c.subject in train_subjects]
     val_raw = [c for c in raw if c.subject in val_subjects]
     return fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size)
+
+
+def masked_images(inputs: dict) -> list:
+    return [anat for items in inputs.values() for anat in items if anat.mask is not None]
+
+
+def check_group_inputs(config, inputs: dict) -> None:
+    """Fine-tuning needs images with masks, all present on disk (exit 66 otherwise)."""
+    from ..utils.bids import missing_content_message, unavailable_files
+
+    anats = masked_images(inputs)
+    if not anats:
+        raise LumboError(
+            f"no selected image has a manual mask under {config.labels_dir} "
+            "(expected sub-XX/anat/<source>_label-SC_seg.nii.gz)",
+            ExitCode.NO_INPUT,
+        )
+    absent = [path for anat in anats for path in unavailable_files(anat)]
+    if absent:
+        more = f" (and {len(absent) - 1} more file(s))" if len(absent) > 1 else ""
+        raise LumboError(missing_content_message(absent[0]) + more, ExitCode.NO_INPUT)
 
 
 def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size) -> ExitCode:

@@ -54,39 +54,73 @@ def plugin_settings(config) -> dict:
     return {"plugin": "MultiProc", "plugin_args": args}
 
 
+def run_workflow(workflow, config):
+    """``workflow.run`` with :func:`plugin_settings`; on Ctrl-C the workers are stopped cleanly."""
+    from nipype.pipeline import plugins
+
+    from . import interrupt
+
+    settings = plugin_settings(config)
+    plugin_args = {**settings["plugin_args"], "status_callback": interrupt.status_callback}
+    runner = getattr(plugins, f"{settings['plugin']}Plugin")(plugin_args=plugin_args)
+    LOGGER.info("running %s with %s (%d process(es))", workflow.name, settings["plugin"], config.nprocs)
+    try:
+        return workflow.run(plugin=runner)
+    except KeyboardInterrupt:
+        interrupt.stop_workers(runner)
+        raise
+    except RuntimeError:
+        if interrupt.interrupted():  # recorded by Nipype as a failing node
+            raise KeyboardInterrupt from None
+        raise
+
+
 def run_participant(config, inputs: dict) -> ExitCode:
-    """Run the participant workflow; keep going past failing subjects and report them."""
+    """Run the participant workflow; keep going past failing subjects and images, report them."""
+    from ..utils.bids import split_available
+
     configure_nipype(config)
+    available, missing = split_available(inputs)  # unfetched git-annex/DataLad files fail alone
+    started = time.time()
+    crashed = _run_available(config, available, inputs)
+    failures = collect_failures(config, inputs)
+    for subject, lines in missing.items():
+        failures[subject] = lines + failures.get(subject, [])
+    write_reports(config, inputs, failures, time.time() - started)
+    return _report_failures(config, inputs, failures, crashed)
+
+
+def _run_available(config, available: dict, inputs: dict) -> bool:
+    """Build and run the workflow of the images whose files are present; True if it crashed."""
     from ..workflows.base import init_lumbo_wf
 
-    workflow = init_lumbo_wf(config, inputs)
+    workflow = init_lumbo_wf(config, available) if available else None
     for subject in inputs:
         config.dump(config.output_dir / f"sub-{subject}" / "log" / config.run_uuid / "config.json")
-    settings = plugin_settings(config)
-    LOGGER.info("running %s with %s (%d process(es))", workflow.name, settings["plugin"], config.nprocs)
-    started = time.time()
+    if workflow is None:
+        return False
     try:
-        workflow.run(**settings)
-        crashed = False
+        run_workflow(workflow, config)
     except RuntimeError as exc:  # Nipype: "Workflow did not execute cleanly"
         LOGGER.debug("workflow error: %s", exc)
-        crashed = True
-    failures = collect_failures(config, inputs)
-    write_reports(config, inputs, failures, time.time() - started)
+        return True
+    return False
+
+
+def _report_failures(config, inputs: dict, failures: dict[str, list[str]], crashed: bool) -> ExitCode:
     for subject in inputs:
         if subject in failures:
             for line in failures[subject]:
                 LOGGER.error("sub-%s failed: %s", subject, line)
         else:
             LOGGER.info("sub-%s finished: outputs in %s", subject, config.output_dir / f"sub-{subject}")
-    if failures or crashed:
-        n_ok = len(inputs) - len(failures)
-        LOGGER.error(
-            "%d of %d subject(s) failed (crash files under %s/sub-*/log/%s)",
-            len(failures) or len(inputs), len(inputs), config.output_dir, config.run_uuid,
-        )
-        return ExitCode.FAILURE if n_ok < len(inputs) or crashed else ExitCode.OK
-    return ExitCode.OK
+    if not (failures or crashed):
+        return ExitCode.OK
+    LOGGER.error(
+        "%d of %d subject(s) failed (crash files under %s/sub-*/log/%s)",
+        len(failures) or len(inputs), len(inputs), config.output_dir, config.run_uuid,
+    )  # fmt: skip
+    return ExitCode.FAILURE
 
 
 def write_reports(config, inputs: dict, failures: dict[str, list[str]], seconds: float) -> None:

@@ -13,6 +13,15 @@ from ..errors import ExitCode, LumboError
 LOGGER = logging.getLogger("lumbo_bids")
 
 
+def _limit_threads(config) -> None:
+    """Thread limits and quiet libraries, before numpy/TensorFlow are imported (creates nothing)."""
+    os.environ.setdefault("NIPYPE_NO_ET", "1")
+    os.environ.setdefault("NO_ET", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(config.omp_nthreads)
+
+
 def _setup_environment(config) -> None:
     """Keep every tool's config/cache away from $HOME (read-only containers, shared clusters)."""
     state = config.work_dir / ".state"
@@ -26,11 +35,6 @@ def _setup_environment(config) -> None:
     ):
         os.environ.setdefault(var, str(state / sub))
         Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("NIPYPE_NO_ET", "1")
-    os.environ.setdefault("NO_ET", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(config.omp_nthreads)
 
 
 def _setup_logging(verbose_count: int) -> None:
@@ -48,11 +52,13 @@ def _setup_logging(verbose_count: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the BIDS App; returns (and, as a console script, exits with) a BEP027 code."""
+    from . import interrupt
     from .parser import build_parser
 
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose_count)
+    interrupt.install()
     try:
         _apply_config_file(args, parser)
         code = _run(args)
@@ -60,22 +66,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lumbo-bids: error: {exc}", file=sys.stderr)
         code = exc.code
     except KeyboardInterrupt:
-        print("lumbo-bids: interrupted", file=sys.stderr)
+        print("lumbo-bids: error: interrupted; finished steps are cached in the work dir, rerun to resume", file=sys.stderr)
+        code = ExitCode.INTERRUPTED
+    except Exception as exc:  # a bug or an unforeseen system error: still one line (-v: traceback)
+        LOGGER.debug("unexpected error", exc_info=True)
+        brief = " ".join(str(exc).split())
+        print(f"lumbo-bids: error: unexpected {type(exc).__name__}: {brief} (rerun with -v for details)", file=sys.stderr)
         code = ExitCode.FAILURE
     return int(code)
 
 
-#: settings a --config-file may hold, and the option each stands for
-CONFIG_FILE_KEYS = {
-    "learning_rate": "learning_rate", "epochs": "epochs", "augmentation": "augmentation", "loss": "loss",
-    "steps_per_epoch": "steps_per_epoch", "batch_size": "batch_size", "freeze": "freeze",
-    "patch_size": "patch_size", "init_model": "init_model",
-}  # fmt: skip
-
-
 def _apply_config_file(args, parser) -> None:
     """Fill fine-tuning settings from ``--config-file`` where the command line left the default."""
+    import argparse
     import json
+
+    from .parser import CONFIG_FILE_OPTIONS
 
     if not getattr(args, "config_file", None):
         return
@@ -88,27 +94,66 @@ def _apply_config_file(args, parser) -> None:
         raise LumboError(f"--config-file {path}: not valid JSON ({exc.msg}, line {exc.lineno})", ExitCode.USAGE) from None
     if not isinstance(data, dict):
         raise LumboError(f"--config-file {path}: must hold a JSON object", ExitCode.USAGE)
-    for key, dest in CONFIG_FILE_KEYS.items():
-        if key not in data or getattr(args, dest, None) != parser.get_default(dest):
+    for key, convert in CONFIG_FILE_OPTIONS.items():
+        if key not in data or getattr(args, key, None) != parser.get_default(key):
             continue
-        value = data[key]
-        if key == "init_model":
-            value = None if value == "shipped" else Path(value)
-        elif key == "patch_size":
-            value = tuple(int(v) for v in value)
-        setattr(args, dest, value)
+        try:
+            setattr(args, key, convert(data[key]))
+        except argparse.ArgumentTypeError as exc:
+            raise LumboError(f"--config-file {path}: {key}: {exc}", ExitCode.USAGE) from None
 
 
 def _run(args) -> ExitCode:
+    import contextlib
+
     from ..config import Config
-    from ..utils import bids
+    from .checks import removed_if_empty_on_error
+    from .locks import subject_locks
 
     config = Config.from_namespace(args)
-    config.check_paths()
+    _limit_threads(config)
+    with contextlib.ExitStack() as locks:
+        # nothing is written until every check passed: an early failure leaves no empty folders
+        with removed_if_empty_on_error(config.output_dir, config.work_dir):
+            config.check_paths()
+            raw_description, inputs = _select_inputs(config, labels_dir_given=args.labels_dir is not None)
+            locks.enter_context(subject_locks(config.work_dir, inputs))  # 'already running': exit 75
+        _setup_environment(config)
+        return _run_level(config, raw_description, inputs)
+
+
+def _run_level(config, raw_description: dict, inputs: dict) -> ExitCode:
+    from ..derivatives import write_dataset_files
+    from ..model.selection import unpack_model
+
+    config.model = unpack_model(config.model, config.work_dir)  # kept in the work dir, see there
+    if config.clean_workdir and config.nipype_dir.exists():
+        LOGGER.info("removing %s (--clean-workdir)", config.nipype_dir)
+        shutil.rmtree(config.nipype_dir)
+    if config.analysis_level == "participant":
+        from .participant import run_participant
+
+        write_dataset_files(config.output_dir, config.bids_dir, raw_description)
+        return run_participant(config, inputs)
+    from .group import run_group
+
+    code = run_group(config, inputs)
+    if code == ExitCode.OK:  # a failed group run leaves no dataset_description.json behind
+        write_dataset_files(config.output_dir, config.bids_dir, raw_description)
+    return code
+
+
+def _select_inputs(config, labels_dir_given: bool) -> tuple[dict, dict]:
+    """Every check on the inputs, writing nothing: ``(raw dataset_description, inputs)``."""
+    from ..model.selection import check_models
+    from ..utils import bids
+    from .checks import check_input_options, check_subject_outputs
+
+    check_input_options(config, labels_dir_given)
     raw_description = bids.read_dataset_description(config.bids_dir)
-    _setup_environment(config)
     filters = bids.load_filters(config.bids_filter_file)
     layout = bids.build_layout(config.bids_dir, config.bids_database_dir)
+    bids.check_filters(layout, filters, config.bids_filter_file)
     subjects = bids.select_subjects(layout, config.participant_label)
     if not config.skip_bids_validation:
         bids.validate_dataset(config.bids_dir, subjects)
@@ -117,20 +162,14 @@ def _run(args) -> ExitCode:
         "lumbo_bids %s: %s level, %d subject(s), %d image(s), run %s",
         _version(), config.analysis_level, len(inputs), sum(map(len, inputs.values())), config.run_uuid,
     )
-    if config.clean_workdir and config.nipype_dir.exists():
-        LOGGER.info("removing %s (--clean-workdir)", config.nipype_dir)
-        shutil.rmtree(config.nipype_dir)
-
-    from ..derivatives import write_dataset_files
-
-    write_dataset_files(config.output_dir, config.bids_dir, raw_description)
     if config.analysis_level == "participant":
-        from .participant import run_participant
+        check_models(config, inputs)  # a bad --model or --sct-models is refused before anything is written
+        check_subject_outputs(config.output_dir, inputs)
+    else:
+        from .group import check_group_inputs
 
-        return run_participant(config, inputs)
-    from .group import run_group
-
-    return run_group(config, inputs)
+        check_group_inputs(config, inputs)
+    return raw_description, inputs
 
 
 def _version() -> str:
