@@ -112,6 +112,23 @@ def label_map_cases(label_dir: Path, out_dir: Path) -> list:
     return cases
 
 
+def phantom_cases(n: int, out_dir: Path, seed: int) -> list:
+    """``n`` procedural lumbar label maps (conus, cauda equina: :func:`lumbo_bids.model.synth.lumbar_phantom`),
+    120 mm long crops at 0.5 mm, as synthetic cases."""
+    from lumbo_bids.model.dataset import TrainingCase
+    from lumbo_bids.model.synth import CORD, lumbar_phantom
+
+    rng = np.random.default_rng([seed, 7])
+    cases = []
+    for k in range(n):
+        labels = lumbar_phantom((*CROP_SIZE, 240), rng, RESOLUTION)
+        image, mask = out_dir / f"phantom{k:02d}_labels.npy", out_dir / f"phantom{k:02d}_labels_cord.npy"
+        np.save(image, labels)
+        np.save(mask, (labels == CORD).astype(np.uint8))
+        cases.append(TrainingCase(subject=f"phantom-{k:02d}", name=f"phantom{k:02d}_synthetic", image=image, mask=mask, synthetic=True))
+    return cases
+
+
 def prepare_case(anat, out_dir: Path):
     """The participant level's preprocessing of one image and its mask, as .npy files.
 
@@ -181,6 +198,7 @@ def train_segmentation(train_raw, val_raw, args, run_dir: Path, synthetic=()):
         cord_fraction=0.8,
         augmentation_strength=1.0,
         domain_randomisation=args.domain_randomisation,
+        synthetic_fraction=None if args.synthetic_only else args.synthetic_fraction,
         patch_size=PATCH_SIZE,
         val_patches_per_case=4,
     )
@@ -237,6 +255,8 @@ def main(argv=None) -> int:
     parser.add_argument("--loc-epochs", type=int, default=20)
     parser.add_argument("--loc-steps", type=int, default=40)
     parser.add_argument("--label-maps", type=Path, default=REPO / "examples" / "label-maps-spinegeneric")
+    parser.add_argument("--phantoms", type=int, default=10, help="procedural lumbar label maps (conus, cauda equina)")
+    parser.add_argument("--synthetic-fraction", type=float, default=0.4, help="share of synthetic patches")
     parser.add_argument("--no-synthetic", action="store_true", help="train on the real images only")
     parser.add_argument("--synthetic-only", action="store_true", help="train on synthetic images only (ablation)")
     parser.add_argument("--domain-randomisation", type=float, default=1.0, help="0 switches it off (ablation)")
@@ -302,6 +322,9 @@ def main(argv=None) -> int:
     synthetic = [] if args.no_synthetic else label_map_cases(args.label_maps, data_dir)
     LOGGER.info("%d label map(s) for synthetic images from %s", len(synthetic), args.label_maps)
     dataset["synthetic_label_maps"] = {"dir": args.label_maps.name, "cases": [c.name for c in synthetic], "licence": "MIT (spine-generic)"}
+    phantoms = [] if args.no_synthetic else phantom_cases(args.phantoms, data_dir, args.seed)
+    dataset["synthetic_phantoms"] = {"count": len(phantoms), "generator": "lumbo_bids.model.synth.lumbar_phantom", "seed": args.seed}
+    synthetic += phantoms
     real = [] if args.synthetic_only else raw
     started = time.time()
     tuned, cfg, arch = train_segmentation(real, real, args, args.work / "segmentation", synthetic)
@@ -335,7 +358,10 @@ def main(argv=None) -> int:
                 "best epoch chosen on the training images; leave_one_subject_out_dice: each subject's images "
                 "scored by a model trained (and its epoch chosen) without that subject"
             ),
-            ablation={"synthetic": not args.no_synthetic, "synthetic_only": args.synthetic_only, "domain_randomisation": args.domain_randomisation},
+            ablation={
+                "synthetic": not args.no_synthetic, "synthetic_only": args.synthetic_only,
+                "domain_randomisation": args.domain_randomisation, "phantoms": len(phantoms),
+            },  # fmt: skip
             seed=args.seed,
             hyperparameters=cfg.to_dict(),
             epochs_run=tuned.result.epochs_run,

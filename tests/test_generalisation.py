@@ -21,7 +21,7 @@ from lumbo_bids.model.augment import (
     simulate_resolution,
 )
 from lumbo_bids.model.dataset import TrainingCase, iter_patches
-from lumbo_bids.model.synth import BONE, CORD, CSF, OUTER, SHELL, derive_labels, synthesise
+from lumbo_bids.model.synth import BONE, CORD, CSF, OUTER, ROOTS, SHELL, derive_labels, lumbar_phantom, synthesise
 
 LABEL_MAPS = Path(__file__).resolve().parents[1] / "examples" / "label-maps-spinegeneric"
 
@@ -145,6 +145,46 @@ def test_synthesise_gives_each_class_its_own_random_intensity():
         means.append((img[labels == CORD].mean(), img[labels == CSF].mean()))
     means = np.array(means)
     assert means[:, 0].std() > 0.1 and ((means[:, 0] > means[:, 1]).any() and (means[:, 0] < means[:, 1]).any())
+
+
+def test_lumbar_phantom_has_a_conus_and_roots_below_it():
+    shape = (64, 64, 240)
+    tips = []
+    for seed in range(8):
+        labels = lumbar_phantom(shape, np.random.default_rng(seed))
+        assert labels.shape == shape and labels.dtype == np.uint8
+        cord, roots, csf = labels == CORD, labels == ROOTS, labels == CSF
+        assert roots.any() and csf.any() and not (cord & roots).any()
+        z_cord = np.flatnonzero(cord.any(axis=(0, 1)))
+        if z_cord.size == 0:  # the conus above the field of view: roots only
+            continue
+        tip = z_cord[0]
+        tips.append(tip)
+        assert np.all(np.diff(z_cord) == 1) and z_cord[-1] == shape[2] - 1  # one cord up to the top
+        area = cord.sum(axis=(0, 1))
+        assert area[tip] < 0.3 * np.median(area[z_cord])  # it tapers to a tip
+        assert roots[:, :, :tip].any()  # cauda equina below the conus
+    assert len(set(tips)) >= 3  # the conus is at a random level
+
+
+def test_synthetic_fraction_sets_the_share_of_synthetic_patches(tmp_path):
+    cord, csf = _cord_and_csf((40, 40, 60))
+    np.save(tmp_path / "labels.npy", derive_labels(cord, csf))
+    np.save(tmp_path / "image.npy", cord.astype(np.float32))
+    np.save(tmp_path / "cord.npy", cord.astype(np.uint8))
+    real = [TrainingCase(f"sub-{k}", f"real{k}", tmp_path / "image.npy", tmp_path / "cord.npy") for k in range(4)]
+    synth = TrainingCase("synth-01", "synth01", tmp_path / "labels.npy", tmp_path / "cord.npy", synthetic=True)
+
+    def synthetic_share(fraction):
+        stream = iter_patches([*real, synth], (16, 16, 16), patches_per_epoch=100, seed=0, synthetic_fraction=fraction)
+        patches = [next(stream)[0] for _ in range(100)]
+        return np.mean([not np.isin(p, (0.0, 1.0)).all() for p in patches])  # a real patch is binary here
+
+    assert synthetic_share(None) == pytest.approx(0.2)  # even over the 5 cases
+    assert synthetic_share(0.5) == pytest.approx(0.5)
+    assert synthetic_share(0.0) == 0.0
+    with pytest.raises(ValueError, match="synthetic_fraction"):
+        iter_patches(real, (16, 16, 16), synthetic_fraction=1.5)
 
 
 def test_synthetic_case_draws_a_new_image_every_epoch(tmp_path):

@@ -127,6 +127,16 @@ def _cases_per_sample(n_cases: int, n_samples: int, rng: np.random.Generator) ->
     return np.sort(np.resize(rng.permutation(n_cases), n_samples))
 
 
+def _owners(synthetic: np.ndarray, n_samples: int, rng: np.random.Generator, fraction: float | None) -> np.ndarray:
+    """Case of every sample: balanced over the cases, or ``fraction`` of them synthetic."""
+    if fraction is None or synthetic.all() or not synthetic.any():
+        return _cases_per_sample(len(synthetic), n_samples, rng)
+    n_syn = int(round(n_samples * fraction))
+    syn, real = np.flatnonzero(synthetic), np.flatnonzero(~synthetic)
+    picks = [syn[_cases_per_sample(len(syn), n_syn, rng)], real[_cases_per_sample(len(real), n_samples - n_syn, rng)]]
+    return np.sort(np.concatenate(picks))
+
+
 def _stream(
     plan: Callable[[np.random.Generator], list[tuple]],
     sample: Callable[[tuple], tuple[np.ndarray, np.ndarray]],
@@ -173,8 +183,12 @@ def iter_patches(
     seed: int = 0,
     training: bool = True,
     start_epoch: int = 0,
+    synthetic_fraction: float | None = None,
 ) -> Iterator[Sample]:
     """The raw (unaugmented) 3D patch stream behind :func:`patch_dataset`.
+
+    Samples are spread evenly over the cases, or, with ``synthetic_fraction``, that fraction
+    over the synthetic cases and the rest over the real ones.
 
     Yields
     ------
@@ -188,12 +202,15 @@ def iter_patches(
     size = tuple(int(s) for s in patch_size)
     if len(size) != 3 or not cases:
         raise ValueError(f"need a 3D patch size and at least one case (got {size}, {len(cases)} cases)")
+    if synthetic_fraction is not None and not 0.0 <= synthetic_fraction <= 1.0:
+        raise ValueError(f"synthetic_fraction must be in [0, 1], got {synthetic_fraction}")
     volumes = _Volumes(cases)
     n_samples = patches_per_epoch if (training and patches_per_epoch) else patches_per_case * len(cases)
+    synthetic = np.array([c.synthetic for c in cases], dtype=bool)
 
     def plan(rng: np.random.Generator) -> list[tuple]:
         items: list[tuple] = []
-        owner = _cases_per_sample(len(cases), n_samples, rng)
+        owner = _owners(synthetic, n_samples, rng, synthetic_fraction)
         for i in np.unique(owner):
             n = int(np.count_nonzero(owner == i))
             mask = volumes.pair(int(i))[1]
@@ -306,6 +323,7 @@ def patch_dataset(
     seed: int = 0,
     training: bool = True,
     start_epoch: int = 0,
+    synthetic_fraction: float | None = None,
 ):  # -> tf.data.Dataset
     """Batches of 3D training (or validation) patches, streamed from the cases' ``.npy`` files.
 
@@ -334,6 +352,8 @@ def patch_dataset(
         ``patches_per_case`` patches of each case, no augmentation.
     start_epoch : int
         First epoch of the stream (a resumed run continues its sequence).
+    synthetic_fraction : float, optional
+        Share of the patches drawn from synthetic cases (default: even over all cases).
 
     Returns
     -------
@@ -342,7 +362,7 @@ def patch_dataset(
     """
     size = tuple(int(s) for s in patch_size)
     cases = list(cases)
-    args = (cases, size, patches_per_epoch, patches_per_case, cord_fraction, seed, training, start_epoch)
+    args = (cases, size, patches_per_epoch, patches_per_case, cord_fraction, seed, training, start_epoch, synthetic_fraction)
     iter_patches(*args)  # validates the arguments now rather than at the first batch
     n_val = patches_per_case * len(cases)
     return _to_dataset(lambda: iter_patches(*args), n_val, size, batch_size, augment, binary=True, training=training)

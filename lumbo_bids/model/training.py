@@ -69,6 +69,7 @@ class TrainConfig:
     cord_fraction: float = 0.7
     augmentation_strength: float = 1.0
     domain_randomisation: float = 0.0
+    synthetic_fraction: float | None = None
     mixed_precision: str | bool = "auto"
     patch_size: tuple[int, ...] = (48, 48, 48)
     val_patches_per_case: int = 8
@@ -199,8 +200,9 @@ def _datasets(train_cases: Sequence[TrainingCase], val_cases: Sequence[TrainingC
     if cfg.task == "segmentation":
         common["cord_fraction"] = cfg.cord_fraction
         train_ds = patch_dataset(
-            train_cases, patches_per_epoch=per_epoch, augment=augment, start_epoch=start, training=True, **common
-        )
+            train_cases, patches_per_epoch=per_epoch, augment=augment, start_epoch=start, training=True,
+            synthetic_fraction=cfg.synthetic_fraction, **common,
+        )  # fmt: skip
         return train_ds, patch_dataset(val_cases, patches_per_case=per_case, training=False, **common)
     common.update(sigma=cfg.heatmap_sigma, cord_probability=cfg.cord_probability)
     train_ds = heatmap_slice_dataset(
