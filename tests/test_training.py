@@ -276,3 +276,24 @@ def test_localiser_training_on_heatmap_windows(tmp_path):
     result = train(net2d, cases[:1], cases[1:], cfg, tmp_path / "loc", progress=False)
     assert _tsv_epochs(tmp_path / "loc" / "metrics.tsv") == [0, 1]
     assert all(np.isfinite(result.history["val_loss"])) and 0.0 <= result.best_val_dice <= 1.0
+
+
+def test_evaluate_cases_follows_the_models_inference_settings(tmp_path):
+    """Validation Dice is computed the participant level's way: the manifest's threshold matters."""
+    from lumbo_bids.model.finetune import RawCase, evaluate_cases
+
+    shape = (32, 32, 24)
+    xx, yy = np.meshgrid(np.arange(32) - 15.5, np.arange(32) - 15.5, indexing="ij")
+    cord = np.repeat((xx**2 + yy**2 <= 16)[..., None], shape[2], axis=2)
+    image = np.where(cord, 200.0, 100.0).astype(np.float32) + np.random.default_rng(0).normal(0, 1, shape).astype(np.float32)
+    np.save(tmp_path / "image.npy", image)
+    np.save(tmp_path / "mask.npy", cord.astype(np.uint8))
+    case = RawCase("sub-01", "img", "T2w", tmp_path / "image.npy", tmp_path / "mask.npy")
+    inputs = keras.Input((None, None, None, 1))
+    conv = keras.layers.Conv3D(1, 1, activation="sigmoid")  # p = sigmoid(4 z): cord (z ~ +1.7) ~ 1, rest ~ 0
+    model = keras.Model(inputs, conv(inputs))
+    conv.set_weights([np.full((1, 1, 1, 1, 1), 4.0, np.float32), np.zeros(1, np.float32)])
+    plan = {"method": "robust"}
+    assert evaluate_cases(model, [case], plan, (16, 16, 16))["img"] == pytest.approx(1.0)
+    never = evaluate_cases(model, [case], plan, (16, 16, 16), {"threshold": 1.0})  # nothing is above 1
+    assert never["img"] == pytest.approx(0.0)

@@ -103,7 +103,8 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
     arch = init.manifest["architecture"]
     patch_size = tuple(config.patch_size or init.manifest["preprocessing"]["patch_size"])
 
-    before = evaluate_cases(init.build_model(), val_raw, init.manifest["preprocessing"].get("intensity") or {}, patch_size)
+    inference = init.manifest.get("inference")
+    before = evaluate_cases(init.build_model(), val_raw, init.manifest["preprocessing"].get("intensity") or {}, patch_size, inference)
     LOGGER.info("validation Dice before fine-tuning: %s", _fmt(before))
 
     def model_fn():
@@ -125,7 +126,9 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
     )
     started = time.time()
     plan = None if config.from_scratch else init.manifest["preprocessing"].get("intensity")
-    tuned = fine_tune(model_fn, train_raw, val_raw, cfg, data_dir, state_dir, intensity_plan=plan, resume=config.resume)
+    tuned = fine_tune(
+        model_fn, train_raw, val_raw, cfg, data_dir, state_dir, intensity_plan=plan, inference=inference, resume=config.resume
+    )
     result, intensity, after = tuned.result, tuned.intensity, tuned.validation_dice
     LOGGER.info("validation Dice after fine-tuning: %s", _fmt(after))
 

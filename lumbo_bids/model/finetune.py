@@ -97,19 +97,25 @@ def standardise_cases(cases: list[RawCase], intensity: dict, out_dir: Path) -> l
     return result
 
 
-def evaluate_cases(model, cases: list[RawCase], intensity: dict, patch_size, threshold: float = 0.5) -> dict[str, float]:
-    """Dice of ``model`` (post-processed, on the cropped grid) against each case's manual mask."""
+#: inference settings when a model's manifest gives none
+DEFAULT_INFERENCE = {"threshold": 0.5, "overlap": 0.5, "blend": "gaussian"}
+
+
+def evaluate_cases(model, cases: list[RawCase], intensity: dict, patch_size, inference: dict | None = None) -> dict[str, float]:
+    """Dice of ``model`` against each case's manual mask, on the cropped grid, predicted and
+    post-processed as the participant level does with the manifest's ``inference`` settings."""
     from ..intensity import apply_intensity
     from ..metrics import dice
     from ..postproc import postprocess
     from .inference import keras_predict_fn, sliding_window_predict
 
+    settings = {**DEFAULT_INFERENCE, **(inference or {})}
     predict = keras_predict_fn(model)
     scores = {}
     for case in cases:
         volume = apply_intensity(np.load(case.image), intensity).astype(np.float32)
-        prob = sliding_window_predict(predict, volume, patch_size=tuple(patch_size), overlap=0.5)
-        scores[case.name] = float(dice(postprocess(prob, threshold), np.load(case.mask) > 0))
+        prob = sliding_window_predict(predict, volume, tuple(patch_size), settings["overlap"], settings["blend"])
+        scores[case.name] = float(dice(postprocess(prob, settings["threshold"]), np.load(case.mask) > 0))
     return scores
 
 
@@ -125,20 +131,20 @@ class FineTuned:
 
 def fine_tune(
     model_fn, train_raw: list[RawCase], val_raw: list[RawCase], cfg, data_dir: Path, run_dir: Path,
-    intensity_plan: dict | None = None, synthetic_cases: tuple = (), **train_kwargs,
+    intensity_plan: dict | None = None, synthetic_cases: tuple = (), inference: dict | None = None, **train_kwargs,
 ) -> FineTuned:  # fmt: skip
     """Standardise both sets into ``data_dir`` with ``intensity_plan`` (Nyúl landmarks learned on
     ``train_raw`` when the plan asks for them, or when there is none), train on them and on
     ``synthetic_cases`` (:class:`~lumbo_bids.model.dataset.TrainingCase` label maps, see
     :mod:`lumbo_bids.model.synth`) with :func:`lumbo_bids.model.training.train` in ``run_dir``,
-    and score on ``val_raw``."""
+    and score on ``val_raw`` with the ``inference`` settings (:func:`evaluate_cases`)."""
     from .training import train
 
     intensity = learn_intensity(train_raw, intensity_plan)
     train_cases = standardise_cases(train_raw, intensity, data_dir) + list(synthetic_cases)
     val_cases = standardise_cases(val_raw, intensity, data_dir) or list(synthetic_cases)  # synthetic only: pick on them
     result = train(model_fn, train_cases, val_cases, cfg, run_dir, **train_kwargs)
-    return FineTuned(result, intensity, evaluate_cases(result.model, val_raw, intensity, cfg.patch_size))
+    return FineTuned(result, intensity, evaluate_cases(result.model, val_raw, intensity, cfg.patch_size, inference))
 
 
 def device_description() -> str:
