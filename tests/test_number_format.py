@@ -118,3 +118,16 @@ def test_group_tables_have_no_signed_zero(tmp_path):
     write_group_summaries(tmp_path)
     row = (tmp_path / "group" / "group_morphometrics.tsv").read_text().splitlines()[1]
     assert row.split("\t")[-3:] == ["0.0000", "0.0000", "-1.0000"]
+
+
+def test_saved_images_always_state_their_units(tmp_path):
+    """A source header without units (BIDS validator NIFTI_UNIT) gives outputs in mm and s."""
+    from lumbo_bids.utils.images import save_image
+
+    ref = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    ref.header.set_xyzt_units(xyz="unknown", t="unknown")
+    out = nib.load(save_image(np.ones((4, 4, 4), np.uint8), np.eye(4), tmp_path / "a.nii.gz", ref))
+    assert out.header.get_xyzt_units() == ("mm", "sec")
+    ref.header.set_xyzt_units(xyz="micron", t="msec")
+    out = nib.load(save_image(np.ones((4, 4, 4), np.uint8), np.eye(4), tmp_path / "b.nii.gz", ref))
+    assert out.header.get_xyzt_units() == ("micron", "msec")

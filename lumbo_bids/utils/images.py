@@ -55,14 +55,18 @@ def check_same_grid(img_a: nib.spatialimages.SpatialImage, img_b, name_a: str, n
 
 
 def save_image(data: np.ndarray, affine: np.ndarray, path: str | Path, reference=None, dtype=None) -> Path:
-    """Write ``data`` with ``affine`` (qform and sform set, codes copied from ``reference``)."""
+    """Write ``data`` with ``affine`` (qform and sform set, codes copied from ``reference``).
+
+    Spatial units are the reference's when it states them, millimetres otherwise (never
+    "unknown": BIDS asks for units on every image); time units likewise, seconds by default.
+    """
     path = Path(path)
     array = np.asarray(data if dtype is None else data.astype(dtype))
     img = nib.Nifti1Image(array, affine)
     header = img.header
     if reference is not None:
-        zooms_units = reference.header.get_xyzt_units()
-        header.set_xyzt_units(xyz=zooms_units[0] or "mm", t=zooms_units[1] or "sec")
+        xyz, t = reference.header.get_xyzt_units()
+        header.set_xyzt_units(xyz=xyz if xyz in ("mm", "meter", "micron") else "mm", t=t if t in ("sec", "msec", "usec") else "sec")
         qcode = int(reference.header["qform_code"]) or 1
         scode = int(reference.header["sform_code"]) or 1
     else:
