@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -9,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from . import __version__
-from .errors import ExitCode, LumboError
+from .errors import ExitCode, LumboError, output_error
 from .utils.numbers import dumps_json
 
 CODE_URL = "https://github.com/lumbo-bids/lumbo_bids"
@@ -32,21 +33,52 @@ BIDSIGNORE = [
 
 
 # -- atomic file writing ------------------------------------------------------------------
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary sibling then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+@contextlib.contextmanager
+def _staged(path: Path):
+    """A new temporary sibling of ``path`` (``.<name>.XXXX.tmp``) to fill; removed if the block
+    fails. An OSError names ``path``, not the temporary file."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    try:
+        yield Path(tmp)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if _concerns(exc, path.parent):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _concerns(exc: OSError, folder: Path) -> bool:
+    """Whether ``exc`` is about a file in ``folder``, or about none in particular (a write)."""
+    names = [n for n in (exc.filename, exc.filename2) if isinstance(n, (str, bytes, os.PathLike))]
+    return not names or any(Path(os.fsdecode(n)).parent == folder for n in names)
+
+
+def _fill(tmp: Path, data: bytes | None = None, src: Path | None = None) -> None:
+    """Write ``data`` (or copy ``src``) into ``tmp``, flushed to disk, readable by all."""
+    if src is not None:
+        shutil.copyfile(src, tmp)
+    with open(tmp, "r+b" if src is not None else "wb") as handle:
+        if data is not None:
+            handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o644)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary sibling then ``os.replace``."""
+    path = Path(path)
+    with _staged(path) as tmp:
+        _fill(tmp, data=data)
+        os.replace(tmp, path)
     return path
 
 
@@ -54,25 +86,74 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_bytes(data: dict) -> bytes:
+    """Indented JSON with ``-0.0`` written as ``0.0`` (every sidecar's form)."""
+    return (dumps_json(data, indent=2, sort_keys=False) + "\n").encode("utf-8")
+
+
 def atomic_write_json(path: Path, data: dict) -> Path:
     """Write ``data`` as indented JSON, atomically, with ``-0.0`` written as ``0.0``."""
-    return atomic_write_text(path, dumps_json(data, indent=2, sort_keys=False) + "\n")
+    return atomic_write_bytes(path, json_bytes(data))
 
 
 def atomic_copy(src: Path, dst: Path) -> Path:
     """Copy ``src`` onto ``dst`` atomically (temporary sibling then rename)."""
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o644)
+    with _staged(dst) as tmp:
+        _fill(tmp, src=Path(src))
         os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return dst
+
+
+@contextlib.contextmanager
+def _as_output_error(path: Path):
+    """An OSError that means the output cannot be created becomes an :class:`OutputError`
+    naming ``path`` (the derivative, not its temporary file)."""
+    try:
+        yield
+    except OSError as exc:
+        error = output_error(exc, path) if _concerns(exc, path.parent) else None
+        if error is None:
+            raise
+        raise error from None
+
+
+def write_derivative(src: Path, out: Path, sidecar: Path | None = None, meta: dict | None = None) -> Path:
+    """Store ``src`` as ``out`` with its JSON ``sidecar``, atomically as a pair.
+
+    Both are first written in full to temporary siblings; only then is the sidecar renamed
+    into place, then the file. Whatever fails (a full disk, a quota, a read-only or forbidden
+    folder), the temporary files are removed, a sidecar renamed for a new file that could not
+    follow is removed again, so a file never appears half-written nor without its sidecar;
+    the error is an :class:`OutputError` (exit 73) naming the derivative.
+    """
+    out = Path(out)
+    with contextlib.ExitStack() as staged:
+        with _as_output_error(out):
+            image_tmp = staged.enter_context(_staged(out))
+            _fill(image_tmp, src=Path(src))
+        sidecar_tmp = None
+        if sidecar is not None:
+            with _as_output_error(sidecar):
+                sidecar_tmp = staged.enter_context(_staged(sidecar))
+                _fill(sidecar_tmp, data=json_bytes(meta or {}))
+        _publish(image_tmp, out, sidecar_tmp, sidecar)
+    return out
+
+
+def _publish(image_tmp: Path, out: Path, sidecar_tmp: Path | None, sidecar: Path | None) -> None:
+    """Rename the staged sidecar, then the staged file, into place."""
+    new = not out.exists()
+    if sidecar_tmp is not None:
+        with _as_output_error(sidecar):
+            os.replace(sidecar_tmp, sidecar)
+    try:
+        with _as_output_error(out):
+            os.replace(image_tmp, out)
+    except BaseException:
+        if sidecar is not None and new:
+            sidecar.unlink(missing_ok=True)
+        raise
 
 
 # -- naming --------------------------------------------------------------------------------

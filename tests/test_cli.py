@@ -131,3 +131,20 @@ def test_unwritable_output_is_73(ds_spine_mini, tmp_path):
     proc = run_cli(ds_spine_mini, blocker / "out", "participant", "-w", tmp_path / "work", "--skip-bids-validation")
     assert proc.returncode == 73
     assert "OUTPUT_DIR" in error_line(proc)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        ("lumbo_bids.errors.OutputError: cannot write /out/sub-01_mask.nii.gz: No space left on device", 73),
+        ("lumbo_bids.utils.images.ImageError: /in/sub-01_T2w.nii.gz: the image is empty (all zeros)", 1),
+    ],
+)
+def test_crash_summary_gives_the_message_and_its_exit_code(tmp_path, error, code):
+    from lumbo_bids.cli.participant import summarise_crash
+
+    crash = tmp_path / "crash-20250101-000000-user-ds_mask-x.txt"
+    crash.write_text(f"Node: lumbo_bids_wf.sub_01_wf.ds_mask\nTraceback:\n\tTraceback (most recent call last):\n\t{error}\n")
+    failure = summarise_crash(crash)
+    assert failure.text == f"lumbo_bids_wf.sub_01_wf.ds_mask: {error.split(': ', 1)[1]}"
+    assert failure.code == code

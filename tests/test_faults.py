@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -112,6 +113,10 @@ def mask_of(out: Path, contrast: str) -> Path:
     return out / f"sub-{SUBJECT}" / "anat" / f"sub-{SUBJECT}_space-orig_label-SC_desc-{contrast}_mask.nii.gz"
 
 
+def sidecar_of(path: Path) -> Path:
+    return path.with_name(path.name.split(".")[0] + ".json")
+
+
 def make_unfetched(path: Path) -> None:
     """Turn ``path`` into what an unfetched git-annex/DataLad file is: a dangling symlink."""
     path.unlink()
@@ -172,6 +177,67 @@ def test_database_dir_inside_bids_is_refused(case):
     case.check(proc, 64, "lumbo-bids: error:", "--bids-database-dir", str(database))
     assert not database.exists()
     case.check_nothing_created()
+
+
+# -- 4. a full disk in OUTPUT_DIR ------------------------------------------------------------
+# run.py with the disk filling up while one derivative (argv[1]) is written: part of it reaches
+# its temporary file, then ENOSPC (the participant level runs its sinks in this process)
+DISK_FULL_WHILE_WRITING = """
+import errno, sys
+from pathlib import Path
+import lumbo_bids.derivatives as derivatives
+from lumbo_bids.cli.run import main
+
+fill, victim = derivatives._fill, "." + sys.argv.pop(1) + "."
+
+def fill_until_full(tmp, data=None, src=None):
+    if Path(tmp).name.startswith(victim):
+        Path(tmp).write_bytes(b"part of it")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return fill(tmp, data=data, src=src)
+
+derivatives._fill = fill_until_full
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_disk_full_while_writing_a_mask_is_73(case):
+    mask = mask_of(case.out, "T2starw")
+    cmd = case.command("--nprocs", 1, "--bids-filter-file", case.filter_file("T2starw"))
+    cmd = [sys.executable, "-c", DISK_FULL_WHILE_WRITING, mask.name, *cmd[len(RUN):]]
+    env = {**ENV, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=case.root, timeout=900)
+    case.check(proc, 73, str(mask), "No space left on device")  # also: no temporary file left
+    assert not mask.exists() and not sidecar_of(mask).exists()  # neither half of the pair
+    preproc = mask.parent / f"sub-{SUBJECT}_space-orig_res-05mm_desc-preproc_T2starw.nii.gz"
+    assert preproc.is_file() and sidecar_of(preproc).is_file()  # the other derivatives are whole
+
+
+@contextlib.contextmanager
+def tiny_tmpfs(folder: Path, size: str):
+    """``folder`` on a new tmpfs of ``size`` (root only; skipped where it cannot be mounted)."""
+    folder.mkdir(parents=True)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_full_output_disk_is_73(case):
+    with tiny_tmpfs(case.out, "64k"):  # room for the dataset files and a few small derivatives
+        proc = case.run("--nprocs", 1, "--bids-filter-file", case.filter_file("T2starw"))
+        assert proc.returncode == 73, proc.stderr[-4000:]
+        assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
+        full = [line for line in proc.stderr.splitlines() if "No space left on device" in line]
+        named = re.compile(rf"cannot write( to OUTPUT_DIR)? {re.escape(str(case.out))}\S*: No space left on device")
+        assert full and all(named.search(line) for line in full), proc.stderr[-4000:]
+        assert tree_digest(case.bids) == case.before
+        assert_outputs_whole(case.out)
 
 
 # -- 6. misspelt filter entity ----------------------------------------------------------------

@@ -6,10 +6,29 @@ import logging
 import re
 import time
 from pathlib import Path
+from typing import NamedTuple
 
-from ..errors import ExitCode
+from ..errors import ExitCode, OutputError, output_error
 
 LOGGER = logging.getLogger("lumbo_bids")
+
+
+class Failure(NamedTuple):
+    """One failed step of a subject: the line that says what went wrong, and its exit code."""
+
+    text: str
+    code: ExitCode = ExitCode.FAILURE
+
+
+class _FirstLineOnly(logging.Filter):
+    """Nipype logs every crashed node's traceback: the crash file keeps it, stderr gets the first
+    line (``-v`` shows it all)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "\n" in message:
+            record.msg, record.args = message.split("\n", 1)[0], None
+        return True
 
 
 def configure_nipype(config) -> None:
@@ -42,6 +61,9 @@ def configure_nipype(config) -> None:
     for handler in list(nipype_logger.handlers):
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             nipype_logger.removeHandler(handler)
+    workflow_logger = logging.getLogger("nipype.workflow")
+    if not config.verbose_count and not any(isinstance(f, _FirstLineOnly) for f in workflow_logger.filters):
+        workflow_logger.addFilter(_FirstLineOnly())
 
 
 def plugin_settings(config) -> dict:
@@ -85,52 +107,80 @@ def run_participant(config, inputs: dict) -> ExitCode:
     crashed = _run_available(config, available, inputs)
     failures = collect_failures(config, inputs)
     for subject, lines in missing.items():
-        failures[subject] = lines + failures.get(subject, [])
-    write_reports(config, inputs, failures, time.time() - started)
-    return _report_failures(config, inputs, failures, crashed)
+        failures[subject] = [Failure(line) for line in lines] + failures.get(subject, [])
+    report_failures = write_reports(config, inputs, failures, time.time() - started)
+    return _report_failures(config, inputs, failures, crashed, report_failures)
 
 
 def _run_available(config, available: dict, inputs: dict) -> bool:
-    """Build and run the workflow of the images whose files are present; True if it crashed."""
+    """Build and run the workflow of the images whose files are present; True if it crashed.
+
+    :class:`OutputError` (exit 73) when OUTPUT_DIR cannot take this run's config.json, or
+    not even the crash file of a derivative that could not be written (a full disk).
+    """
     from ..workflows.base import init_lumbo_wf
 
     workflow = init_lumbo_wf(config, available) if available else None
-    for subject in inputs:
-        config.dump(config.output_dir / f"sub-{subject}" / "log" / config.run_uuid / "config.json")
-    if workflow is None:
-        return False
     try:
+        for subject in inputs:
+            config.dump(config.output_dir / f"sub-{subject}" / "log" / config.run_uuid / "config.json")
+        if workflow is None:
+            return False
         run_workflow(workflow, config)
     except RuntimeError as exc:  # Nipype: "Workflow did not execute cleanly"
         LOGGER.debug("workflow error: %s", exc)
         return True
+    except OSError as exc:
+        raise _output_failure(exc, config.output_dir) from None
     return False
 
 
-def _report_failures(config, inputs: dict, failures: dict[str, list[str]], crashed: bool) -> ExitCode:
+_OUTPUT_ERROR = re.compile(r"OutputError: (.+)$", re.MULTILINE)
+
+
+def _output_failure(exc: OSError, output_dir: Path) -> Exception:
+    """What to report for an OSError out of the run: the derivative that could not be written
+    when Nipype failed while reporting it (its crash file could not be written either), else
+    the file of the error itself when the output cannot be created, else ``exc``."""
+    context, seen = exc.__context__, 0
+    while context is not None and seen < 10:  # the node's error, under the crash file's
+        if causes := _OUTPUT_ERROR.findall(str(context)):
+            return OutputError(causes[-1])
+        context, seen = context.__context__, seen + 1
+    return output_error(exc, exc.filename or output_dir) or exc
+
+
+def _report_failures(
+    config, inputs: dict, failures: dict[str, list[Failure]], crashed: bool, report_failures: list[Failure]
+) -> ExitCode:
     for subject in inputs:
         if subject in failures:
-            for line in failures[subject]:
-                LOGGER.error("sub-%s failed: %s", subject, line)
+            for failure in failures[subject]:
+                LOGGER.error("sub-%s failed: %s", subject, failure.text)
         else:
             LOGGER.info("sub-%s finished: outputs in %s", subject, config.output_dir / f"sub-{subject}")
-    if not (failures or crashed):
+    codes = {f.code for lines in failures.values() for f in lines} | {f.code for f in report_failures}
+    if not (failures or crashed or report_failures):
         return ExitCode.OK
-    LOGGER.error(
-        "%d of %d subject(s) failed (crash files under %s/sub-*/log/%s)",
-        len(failures) or len(inputs), len(inputs), config.output_dir, config.run_uuid,
-    )  # fmt: skip
-    return ExitCode.FAILURE
+    if failures or crashed:
+        LOGGER.error(
+            "%d of %d subject(s) failed (crash files under %s/sub-*/log/%s)",
+            len(failures) or len(inputs), len(inputs), config.output_dir, config.run_uuid,
+        )  # fmt: skip
+    # a derivative or report that could not be written (disk full, read-only...) says 73
+    return ExitCode.CANT_CREATE if ExitCode.CANT_CREATE in codes else ExitCode.FAILURE
 
 
-def write_reports(config, inputs: dict, failures: dict[str, list[str]], seconds: float) -> None:
-    """One HTML report per subject, from the derivatives (also for subjects that failed)."""
+def write_reports(config, inputs: dict, failures: dict[str, list[Failure]], seconds: float) -> list[Failure]:
+    """One HTML report per subject, from the derivatives (also for subjects that failed);
+    the reports that could not be written because the output cannot be created."""
     from .. import __version__
     from ..model.selection import read_segmentation_model
     from ..reports.subject import write_subject_report
     from ..workflows.anat import resolution_entity
 
     res = resolution_entity(config.resolution or read_segmentation_model(config.model).resolution)
+    not_written = []
     for subject, anats in inputs.items():
         LOGGER.info("sub-%s: writing the QC report", subject)
         run_info = {
@@ -141,18 +191,29 @@ def write_reports(config, inputs: dict, failures: dict[str, list[str]], seconds:
             "Segmentation model": str(config.model or "shipped base model"),
             "Processes / threads": f"{config.nprocs} / {config.omp_nthreads}",
         }
+        report = config.output_dir / f"sub-{subject}.html"
+        lines = [f.text for f in failures.get(subject, [])]
         try:
-            write_subject_report(config.output_dir, subject, anats, res, failures.get(subject, []), run_info)
+            write_subject_report(config.output_dir, subject, anats, res, lines, run_info)
+        except OSError as exc:
+            if (error := output_error(exc)) is None:
+                LOGGER.warning("sub-%s: could not write the report %s: %s", subject, report, exc)
+                continue
+            LOGGER.error("sub-%s: the report: %s", subject, error)
+            not_written.append(Failure(str(error), error.code))
         except Exception as exc:  # a report must never hide the results themselves
-            LOGGER.warning("sub-%s: could not write the report: %s", subject, exc)
+            LOGGER.warning("sub-%s: could not write the report %s: %s", subject, report, exc)
+    return not_written
 
 
-_ERROR_LINE = re.compile(r"^(?:[A-Za-z_.]+(?:Error|Exception)|LumboError|ArtifactError): (.+)$")
+_ERROR_LINE = re.compile(r"^(?P<type>[A-Za-z_.]+(?:Error|Exception)): (?P<message>.+)$")
+#: exit code of a node's failure, by the exception's class name (others: 1)
+_CRASH_CODES = {"OutputError": ExitCode.CANT_CREATE}
 
 
-def collect_failures(config, inputs: dict) -> dict[str, list[str]]:
+def collect_failures(config, inputs: dict) -> dict[str, list[Failure]]:
     """One line per crashed node of each subject, read from this run's crash files."""
-    failures: dict[str, list[str]] = {}
+    failures: dict[str, list[Failure]] = {}
     for subject in inputs:
         crash_dir = config.output_dir / f"sub-{subject}" / "log" / config.run_uuid
         for crash in sorted(crash_dir.glob("crash-*.txt")):
@@ -160,9 +221,13 @@ def collect_failures(config, inputs: dict) -> dict[str, list[str]]:
     return failures
 
 
-def summarise_crash(crash: Path) -> str:
-    """The node name and the last exception message of a Nipype text crash file."""
+def summarise_crash(crash: Path) -> Failure:
+    """The node name and the last exception message of a Nipype text crash file, and the
+    exit code that exception calls for."""
     text = crash.read_text(encoding="utf-8", errors="replace").splitlines()
     node = next((line.split(":", 1)[1].strip() for line in text if line.startswith("Node:")), crash.name)
-    message = next((m.group(1) for line in reversed(text) if (m := _ERROR_LINE.match(line.strip()))), None)
-    return f"{node}: {message or 'see ' + str(crash)}"
+    match = next((m for line in reversed(text) if (m := _ERROR_LINE.match(line.strip()))), None)
+    if match is None:
+        return Failure(f"{node}: see {crash}")
+    code = _CRASH_CODES.get(match["type"].rsplit(".", 1)[-1], ExitCode.FAILURE)
+    return Failure(f"{node}: {match['message']}", code)

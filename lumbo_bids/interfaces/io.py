@@ -14,7 +14,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ..derivatives import atomic_copy, atomic_write_json, bids_uri, derivative_path
+from ..derivatives import bids_uri, derivative_path, write_derivative
 
 
 class _ValidateAnatInputSpec(BaseInterfaceInputSpec):
@@ -100,7 +100,7 @@ class DerivativesDataSink(SimpleInterface):
             Path(self.inputs.output_dir), dict(self.inputs.entities), self.inputs.suffix, self.inputs.extension, **extra
         )
         sidecar = out.with_name(out.name.split(".")[0] + ".json") if self.inputs.json_sidecar else None
-        _write_pair(Path(self.inputs.in_file), out, sidecar, self._sidecar_content() if sidecar else None)
+        write_derivative(Path(self.inputs.in_file), out, sidecar, self._sidecar_content() if sidecar else None)
         self._results["out_file"] = str(out)
         if sidecar is not None:
             self._results["out_meta"] = str(sidecar)
@@ -120,16 +120,3 @@ class DerivativesDataSink(SimpleInterface):
             meta.update(json.loads(json.dumps(self.inputs.metadata, default=str)))
         return meta
 
-
-def _write_pair(src: Path, out: Path, sidecar: Path | None, meta: dict | None) -> None:
-    """The sidecar, then the file, each atomically: a file never appears without its sidecar,
-    and a sidecar written for a new file that could not be stored is removed again."""
-    new = not out.exists()
-    if sidecar is not None:
-        atomic_write_json(sidecar, meta)
-    try:
-        atomic_copy(src, out)
-    except BaseException:
-        if sidecar is not None and new:
-            sidecar.unlink(missing_ok=True)
-        raise
