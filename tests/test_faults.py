@@ -22,7 +22,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
+from scipy import ndimage
 
 from conftest import REPO
 
@@ -115,6 +118,22 @@ def mask_of(out: Path, contrast: str) -> Path:
 
 def sidecar_of(path: Path) -> Path:
     return path.with_name(path.name.split(".")[0] + ".json")
+
+
+def image_of(case: Case, contrast: str) -> Path:
+    return case.bids / f"sub-{SUBJECT}" / "anat" / f"sub-{SUBJECT}_{contrast}.nii.gz"
+
+
+def manual_mask_of(case: Case, contrast: str) -> Path:
+    return case.bids / "derivatives" / "labels" / f"sub-{SUBJECT}" / "anat" / f"sub-{SUBJECT}_{contrast}_label-SC_seg.nii.gz"
+
+
+def replace_data(path: Path, data: np.ndarray) -> None:
+    """Rewrite the NIfTI file ``path`` with ``data`` (its header and affine kept, dtype from data)."""
+    img = nib.load(path)
+    header = img.header.copy()
+    header.set_data_dtype(data.dtype)
+    nib.save(nib.Nifti1Image(data, img.affine, header), path)
 
 
 def make_unfetched(path: Path) -> None:
@@ -273,6 +292,58 @@ def test_config_file_values_are_checked_like_options(case):
     proc = case.run("--config-file", config_file, level="group")
     case.check(proc, 64, "lumbo-bids: error:", str(config_file), "epochs")
     case.check_nothing_created()
+
+
+# -- 9. no orientation in the header ---------------------------------------------------------------
+def test_image_without_qform_and_sform_is_flagged(case):
+    image = image_of(case, "T2starw")
+    for path in (image, manual_mask_of(case, "T2starw")):  # the mask was drawn on the same header
+        img = nib.load(path)
+        header = img.header.copy()
+        header.set_qform(None, code=0)
+        header.set_sform(None, code=0)
+        nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), None, header), path)
+    proc = case.run("--nprocs", 1, "--bids-filter-file", case.filter_file("T2starw"))
+    case.check(proc, 0, str(image), "qform_code and sform_code are both 0")
+    meta = json.loads(sidecar_of(mask_of(case.out, "T2starw")).read_text())
+    assert "qform_code and sform_code are both 0" in meta["GeometryWarning"]
+    report = (case.out / f"sub-{SUBJECT}.html").read_text()
+    assert re.search(r'<p class="warn">[^<]*qform_code and sform_code are both 0', report)
+
+
+# -- 10. a label map or a soft mask as manual mask ----------------------------------------------
+def test_label_map_as_manual_mask_takes_label_1(case):
+    manual = manual_mask_of(case, "T2starw")
+    cord = np.asanyarray(nib.load(manual).dataobj) > 0
+    ring = np.stack([ndimage.binary_dilation(cord[..., k], iterations=3) for k in range(cord.shape[2])], axis=-1)
+    replace_data(manual, np.where(cord, 1, np.where(ring, 2, 0)).astype(np.uint8))  # 2: around the cord
+    proc = case.run("--nprocs", 1, "--bids-filter-file", case.filter_file("T2starw"))
+    case.check(proc, 0, str(manual), "labels 1, 2", "label 1 taken as the cord")
+    mask = mask_of(case.out, "T2starw")
+    meta = json.loads(sidecar_of(mask).read_text())
+    assert meta["ManualMaskLabel"] == 1 and "label 1 taken as the cord" in meta["ManualMaskWarning"]
+    evaluation = json.loads(sidecar_of(mask.with_name(mask.name.replace("_mask", "_evaluation"))).read_text())
+    assert evaluation["Dice"] > 0.9  # against label 1 alone: with the ring it would be far lower
+    assert "label 1 taken as the cord" in (case.out / f"sub-{SUBJECT}.html").read_text()
+
+
+def test_soft_mask_is_thresholded_and_says_so(case):
+    manual = manual_mask_of(case, "T2starw")
+    cord = (np.asanyarray(nib.load(manual).dataobj) > 0).astype(np.float32)
+    replace_data(manual, ndimage.gaussian_filter(cord, sigma=(1.5, 1.5, 0)).astype(np.float32))
+    proc = case.run("--nprocs", 1, "--bids-filter-file", case.filter_file("T2starw"))
+    case.check(proc, 0, str(manual), "soft (probabilistic) mask", "above 0.5")
+    meta = json.loads(sidecar_of(mask_of(case.out, "T2starw")).read_text())
+    assert meta["ManualMaskThreshold"] == 0.5 and "soft (probabilistic) mask" in meta["ManualMaskWarning"]
+
+
+def test_soft_mask_below_threshold_fails_that_image_saying_so(case):
+    manual = manual_mask_of(case, "T2starw")
+    replace_data(manual, (np.asanyarray(nib.load(manual).dataobj) > 0).astype(np.float32) * 0.4)
+    proc = case.run("--nprocs", 1, "--bids-filter-file", case.filter_file("T2starw"))
+    line = case.check(proc, 1, str(manual), "soft (probabilistic) mask")
+    assert "threshold 0.5" in line and "maximum 0.4" in line and "empty" not in line
+    assert not mask_of(case.out, "T2starw").exists()
 
 
 # -- 11. --labels-dir that does not exist ---------------------------------------------------------

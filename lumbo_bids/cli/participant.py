@@ -109,6 +109,7 @@ def run_participant(config, inputs: dict) -> ExitCode:
     for subject, lines in missing.items():
         failures[subject] = [Failure(line) for line in lines] + failures.get(subject, [])
     report_failures = write_reports(config, inputs, failures, time.time() - started)
+    log_warnings(config, inputs)
     return _report_failures(config, inputs, failures, crashed, report_failures)
 
 
@@ -169,6 +170,16 @@ def _report_failures(
         )  # fmt: skip
     # a derivative or report that could not be written (disk full, read-only...) says 73
     return ExitCode.CANT_CREATE if ExitCode.CANT_CREATE in codes else ExitCode.FAILURE
+
+
+def log_warnings(config, inputs: dict) -> None:
+    """One line per warning the derivatives' sidecars record, naming the input it is about."""
+    from ..reports.subject import recorded_warnings
+
+    for subject, anats in inputs.items():
+        for anat in anats:
+            for path, text in recorded_warnings(config.output_dir, anat):
+                LOGGER.warning("sub-%s: %s: %s", subject, path, text)
 
 
 def write_reports(config, inputs: dict, failures: dict[str, list[Failure]], seconds: float) -> list[Failure]:

@@ -24,12 +24,15 @@ class _ValidateAnatInputSpec(BaseInterfaceInputSpec):
 
 class _ValidateAnatOutputSpec(TraitedSpec):
     in_file = File(exists=True, desc="the checked image")
-    mask_file = File(desc="the checked mask, when given")
+    mask_file = File(desc="the manual mask's cord as read (the mask itself when it is binary)")
     has_mask = traits.Bool(desc="whether a usable manual mask exists")
+    input_warnings = traits.Dict(desc="sidecar entries: what is doubtful in the inputs and what was done")
 
 
 class ValidateAnat(SimpleInterface):
-    """Refuse unreadable, empty or 4-D images and masks off the image grid, naming the file."""
+    """Refuse unreadable, empty or 4-D images and masks off the image grid, naming the file;
+    say what is doubtful (no orientation in the header, a label map or soft mask as manual
+    mask) and how it was read."""
 
     input_spec = _ValidateAnatInputSpec
     output_spec = _ValidateAnatOutputSpec
@@ -37,22 +40,36 @@ class ValidateAnat(SimpleInterface):
     def _run_interface(self, runtime):
         import numpy as np
 
-        from ..utils.images import ImageError, check_same_grid, load_image, read_volume
+        from ..utils.images import ImageError, geometry_warning, read_volume
 
         data, _, img = read_volume(self.inputs.in_file)
         if not np.any(data):
             raise ImageError(f"{self.inputs.in_file}: the image is empty (all zeros)")
-        self._results["in_file"] = self.inputs.in_file
-        self._results["has_mask"] = False
+        warnings = {}
+        if (text := geometry_warning(img)) is not None:
+            warnings["GeometryWarning"] = text
+        self._results.update(in_file=self.inputs.in_file, has_mask=False)
         if isdefined(self.inputs.mask_file):
-            mask_img = load_image(self.inputs.mask_file)
-            check_same_grid(img, mask_img, self.inputs.in_file, self.inputs.mask_file)
-            mask, _, _ = read_volume(self.inputs.mask_file)
-            if not np.any(mask > 0.5):
-                raise ImageError(f"{self.inputs.mask_file}: the manual mask is empty")
-            self._results["mask_file"] = self.inputs.mask_file
-            self._results["has_mask"] = True
+            mask_file, warnings_of_mask = self._read_mask(img, runtime)
+            warnings.update(warnings_of_mask)
+            self._results.update(mask_file=mask_file, has_mask=True)
+        self._results["input_warnings"] = warnings
         return runtime
+
+    def _read_mask(self, img, runtime) -> tuple[str, dict]:
+        """The mask's cord (the mask itself, or a binary copy when it is read differently)."""
+        import numpy as np
+
+        from ..utils.images import check_same_grid, interpret_mask, load_image, read_volume, save_image
+
+        mask_img = load_image(self.inputs.mask_file)
+        check_same_grid(img, mask_img, self.inputs.in_file, self.inputs.mask_file)
+        mask, affine, _ = read_volume(self.inputs.mask_file)
+        cord, meta = interpret_mask(mask, self.inputs.mask_file)
+        if np.array_equal(cord, mask > 0.5):
+            return self.inputs.mask_file, meta
+        out = Path(runtime.cwd) / "mask_cord.nii.gz"
+        return str(save_image(cord, affine, out, mask_img, dtype=np.uint8)), meta
 
 
 class _DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
@@ -70,6 +87,7 @@ class _DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
     metadata = traits.Dict(desc="sidecar content added to Sources")
     extra_sources = traits.List(File(exists=True), desc="other raw files it derives from")
     json_sidecar = traits.Bool(True, usedefault=True)
+    input_warnings = traits.Dict(desc="what the input checks found doubtful, added to the sidecar")
 
 
 class _DerivativesDataSinkOutputSpec(TraitedSpec):
@@ -116,7 +134,7 @@ class DerivativesDataSink(SimpleInterface):
             except ValueError:
                 sources.append(extra_path.as_uri())
         meta = {"Sources": sources}
-        if isdefined(self.inputs.metadata):
-            meta.update(json.loads(json.dumps(self.inputs.metadata, default=str)))
+        for extra in (self.inputs.metadata, self.inputs.input_warnings):
+            if isdefined(extra):
+                meta.update(json.loads(json.dumps(extra, default=str)))
         return meta
-

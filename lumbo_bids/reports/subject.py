@@ -51,6 +51,23 @@ def _img_tag(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
+#: sidecar entries that carry a warning, and which input each one is about
+WARNING_FIELDS = {"GeometryWarning": "image", "ManualMaskWarning": "mask"}
+
+
+def recorded_warnings(output_dir: Path, anat) -> list[tuple[Path, str]]:
+    """The warnings the image's mask sidecar records: ``(file, text)`` pairs,
+    the file being the input the warning is about (the image or its manual mask)."""
+    entities = source_entities(anat.entities)
+    found: dict = {}
+    for suffix in ("mask",):
+        path = derivative_path(output_dir, entities, suffix, ".json", space="orig", label="SC", desc=anat.contrast)
+        meta = read_json(path) or {}
+        found.update({key: meta[key] for key in WARNING_FIELDS if meta.get(key) and key not in found})
+    about = {"image": anat.path, "mask": anat.mask or anat.path}
+    return [(about[WARNING_FIELDS[key]], str(text)) for key, text in found.items()]
+
+
 def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
     """HTML of one image's section and its warnings."""
     from .figures import axial_mosaic, sagittal_figure
@@ -67,7 +84,8 @@ def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
         return title + '<p class="fail">No segmentation was written for this image (see the failures above).</p>', [
             f"{anat.path.name}: no segmentation"
         ]
-    warnings = []
+    recorded = [f"{path.name}: {text}" for path, text in recorded_warnings(output_dir, anat)]
+    warnings = list(recorded)
     mask_meta = read_json(mask_path.with_name(mask_path.name.replace(".nii.gz", ".json"))) or {}
     source = nib.load(anat.path)
     data = np.asanyarray(source.dataobj, dtype=np.float32)
@@ -106,8 +124,10 @@ def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
             warnings.append(f"{anat.path.name}: Dice {evaluation.get('Dice')} against the manual mask")
     if str(mask_meta.get("CenterlineMethod", "")).startswith("automatic"):
         warnings.append(f"{anat.path.name}: no manual mask, centerline found automatically: check the sagittal view")
+    notes = "".join(f'<p class="warn">Warning: {html.escape(w)}</p>' for w in recorded)
     body = (
         title
+        + notes
         + _table(facts)
         + '<div class="figs">'
         + _img_tag(sag, f"sagittal view of {anat.path.name}")

@@ -44,6 +44,81 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Ima
     return data, img.affine, img
 
 
+def geometry_warning(img: nib.spatialimages.SpatialImage) -> str | None:
+    """What to say about an image whose header gives no orientation (qform and sform codes 0)."""
+    header = img.header
+    if not isinstance(header, nib.Nifti1Header) or int(header["qform_code"]) or int(header["sform_code"]):
+        return None
+    return (
+        "qform_code and sform_code are both 0 (no scanner orientation): processed on nibabel's "
+        "fall-back affine from the voxel sizes alone, so left-right, orientation and world "
+        "coordinates are guessed; check the orientation and fix the header"
+    )
+
+
+#: voxels of a manual mask above this value are cord (binary and soft masks)
+MASK_THRESHOLD = 0.5
+
+
+def interpret_mask(data: np.ndarray, name: str) -> tuple[np.ndarray, dict]:
+    """The cord (bool array) in a manual mask, and the sidecar entries saying how it was read.
+
+    A binary mask (one non-zero value: 1, 255...) is cord where it is above
+    :data:`MASK_THRESHOLD`; a label map with several labels is cord where it is 1; a soft
+    (probabilistic) mask, with values between 0 and 1, is cord above :data:`MASK_THRESHOLD`.
+    :class:`ImageError` (naming ``name``) when no cord is found or the rule cannot tell.
+    """
+    values = np.unique(data[data != 0])
+    if values.size == 0:
+        raise ImageError(f"{name}: the manual mask is empty (all zeros)")
+    if np.all(values == np.round(values)):
+        cord, meta = _cord_of_labels(data, values, name)
+    else:
+        cord, meta = _cord_of_soft_mask(data, values, name)
+    if not cord.any():
+        raise ImageError(f"{name}: the manual mask has no voxel above {MASK_THRESHOLD}: no cord")
+    return cord, meta
+
+
+def _listed(values: np.ndarray, most: int = 6) -> str:
+    shown = ", ".join(f"{v:g}" for v in values[:most])
+    return shown + (f", ... ({values.size} values)" if values.size > most else "")
+
+
+def _cord_of_labels(data: np.ndarray, values: np.ndarray, name: str) -> tuple[np.ndarray, dict]:
+    labels = values[values > 0]
+    if labels.size <= 1:  # binary
+        return data > MASK_THRESHOLD, {}
+    if 1 not in labels:
+        raise ImageError(
+            f"{name}: a label map with labels {_listed(labels)} and no label 1: cannot tell which "
+            "is the cord; give a binary mask, or label the cord 1"
+        )
+    others = labels[labels != 1]
+    warning = f"label map with labels {_listed(labels)}: label 1 taken as the cord, {_listed(others)} ignored"
+    return data == 1, {"ManualMaskWarning": warning, "ManualMaskLabel": 1}
+
+
+def _cord_of_soft_mask(data: np.ndarray, values: np.ndarray, name: str) -> tuple[np.ndarray, dict]:
+    high = float(values.max())
+    if high > 1:
+        raise ImageError(
+            f"{name}: values up to {high:.4g} that are neither integer labels nor probabilities "
+            "(0 to 1): cannot tell which voxels are cord"
+        )
+    if high <= MASK_THRESHOLD:
+        raise ImageError(
+            f"{name}: a soft (probabilistic) mask whose values never exceed the threshold "
+            f"{MASK_THRESHOLD} (maximum {high:.3g}): no cord; give a binary mask, or probabilities "
+            f"above {MASK_THRESHOLD} for the cord"
+        )
+    warning = (
+        f"soft (probabilistic) mask, values {float(values.min()):.3g} to {high:.3g}: "
+        f"thresholded, cord where the value is above {MASK_THRESHOLD}"
+    )
+    return data > MASK_THRESHOLD, {"ManualMaskWarning": warning, "ManualMaskThreshold": MASK_THRESHOLD}
+
+
 def check_same_grid(img_a: nib.spatialimages.SpatialImage, img_b, name_a: str, name_b: str) -> None:
     """Raise :class:`ImageError` unless both images share shape and affine (world grid)."""
     shape_a, shape_b = img_a.shape[:3], img_b.shape[:3]

@@ -67,8 +67,10 @@ def init_anat_seg_wf(config, anat, models, name: str):
     ])  # fmt: skip
 
     # -- derivatives ------------------------------------------------------------------
+    sinks = []
+
     def sink(node_name, suffix, extension=".nii.gz", **kwargs):
-        return pe.Node(
+        node = pe.Node(
             DerivativesDataSink(
                 source_file=str(anat.path),
                 bids_dir=str(config.bids_dir),
@@ -81,6 +83,8 @@ def init_anat_seg_wf(config, anat, models, name: str):
             name=node_name,
             run_without_submitting=True,
         )
+        sinks.append(node)
+        return node
 
     resolution_text = f"{resolution:g} mm isotropic, SCT 'RPI' (nibabel LAS) orientation"
     model_meta = {
@@ -170,13 +174,14 @@ def init_anat_seg_wf(config, anat, models, name: str):
         (morphometrics, ds_morphometrics, [("out_tsv", "in_file"), ("metadata", "metadata")]),
     ])  # fmt: skip
     if anat.mask is not None:
-        evaluate = pe.Node(EvaluateMask(reference_file=str(anat.mask)), name="evaluate")
+        evaluate = pe.Node(EvaluateMask(), name="evaluate")
         ds_evaluation = sink(
             "ds_evaluation", "evaluation", extension=".tsv", space="orig", label="SC", desc=anat.contrast,
             extra_sources=[str(anat.mask)],
         )  # fmt: skip
         workflow.connect([
             (to_native, evaluate, [("out_file", "in_file")]),
+            (preproc_wf, evaluate, [("outputnode.mask_native", "reference_file")]),
             (evaluate, ds_evaluation, [("out_tsv", "in_file"), ("metadata", "metadata")]),
         ])  # fmt: skip
     if config.save_probseg:
@@ -190,4 +195,8 @@ def init_anat_seg_wf(config, anat, models, name: str):
             (preproc_wf, to_native_prob, [("outputnode.geometry_json", "geometry_json")]),
             (to_native_prob, ds_probseg, [("out_file", "in_file")]),
         ])  # fmt: skip
+    # what the input checks found doubtful goes into every sidecar of this image
+    for node in sinks:
+        if node.inputs.json_sidecar:
+            workflow.connect(preproc_wf, "outputnode.input_warnings", node, "input_warnings")
     return workflow

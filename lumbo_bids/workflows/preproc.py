@@ -16,6 +16,7 @@ from ..interfaces.segment import LocaliseCord
 OUTPUT_FIELDS = [
     "rpi_file", "resampled_file", "mask_resampled", "centerline_json", "centerline_file",
     "centerline_csv", "out_stack", "mask_stack", "out_file", "mask_file", "geometry_json",
+    "mask_native", "input_warnings",
 ]  # fmt: skip
 
 
@@ -38,7 +39,9 @@ def init_anat_preproc_wf(
         Take the centerline from the manual mask; otherwise from the ``localiser``
         (a ``(model path, checksum)`` pair).
 
-    Outputs (``outputnode``): see ``OUTPUT_FIELDS``.
+    Outputs (``outputnode``): see ``OUTPUT_FIELDS``; ``mask_native`` is the manual mask's cord
+    on the source grid as the checks read it, ``input_warnings`` the sidecar entries saying what
+    they found doubtful.
     """
     workflow = pe.Workflow(name=name)
     outputnode = pe.Node(niu.IdentityInterface(fields=OUTPUT_FIELDS), name="outputnode")
@@ -51,6 +54,7 @@ def init_anat_preproc_wf(
     crop = pe.Node(CropAroundCenterline(native_file=str(anat.path), crop_size=tuple(crop_size)), name="crop")
     workflow.connect([
         (validate, reorient, [("in_file", "in_file")]),
+        (validate, outputnode, [("input_warnings", "input_warnings")]),
         (reorient, resample, [("out_file", "in_file")]),
         (reorient, crop, [("out_file", "rpi_file")]),
         (resample, crop, [("out_file", "in_file")]),
@@ -75,6 +79,7 @@ def init_anat_preproc_wf(
         resample_mask = pe.Node(Resample(resolution=resolution, is_mask=True), name="resample_mask")
         workflow.connect([
             (validate, reorient_mask, [("mask_file", "in_file")]),
+            (validate, outputnode, [("mask_file", "mask_native")]),
             (reorient_mask, resample_mask, [("out_file", "in_file")]),
             (resample_mask, crop, [("out_file", "mask_file")]),
             (resample_mask, outputnode, [("out_file", "mask_resampled")]),
