@@ -36,24 +36,41 @@ SLICE_COLUMNS = {
 }
 
 
+#: Columns that need the centerline's direction, undefined on an image of one axial slice.
+DIRECTIONAL_COLUMNS = ("csa_mm2", "angle_deg", "diameter_rl_mm", "diameter_ap_mm")
+ONE_SLICE_WARNING = (
+    "one axial slice: the cord's direction is unknown, so the angle-corrected CSA, the angle, the "
+    "diameters, the length and the conus tip are n/a (area_mm2 is the uncorrected area)"
+)
+
+
+def _rounded(value: float) -> float | None:
+    """``value`` to 3 decimals; None (JSON null, "n/a") when it is undefined (NaN)."""
+    return round(float(value), 3) if np.isfinite(value) else None
+
+
 @dataclass(frozen=True)
 class Morphometrics:
-    """Per-slice table (one dict per slice with cord) and per-image summary."""
+    """Per-slice table (one dict per slice with cord) and per-image summary (NaN: undefined)."""
 
     slices: list[dict]
     volume_mm3: float
     length_mm: float
     conus_tip_mm: tuple[float, float, float] | None
     mean_csa_mm2: float
+    warning: str | None = None
 
     def summary(self) -> dict:
-        return {
-            "CordVolume_mm3": round(self.volume_mm3, 3),
-            "CordLength_mm": round(self.length_mm, 3),
+        summary = {
+            "CordVolume_mm3": _rounded(self.volume_mm3),
+            "CordLength_mm": _rounded(self.length_mm),
             "ConusTip_mm": None if self.conus_tip_mm is None else [round(v, 3) for v in self.conus_tip_mm],
-            "MeanCSA_mm2": round(self.mean_csa_mm2, 3),
+            "MeanCSA_mm2": _rounded(self.mean_csa_mm2),
             "SlicesWithCord": len(self.slices),
         }
+        if self.warning:
+            summary["MorphometricsWarning"] = self.warning
+        return summary
 
 
 def cord_morphometrics(mask: np.ndarray, affine: np.ndarray, degree: int = DEFAULT_DEGREE) -> Morphometrics:
@@ -73,6 +90,8 @@ def cord_morphometrics(mask: np.ndarray, affine: np.ndarray, degree: int = DEFAU
     z = np.flatnonzero(data.any(axis=(0, 1)))
     if z.size == 0:
         return Morphometrics([], 0.0, 0.0, None, float("nan"))
+    if nz == 1:
+        return _one_slice_morphometrics(data, rpi_affine, pixel_area, voxel_volume)
     xy = np.array([ndimage.center_of_mass(data[:, :, k]) for k in z])
     fitted = fit_centerline(z, xy, nz, degree=degree, extend=True)
     curve_vox = np.column_stack([fitted, np.arange(nz, dtype=float)])
@@ -118,12 +137,36 @@ def cord_morphometrics(mask: np.ndarray, affine: np.ndarray, degree: int = DEFAU
     )
 
 
+def _one_slice_morphometrics(data: np.ndarray, rpi_affine: np.ndarray, pixel_area: float, voxel_volume: float) -> Morphometrics:
+    """An image of one axial slice: its area and centroid; what needs the cord's direction is NaN."""
+    section = data[:, :, 0] > 0
+    centroid = apply_affine(rpi_affine, (*ndimage.center_of_mass(section), 0))
+    row = {
+        "slice": 0,
+        "area_mm2": float(section.sum()) * pixel_area,
+        **{name: float("nan") for name in DIRECTIONAL_COLUMNS},
+        **{f"centroid_{axis}_mm": float(v) for axis, v in zip("xyz", centroid)},
+    }
+    return Morphometrics(
+        slices=[{name: row[name] for name in SLICE_COLUMNS}],
+        volume_mm3=float(data.sum()) * voxel_volume,
+        length_mm=float("nan"),
+        conus_tip_mm=None,
+        mean_csa_mm2=float("nan"),
+        warning=ONE_SLICE_WARNING,
+    )
+
+
+def _cell(value: float) -> str:
+    return format_float(value, 4) if np.isfinite(value) else "n/a"
+
+
 def slices_tsv(result: Morphometrics) -> str:
     """The per-slice table as TSV text (``n/a`` for missing values, as BIDS asks; no ``-0.0000``)."""
     header = "\t".join(SLICE_COLUMNS)
     lines = [header]
     for row in result.slices:
-        lines.append("\t".join(str(row[c]) if c == "slice" else format_float(row[c], 4) for c in SLICE_COLUMNS))
+        lines.append("\t".join(str(row[c]) if c == "slice" else _cell(row[c]) for c in SLICE_COLUMNS))
     return "\n".join(lines) + "\n"
 
 

@@ -294,6 +294,26 @@ def test_config_file_values_are_checked_like_options(case):
     case.check_nothing_created()
 
 
+# -- 8. an image of one axial slice -------------------------------------------------------------
+def test_single_slice_image_gets_morphometrics_and_report(case):
+    image = image_of(case, "T2starw")
+    for path in (image, manual_mask_of(case, "T2starw")):
+        nib.save(nib.load(path).slicer[:, :, 4:5], path)
+    proc = case.run("--nprocs", 1, "--bids-filter-file", case.filter_file("T2starw"))
+    case.check(proc, 0, str(image), "one axial slice")
+    mask = mask_of(case.out, "T2starw")
+    table = mask.with_name(mask.name.replace("_mask.nii.gz", "_morphometrics.tsv")).read_text().splitlines()
+    row = dict(zip(table[0].split("\t"), table[1].split("\t")))
+    assert len(table) == 2 and row["csa_mm2"] == "n/a" and row["angle_deg"] == "n/a"
+    assert float(row["area_mm2"]) > 0  # the cord's area on that slice is still measured
+    summary = json.loads(sidecar_of(mask.with_name(mask.name.replace("_mask", "_morphometrics"))).read_text())
+    assert summary["CordVolume_mm3"] > 0 and summary["CordLength_mm"] is None and summary["ConusTip_mm"] is None
+    assert "one axial slice" in summary["MorphometricsWarning"]
+    report = (case.out / f"sub-{SUBJECT}.html").read_text()
+    assert "one axial slice" in report and "No segmentation" not in report
+    assert len(list((case.out / f"sub-{SUBJECT}" / "figures").glob("*.png"))) == 2
+
+
 # -- 9. no orientation in the header ---------------------------------------------------------------
 def test_image_without_qform_and_sform_is_flagged(case):
     image = image_of(case, "T2starw")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 
 from lumbo_bids.reports.figures import axial_mosaic, sagittal_figure
 
@@ -42,3 +43,23 @@ def test_axial_mosaic_has_one_panel_per_slice():
     rgb = _read_png(axial_mosaic(image, mask, affine, n=4))
     assert rgb.shape[1] > 2 * rgb.shape[0]  # a row of panels
     assert ((rgb[..., 0] > 0.8) & (rgb[..., 1] < 0.3) & (rgb[..., 2] < 0.3)).sum() > 20
+
+
+def _red(rgb: np.ndarray) -> int:
+    return int(((rgb[..., 0] > 0.8) & (rgb[..., 1] < 0.3) & (rgb[..., 2] < 0.3)).sum())
+
+
+@pytest.mark.parametrize("shape", [(40, 50, 1), (1, 50, 60), (40, 1, 60), (1, 1, 1)])
+def test_figures_draw_any_shape(shape):
+    """One axial, sagittal or coronal slice, or one voxel: both figures are drawn; the contour of a
+    cord on one thick axial slice (the sagittal view is then one row of voxels) is visible."""
+    image = np.linspace(0, 100, int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    mask = np.zeros(shape, np.uint8)
+    mask[tuple(slice(n // 3, max(n // 3 + 1, 2 * n // 3)) for n in shape)] = 1
+    affine = np.diag([0.5, 0.5, 7.5, 1.0])
+    sagittal = _read_png(sagittal_figure(image, mask, affine))[..., :3]
+    axial = _read_png(axial_mosaic(image, mask, affine))[..., :3]
+    assert _red(axial) > 0
+    if shape[2] == 1:
+        assert _red(sagittal) > 0
+        assert axial.shape[1] < 2 * axial.shape[0]  # one panel, not eight copies of the same slice

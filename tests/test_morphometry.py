@@ -81,3 +81,20 @@ def test_empty_mask_and_tsv():
     mask, affine, _ = tilted_elliptic_cylinder(2.0, 2.0, 0.0, shape=(32, 32, 10))
     lines = slices_tsv(cord_morphometrics(mask, affine)).splitlines()
     assert lines[0].split("\t")[:2] == ["slice", "csa_mm2"] and len(lines) == 11
+
+
+def test_single_axial_slice_measures_what_it_can():
+    """One axial slice: area and centroid; what needs the cord's direction is n/a, not an error."""
+    mask, affine, _ = tilted_elliptic_cylinder(3.0, 2.0, 0.0, shape=(64, 64, 1))
+    result = cord_morphometrics(mask, affine)
+    (row,) = result.slices
+    assert row["area_mm2"] == pytest.approx(mask.sum() * VOX**2)
+    assert row["centroid_z_mm"] == pytest.approx(affine[2, 3])
+    summary = result.summary()
+    assert summary["CordVolume_mm3"] == pytest.approx(mask.sum() * VOX**3, abs=1e-3)
+    assert summary["CordLength_mm"] is None and summary["MeanCSA_mm2"] is None and summary["ConusTip_mm"] is None
+    assert "one axial slice" in summary["MorphometricsWarning"]
+    header, values = slices_tsv(result).splitlines()
+    cells = dict(zip(header.split("\t"), values.split("\t")))
+    assert [cells[c] for c in ("csa_mm2", "angle_deg", "diameter_rl_mm", "diameter_ap_mm")] == ["n/a"] * 4
+    assert "MorphometricsWarning" not in cord_morphometrics(*tilted_elliptic_cylinder(3.0, 2.0, 0.0, shape=(32, 32, 4))[:2]).summary()

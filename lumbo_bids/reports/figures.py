@@ -26,6 +26,20 @@ def _window(image: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi if hi > lo else lo + 1)
 
 
+def _contour(ax, section: np.ndarray, **kwargs) -> None:
+    """The 0.5 contour of a 2-D boolean ``section`` (``[x, y]``, drawn with x across), for any
+    shape: padded by one empty pixel on every side, so a mask one pixel thick still has an
+    outline and an image one slice thin still draws."""
+    if not section.any():
+        return
+    padded = np.pad(section.astype(float), 1)
+    xs, ys = np.arange(-1, section.shape[0] + 1), np.arange(-1, section.shape[1] + 1)
+    limits = ax.get_xlim(), ax.get_ylim()  # the padding must not widen the view
+    ax.contour(xs, ys, padded.T, levels=[0.5], **kwargs)
+    ax.set_xlim(*limits[0])
+    ax.set_ylim(*limits[1])
+
+
 def figure_png(fig, **savefig_kwargs) -> bytes:
     """PNG bytes of a matplotlib figure (90 dpi), which is then closed."""
     import matplotlib.pyplot as plt
@@ -63,8 +77,7 @@ def sagittal_figure(
     fig, ax = plt.subplots(figsize=(4.5, 6.5))
     lo, hi = _window(img)
     ax.imshow(img[x].T, origin="lower", cmap="gray", vmin=lo, vmax=hi, aspect=zooms[2] / zooms[1])
-    if seg[x].any():
-        ax.contour(seg[x].T.astype(float), levels=[0.5], colors="red", linewidths=1.0)
+    _contour(ax, seg[x], colors="red", linewidths=1.0)
     inv = np.linalg.inv(ras)
     if centerline_world is not None and len(centerline_world):
         vox = nib.affines.apply_affine(inv, np.asarray(centerline_world, dtype=float))
@@ -81,7 +94,8 @@ def sagittal_figure(
 
 
 def axial_mosaic(image: np.ndarray, mask: np.ndarray, affine: np.ndarray, n: int = 8, fov_mm: float = 40.0) -> bytes:
-    """``n`` axial slices evenly spread over the cord, each a ``fov_mm`` window around it."""
+    """Up to ``n`` axial slices evenly spread over the cord (each once), each a ``fov_mm`` window
+    around it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,11 +106,12 @@ def axial_mosaic(image: np.ndarray, mask: np.ndarray, affine: np.ndarray, n: int
     seg = seg > 0
     zooms = np.linalg.norm(ras[:3, :3], axis=0)
     z_cord = np.flatnonzero(seg.any(axis=(0, 1)))
-    zs = np.linspace(z_cord[0], z_cord[-1], n).round().astype(int) if z_cord.size else np.linspace(0, img.shape[2] - 1, n).astype(int)
+    first, last = (z_cord[0], z_cord[-1]) if z_cord.size else (0, img.shape[2] - 1)
+    zs = np.unique(np.linspace(first, last, n).round().astype(int))  # fewer panels when fewer slices
     half = np.maximum((fov_mm / 2 / zooms[:2]).astype(int), 4)
-    fig, axes = plt.subplots(1, n, figsize=(1.6 * n, 1.9))
+    fig, axes = plt.subplots(1, zs.size, figsize=(1.6 * zs.size, 1.9), squeeze=False)
     lo, hi = _window(img)
-    for ax, z in zip(np.atleast_1d(axes), zs):
+    for ax, z in zip(axes[0], zs):
         if seg[:, :, z].any():
             cx, cy = (int(v) for v in np.round(np.mean(np.nonzero(seg[:, :, z]), axis=1)))
         else:
@@ -104,8 +119,7 @@ def axial_mosaic(image: np.ndarray, mask: np.ndarray, affine: np.ndarray, n: int
         xs = slice(max(cx - half[0], 0), cx + half[0])
         ys = slice(max(cy - half[1], 0), cy + half[1])
         ax.imshow(img[xs, ys, z].T, origin="lower", cmap="gray", vmin=lo, vmax=hi, aspect=zooms[1] / zooms[0])
-        if seg[xs, ys, z].any():
-            ax.contour(seg[xs, ys, z].T.astype(float), levels=[0.5], colors="red", linewidths=0.8)
+        _contour(ax, seg[xs, ys, z], colors="red", linewidths=0.8)
         ax.set_title(f"z={z}", color="white", fontsize=7)
         ax.axis("off")
     return _png(fig)

@@ -52,20 +52,24 @@ def _img_tag(png: bytes, alt: str) -> str:
 
 
 #: sidecar entries that carry a warning, and which input each one is about
-WARNING_FIELDS = {"GeometryWarning": "image", "ManualMaskWarning": "mask"}
+WARNING_FIELDS = {"GeometryWarning": "image", "ManualMaskWarning": "mask", "MorphometricsWarning": "image"}
 
 
 def recorded_warnings(output_dir: Path, anat) -> list[tuple[Path, str]]:
-    """The warnings the image's mask sidecar records: ``(file, text)`` pairs,
+    """The warnings the image's mask and morphometrics sidecars record: ``(file, text)`` pairs,
     the file being the input the warning is about (the image or its manual mask)."""
     entities = source_entities(anat.entities)
     found: dict = {}
-    for suffix in ("mask",):
+    for suffix in ("mask", "morphometrics"):
         path = derivative_path(output_dir, entities, suffix, ".json", space="orig", label="SC", desc=anat.contrast)
         meta = read_json(path) or {}
         found.update({key: meta[key] for key in WARNING_FIELDS if meta.get(key) and key not in found})
     about = {"image": anat.path, "mask": anat.mask or anat.path}
     return [(about[WARNING_FIELDS[key]], str(text)) for key, text in found.items()]
+
+
+def _shown(value) -> object:
+    return "n/a" if value is None else value
 
 
 def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
@@ -109,10 +113,10 @@ def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
         ("Model", f"{model.get('Name', '?')} {model.get('Version', '')} ({model.get('Checksum', '')[:19]}…)"),
         ("Centerline", mask_meta.get("CenterlineMethod", "?")),
         ("Threshold", mask_meta.get("Threshold", "?")),
-        ("Cord volume (mm³)", morph.get("CordVolume_mm3", "n/a")),
-        ("Cord length along the centerline (mm)", morph.get("CordLength_mm", "n/a")),
-        ("Mean cross-sectional area (mm²)", morph.get("MeanCSA_mm2", "n/a")),
-        ("Most inferior cord point (conus tip if in view), world (mm)", morph.get("ConusTip_mm", "n/a")),
+        ("Cord volume (mm³)", _shown(morph.get("CordVolume_mm3"))),
+        ("Cord length along the centerline (mm)", _shown(morph.get("CordLength_mm"))),
+        ("Mean cross-sectional area (mm²)", _shown(morph.get("MeanCSA_mm2"))),
+        ("Most inferior cord point (conus tip if in view), world (mm)", _shown(morph.get("ConusTip_mm"))),
     ]
     if evaluation:
         facts += [
