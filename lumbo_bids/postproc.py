@@ -69,10 +69,32 @@ def keep_largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
+def _chained_along_z(labels: np.ndarray, candidates: np.ndarray, max_gap_vox: int) -> np.ndarray:
+    """The largest candidate and every candidate linked to it along z by gaps <= ``max_gap_vox``."""
+    objects = ndimage.find_objects(labels)
+    extent = {int(k): (objects[k - 1][2].start, objects[k - 1][2].stop - 1) for k in candidates}
+    sizes = ndimage.sum_labels(np.ones(labels.shape), labels, candidates)
+    kept = [int(candidates[int(np.argmax(sizes))])]
+    low, high = extent[kept[0]]
+    grew = True
+    while grew:
+        grew = False
+        for k in candidates:
+            k = int(k)
+            if k in kept:
+                continue
+            a, b = extent[k]
+            if a - high <= max_gap_vox and low - b <= max_gap_vox:
+                kept.append(k)
+                low, high, grew = min(low, a), max(high, b), True
+    return np.array(kept)
+
+
 def keep_cord_components(
-    mask: np.ndarray, centerline_xy: np.ndarray | None = None, radius_vox: float = 8.0
+    mask: np.ndarray, centerline_xy: np.ndarray | None = None, radius_vox: float = 8.0, max_gap_vox: int = 30
 ) -> np.ndarray:
-    """Keep the connected components (26-connectivity) that reach the centerline tube.
+    """Keep the connected components (26-connectivity) that reach the centerline tube and
+    continue the cord along z.
 
     Parameters
     ----------
@@ -83,12 +105,16 @@ def keep_cord_components(
         slice (the stacks cropped around the centerline).
     radius_vox : float
         Radius of the tube, in voxels (8 voxels = 4 mm at 0.5 mm: a cord's radius plus margin).
+    max_gap_vox : int
+        Largest gap along z, in slices, between pieces of one cord (30 = 15 mm at 0.5 mm:
+        several dropped 3-5 mm source slices). Pieces in the tube further away from the rest of
+        the cord (e.g. nerve roots of the cauda equina well below the conus) are dropped.
 
     Returns
     -------
     np.ndarray
-        bool mask, same shape: every component with a voxel in the tube; the largest component
-        if none has; empty if ``mask`` is.
+        bool mask, same shape: the largest component in the tube and those chained to it along
+        z; the largest component if none reaches the tube; empty if ``mask`` is.
     """
     mask, labels, count = _components(mask)
     if count <= 1:
@@ -106,7 +132,7 @@ def keep_cord_components(
     touching = touching[touching > 0]
     if touching.size == 0:
         return keep_largest_component(mask)
-    return np.isin(labels, touching)
+    return np.isin(labels, _chained_along_z(labels, touching, max_gap_vox))
 
 
 def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
@@ -132,7 +158,11 @@ def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
 
 
 def postprocess(
-    prob: np.ndarray, threshold: float = 0.5, centerline_xy: np.ndarray | None = None, radius_vox: float = 8.0
+    prob: np.ndarray,
+    threshold: float = 0.5,
+    centerline_xy: np.ndarray | None = None,
+    radius_vox: float = 8.0,
+    max_gap_vox: int = 30,
 ) -> np.ndarray:
     """Threshold, keep the cord's components (:func:`keep_cord_components`), fill axial holes.
 
@@ -142,13 +172,14 @@ def postprocess(
         3D probability map (a stack cropped around the centerline, unless ``centerline_xy``).
     threshold : float
         Cut-off passed to :func:`binarise`.
-    centerline_xy, radius_vox
-        The centerline tube of :func:`keep_cord_components` (default: the stack's central axis).
+    centerline_xy, radius_vox, max_gap_vox
+        The centerline tube and the largest gap along z of :func:`keep_cord_components`
+        (default: the stack's central axis, 4 mm, 15 mm at 0.5 mm).
 
     Returns
     -------
     np.ndarray
         uint8 mask (0/1), same shape as ``prob``.
     """
-    mask = keep_cord_components(binarise(prob, threshold), centerline_xy, radius_vox)
+    mask = keep_cord_components(binarise(prob, threshold), centerline_xy, radius_vox, max_gap_vox)
     return fill_holes_per_slice(mask).astype(np.uint8)

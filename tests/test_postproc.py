@@ -120,6 +120,18 @@ def test_cord_broken_along_z_is_kept_whole() -> None:
     assert largest.sum() < 0.5 * cord.sum()
 
 
+def test_pieces_far_below_the_cord_are_not_cord() -> None:
+    """Below the conus the network may fire on a clump of nerve roots: in the tube, but 25 mm
+    (50 slices) below the end of the cord. Gaps of a few slices (thick slices) are bridged."""
+    cord = _thick_slice_cord(shape=(32, 32, 200), gaps=(120, 121, 122, 150, 151))
+    cord[:, :, :100] = False  # the conus tip at slice 100
+    clump = np.zeros_like(cord)
+    clump[13:19, 13:19, 10:50] = True  # on the axis, slices 10-49
+    out = keep_cord_components(cord | clump)
+    np.testing.assert_array_equal(out, cord)
+    assert keep_cord_components(cord | clump, max_gap_vox=60).sum() == (cord | clump).sum()
+
+
 def test_cord_components_follow_a_given_centerline() -> None:
     cord = np.roll(_thick_slice_cord(), 10, axis=0)  # cord at x = 25.5, off the stack's centre
     prob = cord.astype(np.float32)
