@@ -221,3 +221,18 @@ def test_bundled_label_maps_become_synthetic_cases(tmp_path):
     for z in np.flatnonzero(mask.any(axis=(0, 1)))[::10]:  # cropped around the cord's centerline
         com = np.argwhere(mask[:, :, z]).mean(axis=0)
         assert np.linalg.norm(com - centre) < 3.0
+
+
+def test_fine_tuning_keeps_a_robust_plan_and_learns_nyul_landmarks_otherwise(tmp_path):
+    from lumbo_bids.model.finetune import RawCase, learn_intensity
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for k in range(2):
+        np.save(tmp_path / f"i{k}.npy", rng.gamma(3.0, 40.0 * (k + 1), size=(16, 16, 8)).astype(np.float32) + 1)
+        cases.append(RawCase(f"sub-{k}", f"i{k}", "T2w", tmp_path / f"i{k}.npy", tmp_path / f"i{k}.npy"))
+    robust = {"method": "robust", "clip": [0.5, 99.5]}
+    assert learn_intensity(cases, robust) == robust
+    learned = learn_intensity(cases, None)  # older models: landmarks from the training images
+    assert learned["method"] == "nyul" and len(learned["standard"]) == len(learned["percentiles"])
+    assert learned["standard"][0] == 0.0 and learned["standard"][-1] == 100.0
