@@ -328,7 +328,8 @@ def main(argv=None) -> int:
     real = [] if args.synthetic_only else raw
     started = time.time()
     tuned, cfg, arch = train_segmentation(real, real, args, args.work / "segmentation", synthetic)
-    in_sample = evaluate(tuned, raw, cfg)  # every real image; seen in training unless --synthetic-only
+    # every real image (fine_tune scored them already, unless it saw none: --synthetic-only)
+    in_sample = tuned.validation_dice if real else evaluate(tuned, raw, cfg)
     LOGGER.info("segmentation: in-sample Dice %s", json.dumps({k: round(v, 3) for k, v in in_sample.items()}))
     seconds = round(time.time() - started, 1)
     loso = {}

@@ -21,8 +21,7 @@ def run_group(config, inputs: dict) -> ExitCode:
 
     from ..reports.group import write_group_summaries
 
-    anats = masked_images(inputs)
-    check_group_inputs(config, inputs)  # the CLI checks first, before writing anything
+    anats = masked_images(inputs)  # checked by the CLI (check_group_inputs) before anything is written
     for path in write_group_summaries(config.output_dir):  # participant-level results, if any
         LOGGER.info("group: wrote %s", path)
     from ..model.artifact import load_artifact

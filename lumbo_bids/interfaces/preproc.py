@@ -118,6 +118,8 @@ class Centerline(SimpleInterface):
     def _run_interface(self, runtime):
         import numpy as np
 
+        from nibabel.affines import voxel_sizes
+
         from ..centerline import (
             centerline_from_heatmap,
             centerline_from_mask,
@@ -132,8 +134,7 @@ class Centerline(SimpleInterface):
             method = "manual-mask"
         elif isdefined(self.inputs.heatmap_file):
             data, affine, img = read_volume(self.inputs.heatmap_file)
-            zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-            xy = centerline_from_heatmap(data, degree=self.inputs.degree, zooms=zooms)
+            xy = centerline_from_heatmap(data, degree=self.inputs.degree, zooms=voxel_sizes(affine))
             method = "heatmap"
         else:
             raise ValueError("Centerline needs mask_file or heatmap_file")

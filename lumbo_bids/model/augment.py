@@ -328,9 +328,7 @@ def _randomise_domain(image: np.ndarray, rng: np.random.Generator, cfg: AugmentC
         sd = rng.uniform(0.0, cfg.rician_std)
         unit = np.sqrt((unit + rng.normal(0, sd, unit.shape)) ** 2 + rng.normal(0, sd, unit.shape) ** 2)
     unit = np.asarray(unit, dtype=np.float32)
-    if not float(unit.max()) > float(unit.min()):
-        return np.zeros_like(unit)
-    return robust_standardise(unit, np.ones(unit.shape, dtype=bool))
+    return robust_standardise(unit, np.ones(unit.shape, dtype=bool))  # a constant patch becomes zeros
 
 
 def augment_pair(

@@ -191,10 +191,8 @@ def _truncate_metrics(metrics_tsv: Path, keep_before: int) -> float:
 def _datasets(train_cases: Sequence[TrainingCase], val_cases: Sequence[TrainingCase], cfg: TrainConfig, start: int):
     """Training stream (one stream epoch == one Keras epoch) and fixed validation set."""
     augment = None
-    if cfg.augmentation_strength > 0 and cfg.domain_randomisation > 0:
+    if cfg.augmentation_strength > 0:  # domain_randomisation 0: the plain augmentation
         augment = AugmentConfig.domain_randomised(cfg.augmentation_strength, cfg.domain_randomisation)
-    elif cfg.augmentation_strength > 0:
-        augment = AugmentConfig(strength=cfg.augmentation_strength)
     common = {"patch_size": cfg.patch_size, "batch_size": cfg.batch_size, "seed": cfg.seed}
     per_epoch, per_case = cfg.steps_per_epoch * cfg.batch_size, cfg.val_patches_per_case
     if cfg.task == "segmentation":
