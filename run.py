@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lumbo_bids.cli.run import main  # noqa: E402
+from lumbo_bids.cli.run import main
 
 if __name__ == "__main__":
     sys.exit(main())

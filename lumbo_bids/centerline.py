@@ -125,9 +125,7 @@ def fit_centerline(
     return fitted
 
 
-def centerline_from_mask(
-    mask: np.ndarray, degree: int = DEFAULT_DEGREE, extend: bool = True
-) -> np.ndarray:
+def centerline_from_mask(mask: np.ndarray, degree: int = DEFAULT_DEGREE, extend: bool = True) -> np.ndarray:
     """Centreline of a cord mask: per-slice centre of mass, then :func:`fit_centerline`.
 
     Parameters

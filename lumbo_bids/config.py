@@ -79,7 +79,7 @@ class Config:
     run_uuid: str = field(default_factory=new_run_uuid)
 
     @classmethod
-    def from_namespace(cls, namespace) -> "Config":
+    def from_namespace(cls, namespace) -> Config:
         """Build from argparse's namespace, filling defaults that depend on the machine."""
         values = {k: v for k, v in vars(namespace).items() if k in cls.__dataclass_fields__}
         config = cls(**values)
@@ -125,7 +125,12 @@ class Config:
                 f"--work-dir {self.work_dir} is inside the BIDS dataset {self.bids_dir}; put it elsewhere",
                 ExitCode.USAGE,
             )
-        for label, path in (("--bids-filter-file", self.bids_filter_file), ("--model", self.model), ("--sct-models", self.sct_models), ("--init-model", self.init_model)):
+        for label, path in (
+            ("--bids-filter-file", self.bids_filter_file),
+            ("--model", self.model),
+            ("--sct-models", self.sct_models),
+            ("--init-model", self.init_model),
+        ):
             if path is not None and not path.exists():
                 raise LumboError(f"{label} {path} does not exist", ExitCode.NO_INPUT)
         for label, path in (("OUTPUT_DIR", self.output_dir), ("--work-dir", self.work_dir)):

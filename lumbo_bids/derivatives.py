@@ -16,12 +16,33 @@ from .utils.numbers import dumps_json
 CODE_URL = "https://github.com/lumbo-bids/lumbo_bids"
 # BIDS entity order (subset that anatomical sources and our derivatives use)
 ENTITY_ORDER = (
-    "sub", "ses", "task", "acq", "ce", "rec", "run", "echo", "part", "chunk",
-    "space", "res", "den", "label", "desc",
+    "sub",
+    "ses",
+    "task",
+    "acq",
+    "ce",
+    "rec",
+    "run",
+    "echo",
+    "part",
+    "chunk",
+    "space",
+    "res",
+    "den",
+    "label",
+    "desc",
 )
 _PYBIDS_TO_SHORT = {
-    "subject": "sub", "session": "ses", "task": "task", "acquisition": "acq", "ceagent": "ce",
-    "reconstruction": "rec", "run": "run", "echo": "echo", "part": "part", "chunk": "chunk",
+    "subject": "sub",
+    "session": "ses",
+    "task": "task",
+    "acquisition": "acq",
+    "ceagent": "ce",
+    "reconstruction": "rec",
+    "run": "run",
+    "echo": "echo",
+    "part": "part",
+    "chunk": "chunk",
 }
 # bids-validator-deno reports folders as NOT_INCLUDED unless a pattern without a trailing
 # slash names them (``*/log/`` does not match the folder itself)
@@ -159,11 +180,7 @@ def _publish(image_tmp: Path, out: Path, sidecar_tmp: Path | None, sidecar: Path
 # -- naming --------------------------------------------------------------------------------
 def source_entities(entities: dict) -> dict[str, str]:
     """Short-form BIDS entities of a source file from its pybids entities."""
-    return {
-        short: str(entities[long])
-        for long, short in _PYBIDS_TO_SHORT.items()
-        if entities.get(long) not in (None, "")
-    }
+    return {short: str(entities[long]) for long, short in _PYBIDS_TO_SHORT.items() if entities.get(long) not in (None, "")}
 
 
 def derivative_name(entities: dict[str, str], suffix: str, extension: str = ".nii.gz", **extra: str) -> str:

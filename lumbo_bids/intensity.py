@@ -75,9 +75,7 @@ def image_landmarks(
     return np.percentile(_foreground_values(data, mask).astype(np.float64), perc)
 
 
-def learn_standard_scale(
-    landmarks_list: Sequence[np.ndarray], scale: tuple[float, float] = DEFAULT_SCALE
-) -> np.ndarray:
+def learn_standard_scale(landmarks_list: Sequence[np.ndarray], scale: tuple[float, float] = DEFAULT_SCALE) -> np.ndarray:
     """Nyúl training step: the mean of the images' landmarks once mapped onto ``scale``.
 
     Each image's landmarks are mapped linearly so that its lowest and highest
@@ -149,9 +147,7 @@ def apply_standard_scale(
     return _piecewise_linear(data.astype(np.float64), source, target)
 
 
-def percentile_scale(
-    data: np.ndarray, low: float = 1.0, high: float = 99.0, mask: np.ndarray | None = None
-) -> np.ndarray:
+def percentile_scale(data: np.ndarray, low: float = 1.0, high: float = 99.0, mask: np.ndarray | None = None) -> np.ndarray:
     """Linear map sending the foreground ``low`` / ``high`` percentiles to 0 / 1 (not clipped).
 
     A constant foreground only gets shifted (to 0), never divided by zero.
@@ -178,9 +174,7 @@ def zscore(data: np.ndarray, mask: np.ndarray | None = None, eps: float = 1e-6) 
     return out
 
 
-def standardise(
-    data: np.ndarray, landmarks: dict[str, Any] | None, mask: np.ndarray | None = None
-) -> np.ndarray:
+def standardise(data: np.ndarray, landmarks: dict[str, Any] | None, mask: np.ndarray | None = None) -> np.ndarray:
     """What the network sees: Nyúl (or percentile fallback) then z-score, over the foreground.
 
     Parameters
@@ -215,9 +209,7 @@ METHODS: tuple[str, ...] = ("robust", "nyul", "percentile")
 ROBUST_CLIP: tuple[float, float] = (0.5, 99.5)
 
 
-def robust_standardise(
-    data: np.ndarray, mask: np.ndarray | None = None, clip: Sequence[float] = ROBUST_CLIP
-) -> np.ndarray:
+def robust_standardise(data: np.ndarray, mask: np.ndarray | None = None, clip: Sequence[float] = ROBUST_CLIP) -> np.ndarray:
     """Clip to the foreground's ``clip`` percentiles, then z-score over the foreground.
 
     Depends on the image alone (no learned landmarks): any contrast, scanner or scaling comes

@@ -6,7 +6,7 @@ Masks are arrays where non-zero is foreground; two masks compared must share the
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage

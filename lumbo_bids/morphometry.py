@@ -172,7 +172,4 @@ def slices_tsv(result: Morphometrics) -> str:
 
 def columns_sidecar() -> dict:
     """BIDS TSV sidecar describing :data:`SLICE_COLUMNS`."""
-    return {
-        name: {"Description": text, **({"Units": units} if units else {})}
-        for name, (text, units) in SLICE_COLUMNS.items()
-    }
+    return {name: {"Description": text, **({"Units": units} if units else {})} for name, (text, units) in SLICE_COLUMNS.items()}

@@ -36,8 +36,15 @@ def main(argv=None) -> int:
 
     from lumbo_bids.centerline import centerline_from_heatmap
     from lumbo_bids.geometry import (
-        RPI, Grid, PreprocGeometry, crop_around_centerline, crop_box_from_centerline, reorient,
-        resample_to_grid, resampled_grid, to_native,
+        RPI,
+        Grid,
+        PreprocGeometry,
+        crop_around_centerline,
+        crop_box_from_centerline,
+        reorient,
+        resample_to_grid,
+        resampled_grid,
+        to_native,
     )  # fmt: skip
     from lumbo_bids.intensity import apply_intensity
     from lumbo_bids.model.artifact import load_artifact
@@ -73,12 +80,18 @@ def main(argv=None) -> int:
         box = crop_box_from_centerline(xy, grid, tuple(pre["crop_size"]))
         stack = timed("crop", lambda: crop_around_centerline(resampled, box))
         std = timed("standardise", lambda: apply_intensity(stack, pre["intensity"]).astype(np.float32))
-        prob = timed("segment", lambda: sliding_window_predict(predict, std, patch_size=tuple(pre["patch_size"]), overlap=seg.overlap))
+        prob = timed(
+            "segment", lambda: sliding_window_predict(predict, std, patch_size=tuple(pre["patch_size"]), overlap=seg.overlap)
+        )
         mask = timed("postproc", lambda: postprocess(prob, seg.threshold))
         geometry = PreprocGeometry(Grid(tuple(data.shape), affine), rpi, grid, box)
         timed("native", lambda: to_native(mask, geometry, order=1, threshold=0.5))
         total = sum(t.values())
-        print(f"{image.name.split('.nii')[0]:<28}{str(data.shape):>16}" + "".join(f"{t[s]:>11.2f}" for s in steps) + f"{total:>9.2f}")
+        print(
+            f"{image.name.split('.nii')[0]:<28}{str(data.shape):>16}"
+            + "".join(f"{t[s]:>11.2f}" for s in steps)
+            + f"{total:>9.2f}"
+        )
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     return 0
 

@@ -26,6 +26,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -107,10 +108,10 @@ def run_pipeline(
     target = resampled_grid(rpi, resolution)
     resampled = measure("resample", lambda: resample_to_grid(rpi_data, rpi_affine, target), row)
     mask, mask_affine = load_mask()
-    xy = measure("centerline", lambda: centerline_step(mask, mask_affine, target), row)
+    xy = measure("centerline", partial(centerline_step, mask, mask_affine, target), row)
     del mask
     box = crop_box_from_centerline(xy, target, (64, 64))
-    stack = measure("crop", lambda: crop_around_centerline(resampled, box), row)
+    stack = measure("crop", partial(crop_around_centerline, resampled, box), row)
     del resampled
     net_input = measure("standardise", lambda: standardise(stack, None), row)
     geom = PreprocGeometry(Grid(data.shape, affine), rpi, target, box)

@@ -77,7 +77,9 @@ def main(argv=None) -> int:
         steps_only = n / (time.perf_counter() - started)
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"device: {device}; TensorFlow {tf.__version__}; base_filters {args.base_filters}, batch {args.batch_size}, 48^3 patches")
+    print(
+        f"device: {device}; TensorFlow {tf.__version__}; base_filters {args.base_filters}, batch {args.batch_size}, 48^3 patches"
+    )
     print(f"{'measure':<40}{'patches/s':>12}")
     print(f"{'input pipeline (augmented, tf.data)':<40}{pipeline:>12.1f}")
     print(f"{'train steps only (in-memory batches)':<40}{steps_only:>12.1f}")

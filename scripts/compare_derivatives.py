@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lumbo_bids.metrics import dice  # noqa: E402
+from lumbo_bids.metrics import dice
 
 #: What the summary calls the tolerated difference of each kind of file.
 KINDS = {"image": "image values", "mask": "mask voxels", "table": "table numbers", "json": "JSON numbers"}
@@ -40,11 +40,7 @@ KINDS = {"image": "image values", "mask": "mask voxels", "table": "table numbers
 
 def derivative_files(root: Path) -> set[str]:
     """Paths (relative to ``root``) of the files under ``sub-*/``, logs excluded."""
-    return {
-        str(p.relative_to(root))
-        for p in root.glob("sub-*/**/*")
-        if p.is_file() and "log" not in p.relative_to(root).parts
-    }
+    return {str(p.relative_to(root)) for p in root.glob("sub-*/**/*") if p.is_file() and "log" not in p.relative_to(root).parts}
 
 
 def file_kind(path: Path) -> str:

@@ -82,8 +82,15 @@ def label_map_cases(label_dir: Path, out_dir: Path) -> list:
     into a label map (:func:`lumbo_bids.model.synth.derive_labels`).
     """
     from lumbo_bids.centerline import centerline_from_mask
-    from lumbo_bids.geometry import RPI, Grid, crop_around_centerline, crop_box_from_centerline, reorient
-    from lumbo_bids.geometry import resample_to_grid, resampled_grid
+    from lumbo_bids.geometry import (
+        RPI,
+        Grid,
+        crop_around_centerline,
+        crop_box_from_centerline,
+        reorient,
+        resample_mask_to_grid,
+        resampled_grid,
+    )
     from lumbo_bids.model.dataset import TrainingCase
     from lumbo_bids.model.synth import derive_labels
     from lumbo_bids.utils.images import read_volume
@@ -101,14 +108,16 @@ def label_map_cases(label_dir: Path, out_dir: Path) -> list:
             data, rpi_affine = reorient((m > 0.5).astype(np.float32), affine, RPI)
             masks.append(data)
         grid = resampled_grid(Grid(tuple(masks[0].shape), rpi_affine), RESOLUTION)
-        cord_r, csf_r = (resample_to_grid(m, rpi_affine, grid, order=1) > 0.5 for m in masks)
+        cord_r, csf_r = (resample_mask_to_grid(m, rpi_affine, grid).astype(bool) for m in masks)
         box = crop_box_from_centerline(centerline_from_mask(cord_r), grid, CROP_SIZE)
         labels = derive_labels(crop_around_centerline(cord_r, box), crop_around_centerline(csf_r, box), RESOLUTION)
         subject = cord_path.name.split("_")[0]
         image, mask = out_dir / f"{subject}_labels.npy", out_dir / f"{subject}_labels_cord.npy"
         np.save(image, labels)
         np.save(mask, (labels == 1).astype(np.uint8))
-        cases.append(TrainingCase(subject=f"synth-{subject}", name=f"{subject}_synthetic", image=image, mask=mask, synthetic=True))
+        cases.append(
+            TrainingCase(subject=f"synth-{subject}", name=f"{subject}_synthetic", image=image, mask=mask, synthetic=True)
+        )
     return cases
 
 
@@ -125,7 +134,9 @@ def phantom_cases(n: int, out_dir: Path, seed: int) -> list:
         image, mask = out_dir / f"phantom{k:02d}_labels.npy", out_dir / f"phantom{k:02d}_labels_cord.npy"
         np.save(image, labels)
         np.save(mask, (labels == CORD).astype(np.uint8))
-        cases.append(TrainingCase(subject=f"phantom-{k:02d}", name=f"phantom{k:02d}_synthetic", image=image, mask=mask, synthetic=True))
+        cases.append(
+            TrainingCase(subject=f"phantom-{k:02d}", name=f"phantom{k:02d}_synthetic", image=image, mask=mask, synthetic=True)
+        )
     return cases
 
 
@@ -321,9 +332,17 @@ def main(argv=None) -> int:
         return 0
     synthetic = [] if args.no_synthetic else label_map_cases(args.label_maps, data_dir)
     LOGGER.info("%d label map(s) for synthetic images from %s", len(synthetic), args.label_maps)
-    dataset["synthetic_label_maps"] = {"dir": args.label_maps.name, "cases": [c.name for c in synthetic], "licence": "MIT (spine-generic)"}
+    dataset["synthetic_label_maps"] = {
+        "dir": args.label_maps.name,
+        "cases": [c.name for c in synthetic],
+        "licence": "MIT (spine-generic)",
+    }
     phantoms = [] if args.no_synthetic else phantom_cases(args.phantoms, data_dir, args.seed)
-    dataset["synthetic_phantoms"] = {"count": len(phantoms), "generator": "lumbo_bids.model.synth.lumbar_phantom", "seed": args.seed}
+    dataset["synthetic_phantoms"] = {
+        "count": len(phantoms),
+        "generator": "lumbo_bids.model.synth.lumbar_phantom",
+        "seed": args.seed,
+    }
     synthetic += phantoms
     real = [] if args.synthetic_only else raw
     started = time.time()
@@ -360,8 +379,10 @@ def main(argv=None) -> int:
                 "scored by a model trained (and its epoch chosen) without that subject"
             ),
             ablation={
-                "synthetic": not args.no_synthetic, "synthetic_only": args.synthetic_only,
-                "domain_randomisation": args.domain_randomisation, "phantoms": len(phantoms),
+                "synthetic": not args.no_synthetic,
+                "synthetic_only": args.synthetic_only,
+                "domain_randomisation": args.domain_randomisation,
+                "phantoms": len(phantoms),
             },  # fmt: skip
             seed=args.seed,
             hyperparameters=cfg.to_dict(),

@@ -31,11 +31,7 @@ LABELS = DS_SPINE_MINI / "derivatives" / "labels"
 IMAGE_MASK_PAIRS = [
     (img, mask)
     for img in sorted(DS_SPINE_MINI.glob("sub-*/anat/*.nii.gz"))
-    for mask in sorted(
-        (LABELS / img.parent.relative_to(DS_SPINE_MINI)).glob(
-            img.name.replace(".nii.gz", "") + "_*.nii.gz"
-        )
-    )
+    for mask in sorted((LABELS / img.parent.relative_to(DS_SPINE_MINI)).glob(img.name.replace(".nii.gz", "") + "_*.nii.gz"))
 ]
 ALL_IMAGES = sorted(DS_SPINE_MINI.glob("sub-*/anat/*.nii.gz"))
 

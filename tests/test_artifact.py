@@ -111,12 +111,8 @@ def test_round_trip_gives_identical_predictions(saved: Path, tiny_model: keras.M
 
 
 @pytest.mark.parametrize("fmt,suffix", [("zip", ".zip"), ("gztar", ".tar.gz")])
-def test_archive_loads(
-    saved: Path, tiny_model: keras.Model, tmp_path: Path, fmt: str, suffix: str
-) -> None:
-    packed = shutil.make_archive(
-        str(tmp_path / "packed"), fmt, root_dir=saved.parent, base_dir=saved.name
-    )
+def test_archive_loads(saved: Path, tiny_model: keras.Model, tmp_path: Path, fmt: str, suffix: str) -> None:
+    packed = shutil.make_archive(str(tmp_path / "packed"), fmt, root_dir=saved.parent, base_dir=saved.name)
     archive = Path(packed)
     assert archive.name.endswith(suffix)
     shutil.rmtree(saved)  # the archive must be self-sufficient
@@ -294,9 +290,7 @@ def test_failed_final_rename_restores_previous_artifact(
     assert sorted(p.name for p in saved.parent.iterdir()) == ["artifact"]
 
 
-def test_refuses_to_overwrite_a_non_artifact_directory(
-    tmp_path: Path, tiny_model: keras.Model
-) -> None:
+def test_refuses_to_overwrite_a_non_artifact_directory(tmp_path: Path, tiny_model: keras.Model) -> None:
     target = tmp_path / "data"
     target.mkdir()
     (target / "precious.txt").write_text("keep me")
@@ -317,7 +311,7 @@ def test_unet3d_dispatches_to_network_module_lazily(
             self.filters = filters
 
         @classmethod
-        def from_dict(cls, data: dict[str, Any]) -> "FakeConfig":
+        def from_dict(cls, data: dict[str, Any]) -> FakeConfig:
             return cls(**data)
 
     def build_unet3d(cfg: FakeConfig) -> keras.Model:
@@ -347,9 +341,7 @@ def test_unet3d_dispatches_to_network_module_lazily(
         ),
     ],
 )
-def test_real_network_round_trip(
-    tmp_path: Path, arch: str, config: dict[str, Any], shape: tuple[int, ...]
-) -> None:
+def test_real_network_round_trip(tmp_path: Path, arch: str, config: dict[str, Any], shape: tuple[int, ...]) -> None:
     """The shipped architectures dispatch to ``lumbo_bids.model.network`` and round-trip."""
     network = pytest.importorskip("lumbo_bids.model.network")
     cfg_class, build = {

@@ -124,7 +124,7 @@ def test_heatmap_point_is_heat_weighted_within_the_hottest_blob():
     heat = np.zeros((20, 20, 1))
     heat[2:6, 2:6, 0] = 0.6  # larger but cooler blob: 16 voxels x 0.6 = 9.6
     heat[10:13, 10:14, 0] = np.linspace(0.6, 1.2, 4)[None, :]  # 12 voxels, 10.8 of heat, hotter at high y
-    (x, y), = centerline_from_heatmap(heat, threshold=0.5)
+    ((x, y),) = centerline_from_heatmap(heat, threshold=0.5)
     assert x == pytest.approx(11.0)
     assert y == pytest.approx(np.average(np.arange(10, 14), weights=np.linspace(0.6, 1.2, 4)))
     assert y > 11.5 + 0.1  # pulled towards the heat, not the blob's geometric centre
@@ -182,7 +182,7 @@ def test_heatmap_centerline_ignores_a_consistent_false_track_beyond_the_cord() -
     assert_inside_image(xy)
     error_mm = VOXEL * np.linalg.norm(xy - truth, axis=1)
     assert error_mm[z_range[0] :].max() <= 0.5
-    assert error_mm[:z_range[0]].max() <= 2.0  # prolonged along the cord, not towards the track
+    assert error_mm[: z_range[0]].max() <= 2.0  # prolonged along the cord, not towards the track
 
 
 def test_heatmap_path_respects_the_voxel_size() -> None:

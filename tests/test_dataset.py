@@ -48,7 +48,7 @@ def _batches(ds, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def test_batches_have_the_right_shape_and_content(cases):
     ds = patch_dataset(cases, PATCH, batch_size=5, patches_per_epoch=20, cord_fraction=1.0, seed=0)
-    (x, y), = _batches(ds, 1)
+    ((x, y),) = _batches(ds, 1)
     assert x.shape == (5, *PATCH, 1) and y.shape == (5, *PATCH, 1)
     assert x.dtype == np.float32 and y.dtype == np.float32
     assert set(np.unique(y)) <= {0.0, 1.0}
@@ -124,9 +124,7 @@ def test_streaming_memory_stays_bounded(tmp_path):
         control = tracemalloc.get_traced_memory()[1]
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
-        n = 0
-        for n, (image, mask, _) in enumerate(iter_patches(cases, PATCH, patches_per_case=3, seed=0, training=False), 1):
-            assert image.shape == PATCH
+        shapes = [image.shape for image, _, _ in iter_patches(cases, PATCH, patches_per_case=3, seed=0, training=False)]
         ds = patch_dataset(cases, PATCH, batch_size=4, patches_per_epoch=60, augment=AugmentConfig(), seed=0)
         for x, _ in itertools.islice(iter(ds), 15):
             assert x.shape[0] == 4
@@ -134,7 +132,7 @@ def test_streaming_memory_stays_bounded(tmp_path):
     finally:
         tracemalloc.stop()
     assert control >= 4 * np.prod(shape)
-    assert n == 60
+    assert shapes == [PATCH] * 60
     assert peak < 0.5 * case_bytes, f"peak {peak / 2**20:.1f} MiB while streaming 20 cases of {case_bytes / 2**20:.0f} MiB"
 
 
@@ -188,7 +186,7 @@ def test_process_exits_with_a_live_iterator(tmp_path, cases):
     import subprocess
     import sys
 
-    script = f"""
+    script = """
 import itertools, sys
 from pathlib import Path
 from lumbo_bids.model.augment import AugmentConfig

@@ -25,9 +25,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from scipy import ndimage
-
 from conftest import REPO
+from scipy import ndimage
 
 from lumbo_bids.cli.locks import lock_path
 from lumbo_bids.model.selection import SHIPPED_SEGMENTATION
@@ -223,7 +222,7 @@ sys.exit(main(sys.argv[1:]))
 def test_disk_full_while_writing_a_mask_is_73(case):
     mask = mask_of(case.out, "T2starw")
     cmd = case.command("--nprocs", 1, "--bids-filter-file", case.filter_file("T2starw"))
-    cmd = [sys.executable, "-c", DISK_FULL_WHILE_WRITING, mask.name, *cmd[len(RUN):]]
+    cmd = [sys.executable, "-c", DISK_FULL_WHILE_WRITING, mask.name, *cmd[len(RUN) :]]
     env = {**ENV, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=case.root, timeout=900)
     case.check(proc, 73, str(mask), "No space left on device")  # also: no temporary file left

@@ -105,7 +105,9 @@ def test_domain_randomised_patches_are_standardised_and_keep_the_mask():
     cord, csf = _cord_and_csf()
     image = (cord * 1.0 + csf * 2.0 + 0.5).astype(np.float32)
     mask = cord.astype(np.uint8)
-    cfg = AugmentConfig(p_flip=0, p_spatial=0, p_elastic=0, p_intensity=0, p_gamma=0, p_noise=0, p_lut=1, p_lowres=1, p_bias=1, p_rician=1)
+    cfg = AugmentConfig(
+        p_flip=0, p_spatial=0, p_elastic=0, p_intensity=0, p_gamma=0, p_noise=0, p_lut=1, p_lowres=1, p_bias=1, p_rician=1
+    )
     contrasts = []
     for seed in range(6):
         out, out_mask = augment_pair(image, mask, np.random.default_rng(seed), cfg)
@@ -205,9 +207,9 @@ def test_bundled_label_maps_become_synthetic_cases(tmp_path):
     import sys
 
     sys.path.insert(0, str(LABEL_MAPS.parents[1] / "scripts"))
-    from train_base_model import CROP_SIZE, label_map_cases
-
     import shutil
+
+    from train_base_model import CROP_SIZE, label_map_cases
 
     assert len(list(LABEL_MAPS.glob("sub-*/anat/*_T2w_seg-manual.nii.gz"))) == 10
     for sub in ("sub-cardiff03", "sub-tokyoSkyra06"):  # two of them, to keep the test fast

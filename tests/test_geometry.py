@@ -9,13 +9,13 @@ import tracemalloc
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import ALL_IMAGES, IMAGE_MASK_PAIRS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nibabel.affines import apply_affine, from_matvec
 from nibabel.orientations import aff2axcodes
 from scipy import ndimage
 
-from conftest import ALL_IMAGES, IMAGE_MASK_PAIRS
 from lumbo_bids.centerline import centerline_from_mask
 from lumbo_bids.geometry import (
     RPI,
@@ -124,9 +124,7 @@ def test_reorient_round_trip_is_exact_and_keeps_world_positions(orientation, sha
     rpi_ijk = np.indices(rpi_data.shape).reshape(3, -1).T
     native_ijk = np.array(np.unravel_index(rpi_data.ravel(), shape)).T
     scale = 1.0 + np.abs(affine).max() * max(shape)
-    np.testing.assert_allclose(
-        apply_affine(rpi_affine, rpi_ijk), apply_affine(affine, native_ijk), atol=1e-9 * scale
-    )
+    np.testing.assert_allclose(apply_affine(rpi_affine, rpi_ijk), apply_affine(affine, native_ijk), atol=1e-9 * scale)
     back, back_affine = reorient(rpi_data, rpi_affine, aff2axcodes(affine))
     assert np.array_equal(back, data) and back.dtype == data.dtype
     np.testing.assert_allclose(back_affine, affine, atol=1e-9 * scale)

@@ -11,7 +11,6 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import DS_SPINE_MINI, REPO
 
 from lumbo_bids.model.artifact import load_artifact

@@ -44,14 +44,10 @@ def _volume(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("shape", [(5, 7, 3), (8, 10, 6), (19, 23, 13), (3, 31, 9)])
 @pytest.mark.parametrize("blend", ["gaussian", "uniform"])
 @pytest.mark.parametrize("tta", [False, True])
-def test_pointwise_predictor_is_reconstructed_exactly(
-    shape: tuple[int, ...], blend: str, tta: bool
-) -> None:
+def test_pointwise_predictor_is_reconstructed_exactly(shape: tuple[int, ...], blend: str, tta: bool) -> None:
     volume = _volume(shape)
     fn = Recorder()
-    out = sliding_window_predict(
-        fn, volume, PATCH, overlap=0.5, blend=blend, batch_size=3, tta_flips=tta
-    )
+    out = sliding_window_predict(fn, volume, PATCH, overlap=0.5, blend=blend, batch_size=3, tta_flips=tta)
     assert out.dtype == np.float32 and out.shape == shape
     np.testing.assert_allclose(out, sigmoid(volume), rtol=0, atol=1e-6)
     assert all(s[1:] == (*PATCH, 1) and 1 <= s[0] <= 3 for s in fn.shapes)
@@ -64,9 +60,7 @@ def test_pointwise_predictor_is_reconstructed_exactly(
     overlap=st.sampled_from([0.0, 0.25, 0.5, 0.9]),
     batch_size=st.integers(1, 5),
 )
-def test_reconstruction_any_geometry(
-    shape: tuple[int, ...], patch: tuple[int, ...], overlap: float, batch_size: int
-) -> None:
+def test_reconstruction_any_geometry(shape: tuple[int, ...], patch: tuple[int, ...], overlap: float, batch_size: int) -> None:
     volume = _volume(shape, seed=sum(shape))
     out = sliding_window_predict(sigmoid, volume, patch, overlap=overlap, batch_size=batch_size)
     np.testing.assert_allclose(out, sigmoid(volume), rtol=0, atol=1e-6)
@@ -152,9 +146,7 @@ def tiny_conv3d(seed: int = 5) -> keras.Model:
     return keras.Model(inputs, x)
 
 
-def clean_voxels(
-    shape: tuple[int, ...], patch: tuple[int, ...], overlap: float, halo: int
-) -> np.ndarray:
+def clean_voxels(shape: tuple[int, ...], patch: tuple[int, ...], overlap: float, halo: int) -> np.ndarray:
     """Voxels that every covering tile sees with their whole receptive field (or the border)."""
     clean = np.ones(shape, bool)
     for axis, (size, p) in enumerate(zip(shape, patch)):
@@ -187,10 +179,7 @@ def test_deterministic_bit_identical() -> None:
     model = tiny_conv3d(seed=9)
     volume = _volume((21, 18, 25), seed=3)
     fn = keras_predict_fn(model, 2)
-    runs = [
-        sliding_window_predict(fn, volume, (12, 12, 12), batch_size=2, tta_flips=True)
-        for _ in range(2)
-    ]
+    runs = [sliding_window_predict(fn, volume, (12, 12, 12), batch_size=2, tta_flips=True) for _ in range(2)]
     np.testing.assert_array_equal(runs[0], runs[1])
     assert runs[0].dtype == np.float32 and runs[0].shape == volume.shape
 
@@ -209,7 +198,7 @@ def test_keras_predict_fn_always_calls_the_same_shape() -> None:
     model = tiny_conv3d(seed=1)
     seen: list[tuple[int | None, ...]] = []
 
-    def spy(x, training: bool = False):  # noqa: ANN001, ANN202 - tensor in/out
+    def spy(x, training: bool = False):
         seen.append(tuple(x.shape))  # runs once per trace under tf.function
         return model(x, training=training)
 
@@ -271,8 +260,6 @@ def test_every_voxel_gets_the_right_patch_count() -> None:
         return np.full(batch.shape, value, np.float32)
 
     volume = np.zeros((8, 8, 12), np.float32)
-    out = sliding_window_predict(
-        constant, volume, (8, 8, 8), overlap=0.5, blend="uniform", batch_size=1
-    )
+    out = sliding_window_predict(constant, volume, (8, 8, 8), overlap=0.5, blend="uniform", batch_size=1)
     # z tiles start at 0 and 4: z < 4 only in call 0, z >= 8 only in call 1, 4..7 in both
     np.testing.assert_array_equal(out[0, 0, :], [0] * 4 + [0.5] * 4 + [1] * 4)

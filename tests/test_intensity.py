@@ -5,10 +5,10 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import ALL_IMAGES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import ALL_IMAGES
 from lumbo_bids.geometry import load_volume
 from lumbo_bids.intensity import (
     DEFAULT_PERCENTILES,

@@ -58,9 +58,7 @@ def test_dice_properties(a: np.ndarray, b: np.ndarray) -> None:
         ((1, 1, 4), (1.0, 1.0, 1.0), 3.0),  # same voxels, isotropic
     ],
 )
-def test_hd95_single_voxels(
-    other: tuple[int, ...], spacing: tuple[float, ...], expected: float
-) -> None:
+def test_hd95_single_voxels(other: tuple[int, ...], spacing: tuple[float, ...], expected: float) -> None:
     a = _mask((5, 5, 6), (1, 1, 1))
     b = _mask((5, 5, 6), other)
     assert hausdorff95(a, b, spacing) == pytest.approx(expected)

@@ -97,4 +97,7 @@ def test_single_axial_slice_measures_what_it_can():
     header, values = slices_tsv(result).splitlines()
     cells = dict(zip(header.split("\t"), values.split("\t")))
     assert [cells[c] for c in ("csa_mm2", "angle_deg", "diameter_rl_mm", "diameter_ap_mm")] == ["n/a"] * 4
-    assert "MorphometricsWarning" not in cord_morphometrics(*tilted_elliptic_cylinder(3.0, 2.0, 0.0, shape=(32, 32, 4))[:2]).summary()
+    assert (
+        "MorphometricsWarning"
+        not in cord_morphometrics(*tilted_elliptic_cylinder(3.0, 2.0, 0.0, shape=(32, 32, 4))[:2]).summary()
+    )

@@ -29,6 +29,7 @@ def _layers_of(model: keras.Model, cls: type) -> list[keras.layers.Layer]:
 
 def _sct_3d_param_count(base: int, depth: int, in_ch: int = 1, n_labels: int = 1) -> int:
     """Parameters of SCT's nn_architecture_seg_3d, counted from its recipe (not from Keras)."""
+
     def conv(c_in: int, c_out: int, k: int = 3) -> int:
         return k**3 * c_in * c_out + c_out
 
@@ -50,8 +51,14 @@ def _sct_3d_param_count(base: int, depth: int, in_ch: int = 1, n_labels: int = 1
 # --------------------------------------------------------------------------- configs
 @pytest.mark.parametrize(
     "cfg",
-    [UNet3DConfig(), TINY_3D, UNet3DConfig(upsampling="transpose", dropout=0.1), UNet2DConfig(),
-     UNet2DConfig.sct_ctr("t2s", dropout=0.4), TINY_2D],
+    [
+        UNet3DConfig(),
+        TINY_3D,
+        UNet3DConfig(upsampling="transpose", dropout=0.1),
+        UNet2DConfig(),
+        UNet2DConfig.sct_ctr("t2s", dropout=0.4),
+        TINY_2D,
+    ],
 )
 def test_config_json_round_trip(cfg) -> None:
     data = json.loads(json.dumps(cfg.to_dict()))
@@ -111,10 +118,18 @@ def test_unet3d_param_count_follows_sct_recipe(base: int, depth: int) -> None:
 def test_unet3d_sct_layer_names() -> None:
     mapping = sct_layer_name_map(build_unet3d())
     expected = {
-        "input": "input_1", "enc0_conv1": "conv3d_1", "enc0_bn1": "batch_normalization_1",
-        "enc0_conv2": "conv3d_2", "enc0_pool": "max_pooling3d_1", "enc2_conv2": "conv3d_6",
-        "dec1_up": "up_sampling3d_1", "dec1_concat": "concatenate_1", "dec1_conv1": "conv3d_7",
-        "dec0_bn2": "batch_normalization_10", "head_conv": "conv3d_11", "head_sigmoid": "activation_11",
+        "input": "input_1",
+        "enc0_conv1": "conv3d_1",
+        "enc0_bn1": "batch_normalization_1",
+        "enc0_conv2": "conv3d_2",
+        "enc0_pool": "max_pooling3d_1",
+        "enc2_conv2": "conv3d_6",
+        "dec1_up": "up_sampling3d_1",
+        "dec1_concat": "concatenate_1",
+        "dec1_conv1": "conv3d_7",
+        "dec0_bn2": "batch_normalization_10",
+        "head_conv": "conv3d_11",
+        "head_sigmoid": "activation_11",
     }
     assert {k: mapping[k] for k in expected} == expected
     assert len(set(mapping.values())) == len(mapping)
@@ -130,8 +145,7 @@ def test_unet3d_output_shape_and_range(spatial: tuple[int, int, int]) -> None:
 
 
 def test_unet3d_transpose_upsampling_and_labels() -> None:
-    model = build_unet3d(UNet3DConfig(base_filters=2, n_labels=2, upsampling="transpose", dropout=0.2,
-                                      patch_size=(16, 16, 16)))
+    model = build_unet3d(UNet3DConfig(base_filters=2, n_labels=2, upsampling="transpose", dropout=0.2, patch_size=(16, 16, 16)))
     assert len(_layers_of(model, keras.layers.Conv3DTranspose)) == 2
     assert len(_layers_of(model, keras.layers.Dropout)) == 10
     assert model(np.zeros((2, 16, 8, 12, 1), "float32")).shape == (2, 16, 8, 12, 2)
@@ -149,8 +163,9 @@ def test_unet2d_t2_reproduces_sct_ctr_structure() -> None:
     assert len(_layers_of(model, TemperatureScaling)) == 1
     assert model.count_params() == 118_033  # = stored weights of SCT's t2_ctr.h5
     t2s = build_unet2d(UNet2DConfig.sct_ctr("t2s"))
-    dilations = [c.dilation_rate[0] for c in _layers_of(t2s, keras.layers.Conv2D)
-                 if not isinstance(c, keras.layers.Conv2DTranspose)]
+    dilations = [
+        c.dilation_rate[0] for c in _layers_of(t2s, keras.layers.Conv2D) if not isinstance(c, keras.layers.Conv2DTranspose)
+    ]
     assert dilations == [1, 2, 1, 2, 1, 2, 4, 1, 1, 1, 1, 1]
 
 
@@ -172,7 +187,7 @@ def test_temperature_scaling_divides_logits() -> None:
 
 
 # --------------------------------------------------------------------------- training
-def _soft_dice_loss(y_true, y_pred):  # noqa: ANN001, ANN202 - Keras tensors
+def _soft_dice_loss(y_true, y_pred):
     inter = keras.ops.sum(y_true * y_pred)
     return 1.0 - (2.0 * inter + 1.0) / (keras.ops.sum(y_true) + keras.ops.sum(y_pred) + 1.0)
 
@@ -246,7 +261,7 @@ def test_frozen_encoder_weights_do_not_change_in_training() -> None:
     assert {"head_conv/kernel", "dec0_conv1/kernel"} <= changed
 
 
-def test_keras_file_round_trip(tmp_path) -> None:  # noqa: ANN001 - pytest fixture
+def test_keras_file_round_trip(tmp_path) -> None:
     model = build_unet2d(TINY_2D)
     path = tmp_path / "ctr.keras"
     model.save(path)

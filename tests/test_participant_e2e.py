@@ -16,7 +16,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import DS_SPINE_MINI, IMAGE_MASK_PAIRS, REPO
 
 from lumbo_bids.metrics import dice
@@ -135,9 +134,7 @@ def test_preprocessed_outputs_are_written(participant_run):
 def test_derivatives_pass_the_bids_validator(participant_run):
     out, _, _ = participant_run
     validator = Path(sys.executable).parent / "bids-validator-deno"
-    proc = subprocess.run(
-        [str(validator), "--format", "json", str(out)], capture_output=True, text=True, timeout=600
-    )
+    proc = subprocess.run([str(validator), "--format", "json", str(out)], capture_output=True, text=True, timeout=600)
     report = json.loads(proc.stdout)
     issues = [(i["severity"], i["code"], i.get("location")) for i in report["issues"]["issues"]]
     assert [i for i in issues if i[0] in ("error", "warning")] == []  # not even a warning
@@ -177,7 +174,9 @@ def test_morphometrics_and_evaluation_tables(participant_run):
     per_slice = (anat / f"{stem}_evaluation.tsv").read_text().splitlines()
     assert per_slice[0] == "slice\tdice" and len(per_slice) > 2
     # the lumbar image: no manual mask, so no evaluation; its conus tip lies inside the image
-    lumbar = json.loads((out / "sub-sctLumbar" / "anat" / "sub-sctLumbar_space-orig_label-SC_desc-T2w_morphometrics.json").read_text())
+    lumbar = json.loads(
+        (out / "sub-sctLumbar" / "anat" / "sub-sctLumbar_space-orig_label-SC_desc-T2w_morphometrics.json").read_text()
+    )
     img = nib.load(LUMBAR)
     tip_vox = np.linalg.solve(img.affine, [*lumbar["ConusTip_mm"], 1.0])[:3]
     assert np.all(tip_vox >= -0.5) and np.all(tip_vox <= np.array(img.shape[:3]) - 0.5)

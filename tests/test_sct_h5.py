@@ -15,9 +15,9 @@ import keras
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import DS_SPINE_MINI, IMAGE_MASK_PAIRS
 from scipy import ndimage
 
-from conftest import DS_SPINE_MINI, IMAGE_MASK_PAIRS
 from lumbo_bids.model.network import (
     UNet2DConfig,
     UNet3DConfig,
@@ -95,9 +95,7 @@ def test_build_unet2d_is_sct_ctr_architecture(shared_models: Path, contrast: str
     ours = build_unet2d(UNet2DConfig.sct_ctr(contrast, dropout=0.4))  # the files were trained with 0.4
     mapping = sct_layer_name_map(ours)
     assert list(mapping.values()) == [layer.name for layer in reference.layers]
-    assert [type(a).__name__ for a in ours.layers[1:]] == [
-        type(b).__name__ for b in reference.layers[1:]
-    ]
+    assert [type(a).__name__ for a in ours.layers[1:]] == [type(b).__name__ for b in reference.layers[1:]]
     load_keras2_weights(ours, path, mapping)
     x = np.random.default_rng(1).normal(0.0, 1.5, size=(2, 80, 80, 1)).astype("float32")
     np.testing.assert_allclose(ours.predict(x, verbose=0), reference.predict(x, verbose=0), atol=1e-6)
@@ -112,8 +110,7 @@ def test_describe_and_detect(shared_models: Path, tmp_path: Path) -> None:
     assert info["keras_version"] == "2.0.6" and info["backend"] == "tensorflow"
     assert info["input_shape"] == [None, 80, 80, 1]
     assert [layer["name"] for layer in info["layers"]] == _stored_layer_names(path)
-    assert info["layers"][1] == {"name": "conv2d_1", "class_name": "Conv2D",
-                                 "weights": {"kernel": (3, 3, 1, 16), "bias": (16,)}}
+    assert info["layers"][1] == {"name": "conv2d_1", "class_name": "Conv2D", "weights": {"kernel": (3, 3, 1, 16), "bias": (16,)}}
     assert info["output_layers"] == ["activation_11"]
     assert info["n_params"] == 118_033
     assert is_keras2_h5(path)
@@ -170,7 +167,7 @@ def test_weight_shape_mismatch_names_file_and_layer(shared_models: Path, tmp_pat
         load_keras2_h5(path)
 
 
-def _edit_config(path: Path, edit) -> None:  # noqa: ANN001 - callable on the config dict
+def _edit_config(path: Path, edit) -> None:
     with h5py.File(path, "a") as f:
         config = json.loads(f.attrs["model_config"])
         edit(config["config"]["layers"])
@@ -194,18 +191,25 @@ def test_unsupported_layer_and_lambda_raise(shared_models: Path, tmp_path: Path)
         load_keras2_h5(path)
 
     path = _writable_copy(shared_models / "dwi_ctr.h5", tmp_path / "regul.h5")
-    _edit_config(path, lambda layers: layers[1]["config"].update(
-        kernel_regularizer={"class_name": "L1L2", "config": {"l1": 0.0, "l2": 0.01}}))
+    _edit_config(
+        path,
+        lambda layers: layers[1]["config"].update(kernel_regularizer={"class_name": "L1L2", "config": {"l1": 0.0, "l2": 0.01}}),
+    )
     with pytest.raises(ValueError, match=r"regul.h5.*conv2d_1.*kernel_regularizer"):
         load_keras2_h5(path)
 
 
 # --------------------------------------------------------------------------- synthetic 3D file
-_K2_CLASS = {"InputLayer": "InputLayer", "Conv3D": "Conv3D", "BatchNormalization": "BatchNormalization",
-             "Activation": "Activation", "MaxPooling3D": "MaxPooling3D", "UpSampling3D": "UpSampling3D",
-             "Concatenate": "Concatenate"}
-_GLOROT = {"class_name": "VarianceScaling",
-           "config": {"distribution": "uniform", "scale": 1.0, "seed": None, "mode": "fan_avg"}}
+_K2_CLASS = {
+    "InputLayer": "InputLayer",
+    "Conv3D": "Conv3D",
+    "BatchNormalization": "BatchNormalization",
+    "Activation": "Activation",
+    "MaxPooling3D": "MaxPooling3D",
+    "UpSampling3D": "UpSampling3D",
+    "Concatenate": "Concatenate",
+}
+_GLOROT = {"class_name": "VarianceScaling", "config": {"distribution": "uniform", "scale": 1.0, "seed": None, "mode": "fan_avg"}}
 
 
 def _keras2_layer_config(layer: keras.layers.Layer, name: str) -> dict:
@@ -214,12 +218,24 @@ def _keras2_layer_config(layer: keras.layers.Layer, name: str) -> dict:
     if cls == "InputLayer":
         return {"batch_input_shape": [None, 1, 48, 48, 48], "dtype": "float32", "sparse": False}
     if cls == "Conv3D":
-        return {"filters": layer.filters, "kernel_size": list(layer.kernel_size), "strides": [1, 1, 1],
-                "padding": layer.padding, "data_format": "channels_first", "dilation_rate": [1, 1, 1],
-                "activation": "linear", "use_bias": True, "kernel_initializer": _GLOROT,
-                "bias_initializer": {"class_name": "Zeros", "config": {}}, "kernel_regularizer": None,
-                "bias_regularizer": None, "activity_regularizer": None, "kernel_constraint": None,
-                "bias_constraint": None, "trainable": True}
+        return {
+            "filters": layer.filters,
+            "kernel_size": list(layer.kernel_size),
+            "strides": [1, 1, 1],
+            "padding": layer.padding,
+            "data_format": "channels_first",
+            "dilation_rate": [1, 1, 1],
+            "activation": "linear",
+            "use_bias": True,
+            "kernel_initializer": _GLOROT,
+            "bias_initializer": {"class_name": "Zeros", "config": {}},
+            "kernel_regularizer": None,
+            "bias_regularizer": None,
+            "activity_regularizer": None,
+            "kernel_constraint": None,
+            "bias_constraint": None,
+            "trainable": True,
+        }
     if cls == "BatchNormalization":
         return {"axis": 1, "momentum": 0.99, "epsilon": 0.001, "center": True, "scale": True}
     if cls == "Activation":
@@ -242,11 +258,23 @@ def _write_keras2_3d(model: keras.Model, path: Path) -> dict[str, str]:
         for node in k3[layer.name]["inbound_nodes"]:
             args = node["args"][0] if isinstance(node["args"][0], list) else [node["args"][0]]
             inbound.append([[mapping[a["config"]["keras_history"][0]], 0, 0, {}] for a in args])
-        layers.append({"class_name": _K2_CLASS[type(layer).__name__], "name": name, "inbound_nodes": inbound,
-                       "config": {"name": name, **_keras2_layer_config(layer, name)}})
-    config = {"class_name": "Model", "config": {"name": "model_1", "layers": layers,
-                                                "input_layers": [["input_1", 0, 0]],
-                                                "output_layers": [[mapping["head_sigmoid"], 0, 0]]}}
+        layers.append(
+            {
+                "class_name": _K2_CLASS[type(layer).__name__],
+                "name": name,
+                "inbound_nodes": inbound,
+                "config": {"name": name, **_keras2_layer_config(layer, name)},
+            }
+        )
+    config = {
+        "class_name": "Model",
+        "config": {
+            "name": "model_1",
+            "layers": layers,
+            "input_layers": [["input_1", 0, 0]],
+            "output_layers": [[mapping["head_sigmoid"], 0, 0]],
+        },
+    }
     with h5py.File(path, "w") as f:
         f.attrs["keras_version"] = b"2.0.6"
         f.attrs["backend"] = b"tensorflow"
@@ -287,8 +315,9 @@ def test_channels_first_3d_keras2_file_loads_channels_last(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="without stored weights"):
         load_keras2_weights(build_unet3d(cfg), path)  # our names are not SCT's without the map
     with pytest.raises(ValueError, match=r"t2_sc_3D_like.h5.*conv3d_1.*shape"):
-        load_keras2_weights(build_unet3d(UNet3DConfig(base_filters=4, patch_size=(16, 16, 16))), path,
-                            sct_layer_name_map(build_unet3d(cfg)))
+        load_keras2_weights(
+            build_unet3d(UNet3DConfig(base_filters=4, patch_size=(16, 16, 16))), path, sct_layer_name_map(build_unet3d(cfg))
+        )
 
 
 # --------------------------------------------------------------------------- heat-map
@@ -318,7 +347,7 @@ def test_heatmap_shape_range_and_cropped_region(shared_models: Path) -> None:
     heat = sct_heatmap(model, volume, recentre=True)
     assert heat.shape == volume.shape and heat.dtype == np.float32
     assert heat.min() >= 0.0 and heat.max() <= 1.0
-    assert np.all(heat[:, 2 * CTR_PATCH_SIZE[1]:] == 0.0)  # SCT crops A-P to a multiple of 80
+    assert np.all(heat[:, 2 * CTR_PATCH_SIZE[1] :] == 0.0)  # SCT crops A-P to a multiple of 80
     with pytest.raises(ValueError, match="contrast"):
         sct_heatmap(model, volume, contrast="flair")
     with pytest.raises(ValueError, match="3D"):
@@ -398,13 +427,28 @@ def test_keras2_sequential_config_is_rebuilt(tmp_path: Path) -> None:
     """Keras 2.0 Sequential: a bare layer list, the first layer carrying batch_input_shape."""
     rng = np.random.default_rng(7)
     kernel, bias = rng.normal(size=(3, 3, 1, 2)).astype("float32"), np.array([0.5, -0.5], "float32")
-    conv = {"class_name": "Conv2D", "config": {
-        "name": "conv2d_1", "batch_input_shape": [None, 8, 8, 1], "dtype": "float32", "filters": 2,
-        "kernel_size": [3, 3], "strides": [1, 1], "padding": "same", "data_format": "channels_last",
-        "dilation_rate": [1, 1], "activation": "relu", "use_bias": True, "kernel_initializer": _GLOROT,
-        "bias_initializer": {"class_name": "Zeros", "config": {}}}}
-    pool = {"class_name": "MaxPooling2D", "config": {"name": "max_pooling2d_1", "pool_size": [2, 2],
-                                                      "strides": [2, 2], "padding": "valid"}}
+    conv = {
+        "class_name": "Conv2D",
+        "config": {
+            "name": "conv2d_1",
+            "batch_input_shape": [None, 8, 8, 1],
+            "dtype": "float32",
+            "filters": 2,
+            "kernel_size": [3, 3],
+            "strides": [1, 1],
+            "padding": "same",
+            "data_format": "channels_last",
+            "dilation_rate": [1, 1],
+            "activation": "relu",
+            "use_bias": True,
+            "kernel_initializer": _GLOROT,
+            "bias_initializer": {"class_name": "Zeros", "config": {}},
+        },
+    }
+    pool = {
+        "class_name": "MaxPooling2D",
+        "config": {"name": "max_pooling2d_1", "pool_size": [2, 2], "strides": [2, 2], "padding": "valid"},
+    }
     path = tmp_path / "seq.h5"
     with h5py.File(path, "w") as f:
         f.attrs["keras_version"] = b"2.0.6"
@@ -418,7 +462,8 @@ def test_keras2_sequential_config_is_rebuilt(tmp_path: Path) -> None:
         sub.create_dataset("conv2d_1/bias:0", data=bias)
     model = load_keras2_h5(path)
     x = rng.normal(size=(1, 8, 8, 1)).astype("float32")
-    reference = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, padding="same",
-                                  activation="relu"), keras.layers.MaxPooling2D()])
+    reference = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, padding="same", activation="relu"), keras.layers.MaxPooling2D()]
+    )
     reference.layers[0].set_weights([kernel, bias])
     np.testing.assert_allclose(model.predict(x, verbose=0), reference.predict(x, verbose=0), atol=1e-6)

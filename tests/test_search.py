@@ -10,7 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import DS_SPINE_MINI, REPO
 
 from lumbo_bids.errors import LumboError

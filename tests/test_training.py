@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lumbo_bids.model.losses import DiceMetric, dice_bce_loss, dice_loss, get_loss
 from lumbo_bids.model import training
-from lumbo_bids.model.training import TrainConfig, TrainResult, plot_history, read_metrics, select_strategy, train
 from lumbo_bids.model.dataset import TrainingCase
+from lumbo_bids.model.losses import DiceMetric, dice_bce_loss, dice_loss, get_loss
+from lumbo_bids.model.training import TrainConfig, TrainResult, plot_history, read_metrics, select_strategy, train
 
 PATCH = (16, 16, 16)
 

@@ -17,9 +17,8 @@ LOGGER = logging.getLogger("lumbo_bids.group")
 
 def run_group(config, inputs: dict) -> ExitCode:
     """Preprocess (cached), split by subject, fine-tune, evaluate, write the artifact and report."""
-    from .participant import configure_nipype, run_workflow
-
     from ..reports.group import write_group_summaries
+    from .participant import configure_nipype, run_workflow
 
     anats = masked_images(inputs)  # checked by the CLI (check_group_inputs) before anything is written
     for path in write_group_summaries(config.output_dir):  # participant-level results, if any
@@ -58,8 +57,7 @@ def run_group(config, inputs: dict) -> ExitCode:
         ) from None
     outputs = preproc_outputs(exec_graph, anats)
     raw = [
-        RawCase(a.subject, a.stem, a.contrast, Path(outputs[a.path].out_stack), Path(outputs[a.path].mask_stack))
-        for a in anats
+        RawCase(a.subject, a.stem, a.contrast, Path(outputs[a.path].out_stack), Path(outputs[a.path].mask_stack)) for a in anats
     ]
     if search_spec is not None:
         return run_search(config, search_spec, raw)
@@ -79,8 +77,7 @@ def check_group_inputs(config, inputs: dict) -> None:
     anats = masked_images(inputs)
     if not anats:
         raise LumboError(
-            f"no selected image has a manual mask under {config.labels_dir} "
-            "(expected sub-XX/anat/<source>_label-SC_seg.nii.gz)",
+            f"no selected image has a manual mask under {config.labels_dir} (expected sub-XX/anat/<source>_label-SC_seg.nii.gz)",
             ExitCode.NO_INPUT,
         )
     absent = [path for anat in anats for path in unavailable_files(anat)]
@@ -103,7 +100,9 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
     patch_size = tuple(config.patch_size or init.manifest["preprocessing"]["patch_size"])
 
     inference = init.manifest.get("inference")
-    before = evaluate_cases(init.build_model(), val_raw, init.manifest["preprocessing"].get("intensity") or {}, patch_size, inference)
+    before = evaluate_cases(
+        init.build_model(), val_raw, init.manifest["preprocessing"].get("intensity") or {}, patch_size, inference
+    )
     LOGGER.info("validation Dice before fine-tuning: %s", _fmt(before))
 
     def model_fn():
@@ -134,9 +133,19 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
     manifest = {
         **{k: v for k, v in init.manifest.items() if k not in {"files", "training", "created"}},
         "name": f"{init.manifest.get('name', 'model')}-finetuned",
-        "preprocessing": {**init.manifest["preprocessing"], "intensity": intensity, "resolution_mm": resolution, "crop_size": list(crop_size)},
+        "preprocessing": {
+            **init.manifest["preprocessing"],
+            "intensity": intensity,
+            "resolution_mm": resolution,
+            "crop_size": list(crop_size),
+        },
         "training": model_card(
-            initial_model={"path": str(init.path), "name": init.manifest.get("name"), "checksum": init.checksum, "from_scratch": config.from_scratch},
+            initial_model={
+                "path": str(init.path),
+                "name": init.manifest.get("name"),
+                "checksum": init.checksum,
+                "from_scratch": config.from_scratch,
+            },
             train_subjects=sorted({c.subject for c in train_raw}),
             validation_subjects=sorted({c.subject for c in val_raw}),
             train_images=[c.name for c in train_raw],
@@ -204,7 +213,9 @@ def run_search(config, spec, raw: list) -> ExitCode:
     else:
         results = run_search_local(spec, subjects, run_fold)
     paths = write_search_outputs(results, config.output_dir / "group" / "search", spec)
-    LOGGER.info("search: %d trial(s); best configuration in %s (use: group --config-file %s)", len(results), paths["best"], paths["best"])
+    LOGGER.info(
+        "search: %d trial(s); best configuration in %s (use: group --config-file %s)", len(results), paths["best"], paths["best"]
+    )
     return ExitCode.OK
 
 

@@ -18,7 +18,7 @@ def lock_path(work_dir: Path, subject: str) -> Path:
 def _acquire(path: Path):
     """``(open file holding an exclusive lock on path, None)`` or ``(None, who holds it)``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - kept open as long as the lock
+    handle = open(path, "a+", encoding="utf-8")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -21,7 +21,7 @@ DEFAULT_CONTRASTS = ("T2w", "T1w", "T2starw")
 class BIDSAppArgumentParser(argparse.ArgumentParser):
     """ArgumentParser whose usage errors exit with BEP027's 64 (EX_USAGE), not argparse's 2."""
 
-    def error(self, message: str):  # noqa: D102 - argparse API
+    def error(self, message: str):
         self.print_usage(sys.stderr)
         self.exit(int(ExitCode.USAGE), f"{self.prog}: error: {message}\n")
 
@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_path,
         metavar="FILE",
         help=(
-            "JSON file of pybids queries per input, e.g. {\"anat\": {\"suffix\": [\"T2w\"]}} "
+            'JSON file of pybids queries per input, e.g. {"anat": {"suffix": ["T2w"]}} '
             f"(default: suffix in {', '.join(DEFAULT_CONTRASTS)})"
         ),
     )
@@ -212,18 +212,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     g_perf = parser.add_argument_group("Options to handle performance")
     g_perf.add_argument(
-        "--nprocs", "--n_cpus", "--n-cpus", dest="nprocs", type=_positive_int, help="maximum number of processes (default: all CPUs)"
+        "--nprocs",
+        "--n_cpus",
+        "--n-cpus",
+        dest="nprocs",
+        type=_positive_int,
+        help="maximum number of processes (default: all CPUs)",
     )
     g_perf.add_argument(
         "--omp-nthreads", dest="omp_nthreads", type=_positive_int, help="maximum threads per process (default: nprocs)"
     )
     g_perf.add_argument(
-        "--mem", "--mem-gb", "--mem_gb", dest="mem_gb", type=_memory_gb, metavar="GB", help="memory limit for the workflow, e.g. 8G"
+        "--mem",
+        "--mem-gb",
+        "--mem_gb",
+        dest="mem_gb",
+        type=_memory_gb,
+        metavar="GB",
+        help="memory limit for the workflow, e.g. 8G",
     )
 
     g_model = parser.add_argument_group("Segmentation model")
     g_model.add_argument(
-        "--model", type=_path, metavar="PATH", help="model artifact (folder or archive) to segment with (default: the shipped base model)"
+        "--model",
+        type=_path,
+        metavar="PATH",
+        help="model artifact (folder or archive) to segment with (default: the shipped base model)",
     )
     g_model.add_argument(
         "--sct-models",
@@ -233,15 +247,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder with SCT deepseg_sc Keras-2 HDF5 models (e.g. t2_ctr.h5); its centerline models then localise the cord",
     )
     g_model.add_argument(
-        "--resolution", type=_positive_float, default=None, metavar="MM", help="isotropic working resolution in mm (default: the model's, 0.5)"
+        "--resolution",
+        type=_positive_float,
+        default=None,
+        metavar="MM",
+        help="isotropic working resolution in mm (default: the model's, 0.5)",
     )
     g_model.add_argument(
-        "--crop-size", dest="crop_size", type=_positive_int, nargs=2, default=None, metavar=("X", "Y"), help="in-plane box around the centerline, in voxels (default: the model's, 64 64)"
+        "--crop-size",
+        dest="crop_size",
+        type=_positive_int,
+        nargs=2,
+        default=None,
+        metavar=("X", "Y"),
+        help="in-plane box around the centerline, in voxels (default: the model's, 64 64)",
     )
     g_model.add_argument("--threshold", type=_fraction, default=None, help="probability threshold (default: the model's, 0.5)")
     g_model.add_argument("--overlap", type=_overlap, default=None, help="sliding-window overlap in [0, 1) (default: the model's)")
     g_model.add_argument("--tta", action="store_true", help="test-time flip augmentation")
-    g_model.add_argument("--save-probseg", dest="save_probseg", action="store_true", help="also write the soft probability map (_probseg)")
+    g_model.add_argument(
+        "--save-probseg", dest="save_probseg", action="store_true", help="also write the soft probability map (_probseg)"
+    )
     g_model.add_argument(
         "--ignore-manual-centerline",
         dest="ignore_manual_centerline",
@@ -250,8 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g_group = parser.add_argument_group("Group level (fine-tuning)")
-    g_group.add_argument("--init-model", dest="init_model", type=_path, metavar="PATH", help="model to start from (default: the shipped base model)")
-    g_group.add_argument("--from-scratch", dest="from_scratch", action="store_true", help="random initialisation instead of --init-model")
+    g_group.add_argument(
+        "--init-model",
+        dest="init_model",
+        type=_path,
+        metavar="PATH",
+        help="model to start from (default: the shipped base model)",
+    )
+    g_group.add_argument(
+        "--from-scratch", dest="from_scratch", action="store_true", help="random initialisation instead of --init-model"
+    )
     g_group.add_argument("--epochs", type=_positive_int, default=30, help="training epochs")
     g_group.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=_positive_int, default=50, help="batches per epoch")
     g_group.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=4, help="patches per batch")
@@ -259,8 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     g_group.add_argument("--loss", choices=LOSSES, default="dice", help="training loss")
     g_group.add_argument("--freeze-encoder", dest="freeze_encoder", action="store_true", help="train the decoder only")
     g_group.add_argument("--patience", type=_positive_int, default=10, help="early-stopping patience (epochs)")
-    g_group.add_argument("--validation-fraction", dest="validation_fraction", type=_fraction, default=0.25, help="fraction of subjects held out")
-    g_group.add_argument("--validation-subjects", dest="validation_subjects", nargs="+", type=_label, metavar="LABEL", help="explicit validation subjects")
+    g_group.add_argument(
+        "--validation-fraction", dest="validation_fraction", type=_fraction, default=0.25, help="fraction of subjects held out"
+    )
+    g_group.add_argument(
+        "--validation-subjects",
+        dest="validation_subjects",
+        nargs="+",
+        type=_label,
+        metavar="LABEL",
+        help="explicit validation subjects",
+    )
     g_group.add_argument("--augmentation", type=_unit, default=1.0, metavar="STRENGTH", help="augmentation strength in [0, 1]")
     g_group.add_argument("--resume", action="store_true", help="resume an interrupted fine-tuning from its checkpoints")
     g_group.add_argument(
@@ -292,8 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("LUMBO_BIDS_WORK_DIR", "work"),
         help="working directory, the cache (default: $LUMBO_BIDS_WORK_DIR or ./work)",
     )
-    g_other.add_argument("--clean-workdir", dest="clean_workdir", action="store_true", help="delete this version's work folder before running")
-    g_other.add_argument("--stop-on-first-crash", dest="stop_on_first_crash", action="store_true", help="abort on the first failing node")
-    g_other.add_argument("--random-seed", dest="random_seed", type=_non_negative_int, default=42, help="seed for every random generator")
+    g_other.add_argument(
+        "--clean-workdir", dest="clean_workdir", action="store_true", help="delete this version's work folder before running"
+    )
+    g_other.add_argument(
+        "--stop-on-first-crash", dest="stop_on_first_crash", action="store_true", help="abort on the first failing node"
+    )
+    g_other.add_argument(
+        "--random-seed", dest="random_seed", type=_non_negative_int, default=42, help="seed for every random generator"
+    )
     g_other.add_argument("-v", "--verbose", dest="verbose_count", action="count", default=0, help="more output (-v, -vv)")
     return parser

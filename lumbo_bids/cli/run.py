@@ -160,7 +160,11 @@ def _select_inputs(config, labels_dir_given: bool) -> tuple[dict, dict]:
     inputs = bids.collect_anat(layout, subjects, config.session_label, filters, config.labels_dir)
     LOGGER.info(
         "lumbo_bids %s: %s level, %d subject(s), %d image(s), run %s",
-        _version(), config.analysis_level, len(inputs), sum(map(len, inputs.values())), config.run_uuid,
+        _version(),
+        config.analysis_level,
+        len(inputs),
+        sum(map(len, inputs.values())),
+        config.run_uuid,
     )
     if config.analysis_level == "participant":
         check_models(config, inputs)  # a bad --model or --sct-models is refused before anything is written

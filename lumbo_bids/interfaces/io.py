@@ -110,9 +110,7 @@ class DerivativesDataSink(SimpleInterface):
 
     def _run_interface(self, runtime):
         extra = {
-            key: getattr(self.inputs, key)
-            for key in ("space", "res", "label", "desc")
-            if isdefined(getattr(self.inputs, key))
+            key: getattr(self.inputs, key) for key in ("space", "res", "label", "desc") if isdefined(getattr(self.inputs, key))
         }
         out = derivative_path(
             Path(self.inputs.output_dir), dict(self.inputs.entities), self.inputs.suffix, self.inputs.extension, **extra

@@ -69,9 +69,7 @@ class EvaluateMask(SimpleInterface):
         pred_rpi, rpi_affine = reorient(pred.astype(np.uint8), affine, RPI)
         ref_rpi, _ = reorient(ref.astype(np.uint8), affine, RPI)
         along_z = per_slice_dice(pred_rpi, ref_rpi)
-        rows = ["slice\tdice"] + [
-            f"{k}\t{'n/a' if np.isnan(v) else format_float(v, 4)}" for k, v in enumerate(along_z)
-        ]
+        rows = ["slice\tdice"] + [f"{k}\t{'n/a' if np.isnan(v) else format_float(v, 4)}" for k, v in enumerate(along_z)]
         out = Path(runtime.cwd) / "evaluation.tsv"
         out.write_text("\n".join(rows) + "\n")
         self._results["out_tsv"] = str(out)

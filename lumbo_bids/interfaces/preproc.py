@@ -117,7 +117,6 @@ class Centerline(SimpleInterface):
 
     def _run_interface(self, runtime):
         import numpy as np
-
         from nibabel.affines import voxel_sizes
 
         from ..centerline import (

@@ -15,11 +15,12 @@ import tarfile
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ExitCode, LumboError
 
@@ -305,7 +306,7 @@ def save_artifact(model: Any, out_dir: os.PathLike | str, manifest: dict[str, An
     plain = lambda obj: obj.tolist() if hasattr(obj, "tolist") else str(obj)  # noqa: E731
     full = json.loads(json.dumps(manifest, default=plain))
     full.update(format=FORMAT, format_version=FORMAT_VERSION)
-    full.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    full.setdefault("created", datetime.now(UTC).isoformat(timespec="seconds"))
     full.setdefault("training", {})
     full["files"] = {WEIGHTS_NAME: "0" * 64}  # placeholder: validate before writing anything
     if problem := manifest_problem(full):

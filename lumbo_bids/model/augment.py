@@ -125,7 +125,15 @@ class AugmentConfig:
         """The default augmentation plus domain randomisation, its probabilities times ``amount``."""
         if not 0.0 <= amount <= 1.0:
             raise ValueError(f"domain randomisation amount must be in [0, 1], got {amount}")
-        probs = {"p_lut": 0.5, "p_invert": 0.3, "p_lowres": 0.6, "p_bias": 0.5, "p_ringing": 0.15, "p_ghost": 0.15, "p_rician": 0.5}
+        probs = {
+            "p_lut": 0.5,
+            "p_invert": 0.3,
+            "p_lowres": 0.6,
+            "p_bias": 0.5,
+            "p_ringing": 0.15,
+            "p_ghost": 0.15,
+            "p_rician": 0.5,
+        }
         return cls(strength=strength, **{k: v * amount for k, v in probs.items()})
 
     @property

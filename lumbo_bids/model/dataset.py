@@ -15,16 +15,23 @@ import atexit
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from .augment import AugmentConfig, augment_pair
-from .patches import cord_slices, extract_patch, gaussian_heatmap_2d, mask_centerline, patch_bounds
-from .patches import sample_patch_centres, sample_window_centre_2d
+from .patches import (
+    cord_slices,
+    extract_patch,
+    gaussian_heatmap_2d,
+    mask_centerline,
+    patch_bounds,
+    sample_patch_centres,
+    sample_window_centre_2d,
+)
 
 Sample = tuple[np.ndarray, np.ndarray, np.int64]
 
@@ -293,14 +300,14 @@ def _to_dataset(
                 img, tgt = augment_pair(image, target, np.random.default_rng(int(seed)), augment, binary=binary)
             return img, tgt.astype(np.float32, copy=False)
 
-        def _map(image, target, seed):  # noqa: ANN001, ANN202 - tensors
+        def _map(image, target, seed):
             return tf.numpy_function(_augment, [image, target, seed], [tf.float32, tf.float32], stateful=False)
 
         ds = ds.map(_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         ds = ds.map(lambda image, target, seed: (image, target))
 
-    def _shape(image, target):  # noqa: ANN001, ANN202 - tensors
+    def _shape(image, target):
         return tf.ensure_shape(image[..., None], (*shape, 1)), tf.ensure_shape(target[..., None], (*shape, 1))
 
     ds = ds.map(_shape).batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -104,9 +105,7 @@ def tile_starts(size: int, patch: int, overlap: float) -> list[int]:
     return [int(round(i * step)) for i in range(n_tiles)]
 
 
-def _predict_batch(
-    predict_fn: PredictFn, batch: np.ndarray, flips: Sequence[tuple[int, ...]]
-) -> np.ndarray:
+def _predict_batch(predict_fn: PredictFn, batch: np.ndarray, flips: Sequence[tuple[int, ...]]) -> np.ndarray:
     """Mean of ``predict_fn`` over flipped copies of ``batch`` (B, X, Y, Z), each unflipped back."""
     total = np.zeros(batch.shape, dtype=np.float64)
     for axes in flips:
@@ -191,9 +190,7 @@ def sliding_window_predict(
     return (acc[crop] / norm[crop]).astype(np.float32)
 
 
-def predict_slices(
-    predict_fn_2d: PredictFn, volume: np.ndarray, batch_size: int = 32, multiple: int = 16
-) -> np.ndarray:
+def predict_slices(predict_fn_2d: PredictFn, volume: np.ndarray, batch_size: int = 32, multiple: int = 16) -> np.ndarray:
     """Apply a 2D network to every axial slice ``volume[:, :, z]``.
 
     Slices are zero-padded (centred) in-plane to a multiple of ``multiple`` (what a U-Net with

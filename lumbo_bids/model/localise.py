@@ -63,7 +63,9 @@ def localise_heatmap(model_path: str | Path, volume: np.ndarray, affine: np.ndar
 
         src = Grid(tuple(data.shape), np.asarray(affine))
         target = resampled_grid(src, (wanted, wanted, float(zooms[2])))
-        heat = predict_slices(keras_predict_fn(model, batch_size), localiser_input(resample_to_grid(data, src.affine, target), plan), batch_size)
+        heat = predict_slices(
+            keras_predict_fn(model, batch_size), localiser_input(resample_to_grid(data, src.affine, target), plan), batch_size
+        )
         return np.clip(resample_to_grid(heat, target.affine, src), 0.0, 1.0)
     heat = predict_slices(keras_predict_fn(model, batch_size), localiser_input(data, plan), batch_size)
     return np.clip(heat, 0.0, 1.0)

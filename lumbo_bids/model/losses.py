@@ -8,7 +8,8 @@ defined for patches without cord.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 from keras import ops

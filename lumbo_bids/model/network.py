@@ -107,9 +107,7 @@ class _JsonConfig:
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown config keys {unknown}")
-        kwargs = {
-            key: tuple(value) if isinstance(value, list) else value for key, value in data.items()
-        }
+        kwargs = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
         return cls(**kwargs)
 
 
@@ -253,10 +251,10 @@ class TemperatureScaling(keras.layers.Layer):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
 
-    def call(self, inputs):  # noqa: ANN001, ANN201 - Keras tensor in/out
+    def call(self, inputs):
         return inputs / self.temperature
 
-    def compute_output_shape(self, input_shape):  # noqa: ANN001, ANN201
+    def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self) -> dict[str, Any]:
@@ -264,7 +262,7 @@ class TemperatureScaling(keras.layers.Layer):
 
 
 def _conv_bn_relu(
-    x,  # noqa: ANN001 - Keras tensor
+    x,
     filters: int,
     prefix: str,
     index: int,
@@ -274,7 +272,7 @@ def _conv_bn_relu(
     dilation: int = 1,
     batch_norm: bool = True,
     dropout: float = 0.0,
-):  # noqa: ANN202
+):
     """``Conv(same) -> [BN] -> ReLU -> [Dropout]`` named ``{prefix}_{conv,bn,relu,drop}{index}``."""
     conv = keras.layers.Conv3D if ndim == 3 else keras.layers.Conv2D
     x = conv(filters, kernel_size, padding="same", dilation_rate=dilation, name=f"{prefix}_conv{index}")(x)
@@ -319,9 +317,7 @@ def build_unet3d(cfg: UNet3DConfig | None = None) -> keras.Model:
         if cfg.upsampling == "nearest":
             x = keras.layers.UpSampling3D(cfg.pool_size, name=f"dec{level}_up")(x)
         else:
-            x = keras.layers.Conv3DTranspose(
-                x.shape[-1], cfg.pool_size, strides=cfg.pool_size, name=f"dec{level}_up"
-            )(x)
+            x = keras.layers.Conv3DTranspose(x.shape[-1], cfg.pool_size, strides=cfg.pool_size, name=f"dec{level}_up")(x)
         x = keras.layers.Concatenate(name=f"dec{level}_concat")([x, skip])
         x = _conv_bn_relu(x, filters, f"dec{level}", 1, **block)
         x = _conv_bn_relu(x, filters, f"dec{level}", 2, **block)
@@ -468,4 +464,3 @@ def sct_layer_name_map(model: keras.Model) -> dict[str, str]:
         counters[stem] = counters.get(stem, 0) + 1
         mapping[layer.name] = f"{stem}_{counters[stem]}"
     return mapping
-

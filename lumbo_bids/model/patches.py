@@ -12,7 +12,7 @@ Volumes are ``(X, Y, Z)`` arrays in RPI orientation, ``Z`` the axial (slice) axi
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -45,9 +45,7 @@ def patch_bounds(centre: Sequence[int], size: Sequence[int]) -> tuple[np.ndarray
     return start, start + size_arr
 
 
-def extract_patch(
-    volume: np.ndarray, centre: Sequence[int], size: Sequence[int], cval: float = 0
-) -> np.ndarray:
+def extract_patch(volume: np.ndarray, centre: Sequence[int], size: Sequence[int], cval: float = 0) -> np.ndarray:
     """Copy the patch of ``volume`` of ``size`` around ``centre``, padded with ``cval``.
 
     Parameters
@@ -81,9 +79,7 @@ def extract_patch(
     return out
 
 
-def extract_patch_2d(
-    image: np.ndarray, centre: Sequence[int], size: Sequence[int] = (96, 96), cval: float = 0
-) -> np.ndarray:
+def extract_patch_2d(image: np.ndarray, centre: Sequence[int], size: Sequence[int] = (96, 96), cval: float = 0) -> np.ndarray:
     """2D version of :func:`extract_patch` (one axial slice ``(X, Y)``) for the localiser.
 
     Parameters

@@ -52,15 +52,40 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 
 # Arguments kept per Keras-2 class (others must be absent, None or ignorable).
-_CONV = ("filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate",
-         "activation", "use_bias", "kernel_initializer", "bias_initializer",
-         "kernel_regularizer", "bias_regularizer", "activity_regularizer",
-         "kernel_constraint", "bias_constraint")
+_CONV = (
+    "filters",
+    "kernel_size",
+    "strides",
+    "padding",
+    "data_format",
+    "dilation_rate",
+    "activation",
+    "use_bias",
+    "kernel_initializer",
+    "bias_initializer",
+    "kernel_regularizer",
+    "bias_regularizer",
+    "activity_regularizer",
+    "kernel_constraint",
+    "bias_constraint",
+)
 _CONV_T = tuple(a for a in _CONV if a != "dilation_rate") + ("output_padding",)
 _POOL = ("pool_size", "strides", "padding", "data_format")
-_BN = ("axis", "momentum", "epsilon", "center", "scale", "beta_initializer",
-       "gamma_initializer", "moving_mean_initializer", "moving_variance_initializer",
-       "beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint")
+_BN = (
+    "axis",
+    "momentum",
+    "epsilon",
+    "center",
+    "scale",
+    "beta_initializer",
+    "gamma_initializer",
+    "moving_mean_initializer",
+    "moving_variance_initializer",
+    "beta_regularizer",
+    "gamma_regularizer",
+    "beta_constraint",
+    "gamma_constraint",
+)
 
 #: Keras-2 class name -> (Keras-3 layer class, arguments carried over).
 SUPPORTED_LAYERS: dict[str, tuple[type[keras.layers.Layer], tuple[str, ...]]] = {
@@ -212,8 +237,7 @@ def describe_keras2_h5(path: PathLike) -> dict[str, Any]:
         "model_class": config["class_name"],
         "input_shape": inputs[0] if len(inputs) == 1 else inputs,
         "layers": layers,
-        "output_layers": [o[0] for o in config["config"].get("output_layers", [])]
-        or [layers[-1]["name"]],
+        "output_layers": [o[0] for o in config["config"].get("output_layers", [])] or [layers[-1]["name"]],
         "n_params": int(sum(a.size for layer in weights.values() for a in layer.values())),
     }
 
@@ -361,8 +385,9 @@ def _inbound(layer: dict[str, Any], path: PathLike) -> list[tuple[str, int, int]
         raise ValueError(f"{path}: layer {name!r}: unreadable inbound_nodes {nodes!r}") from exc
 
 
-def _make_input(layer: dict[str, Any], path: PathLike, channels_first: bool,
-                input_shape: tuple[int | None, ...] | None) -> keras.KerasTensor:
+def _make_input(
+    layer: dict[str, Any], path: PathLike, channels_first: bool, input_shape: tuple[int | None, ...] | None
+) -> keras.KerasTensor:
     cfg = layer["config"]
     shape = _batch_input_shape(layer, path)[1:]
     if channels_first:
@@ -390,9 +415,14 @@ def _with_sequential_input(layers: list[dict[str, Any]], path: PathLike) -> list
     if _is_input(layers[0]):
         return layers
     first = layers[0]["config"]
-    input_layer = {"class_name": "InputLayer", "config": {
-        "name": f"{first['name']}_input", "batch_input_shape": _batch_input_shape(layers[0], path),
-        "dtype": first.get("dtype", "float32")}}
+    input_layer = {
+        "class_name": "InputLayer",
+        "config": {
+            "name": f"{first['name']}_input",
+            "batch_input_shape": _batch_input_shape(layers[0], path),
+            "dtype": first.get("dtype", "float32"),
+        },
+    }
     return [input_layer] + layers
 
 
@@ -415,8 +445,7 @@ def _io_names(config: dict[str, Any], layers: list[dict[str, Any]]) -> tuple[lis
     return [s[0] for s in body.get("input_layers", [])], [s[0] for s in body.get("output_layers", [])]
 
 
-def _build_graph(config: dict[str, Any], path: PathLike,
-                 input_shape: tuple[int | None, ...] | None) -> keras.Model:
+def _build_graph(config: dict[str, Any], path: PathLike, input_shape: tuple[int | None, ...] | None) -> keras.Model:
     """Wire a functional Keras-3 model from a Keras-2 model config."""
     layers = _layer_list(config, path)
     channels_first = _is_channels_first(layers)
@@ -497,9 +526,7 @@ def load_keras2_weights(
     weighted = [layer for layer in model.layers if layer.weights]
     if match == "order":
         if len(weighted) != len(stored):
-            raise ValueError(
-                f"{path}: {len(stored)} layers with weights in the file, {len(weighted)} in the model"
-            )
+            raise ValueError(f"{path}: {len(stored)} layers with weights in the file, {len(weighted)} in the model")
         pairs = list(zip(weighted, stored))
     elif match == "name":
         mapping = name_map or {}

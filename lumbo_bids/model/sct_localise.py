@@ -180,8 +180,7 @@ def _largest_component_centre(slice_prob: np.ndarray) -> tuple[float, float] | N
     return float(cx), float(cy)
 
 
-def _recentre_pass(model: keras.Model, data: np.ndarray, grid: np.ndarray, patch: tuple[int, int],
-                   batch_size: int) -> np.ndarray:
+def _recentre_pass(model: keras.Model, data: np.ndarray, grid: np.ndarray, patch: tuple[int, int], batch_size: int) -> np.ndarray:
     """SCT's tracking step: re-predict each detected slice on one block centred on the cord."""
     px, py = patch
     starts, slices = [], []

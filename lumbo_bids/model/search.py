@@ -21,9 +21,10 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -190,7 +191,9 @@ def run_search_ray(
         if res.metrics is None or "trial" not in (res.config or {}):
             continue
         i = res.config["trial"]
-        results.append(TrialResult(i, trials[i], list(res.metrics.get("fold_dice", [])), float(res.metrics.get("seconds", 0.0)), folds))
+        results.append(
+            TrialResult(i, trials[i], list(res.metrics.get("fold_dice", [])), float(res.metrics.get("seconds", 0.0)), folds)
+        )
     return sorted(results, key=lambda r: r.trial)
 
 

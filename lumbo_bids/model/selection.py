@@ -134,10 +134,6 @@ def choose_models(config, contrast: str, needs_localiser: bool = True) -> ModelC
 
 def check_models(config, inputs: dict) -> None:
     """Verify every model the run will need (``--model``, ``--sct-models``), before any work."""
-    needs = {
-        (anat.contrast, anat.mask is None or config.ignore_manual_centerline)
-        for anats in inputs.values()
-        for anat in anats
-    }
+    needs = {(anat.contrast, anat.mask is None or config.ignore_manual_centerline) for anats in inputs.values() for anat in anats}
     for contrast, needs_localiser in sorted(needs):
         choose_models(config, contrast, needs_localiser)

@@ -69,9 +69,7 @@ def _smooth_walk(n: int, amplitude: float, rng: np.random.Generator) -> np.ndarr
     return walk * (amplitude / peak) if peak > 0 else walk
 
 
-def lumbar_phantom(
-    shape: tuple[int, int, int], rng: np.random.Generator, voxel_mm: float = 0.5
-) -> np.ndarray:
+def lumbar_phantom(shape: tuple[int, int, int], rng: np.random.Generator, voxel_mm: float = 0.5) -> np.ndarray:
     """A random label map of the lumbar canal: conus medullaris, cauda equina, CSF, shells.
 
     The canal (an ellipse of 6-9 x 5-8 mm semi-axes) and the cord (3-5 x 2.5-4 mm) follow smooth

@@ -21,9 +21,10 @@ import math
 import platform
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -230,8 +231,11 @@ def _callbacks(cfg: TrainConfig, out_dir: Path, progress: bool, initial_epoch: i
         keras.callbacks.CSVLogger(str(out_dir / "metrics.tsv"), separator="\t", append=initial_epoch > 0),
         keras.callbacks.ModelCheckpoint(str(ckpt / "last.weights.h5"), save_weights_only=True),
         keras.callbacks.ModelCheckpoint(
-            str(ckpt / "best.weights.h5"), save_best_only=True, save_weights_only=True,
-            initial_value_threshold=best, **on_val_dice,
+            str(ckpt / "best.weights.h5"),
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=best,
+            **on_val_dice,
         ),  # fmt: skip
         keras.callbacks.BackupAndRestore(str(ckpt / "backup")),
     ]

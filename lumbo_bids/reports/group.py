@@ -77,7 +77,9 @@ def write_group_summaries(output_dir: Path) -> list[Path]:
         rows = [header]
         for path, meta in morphometrics:
             tip = meta.get("ConusTip_mm") or [None] * 3
-            rows.append("\t".join([_image_name(path, "morphometrics"), *(_fmt(meta.get(c)) for c in MORPH_COLUMNS), *map(_fmt, tip)]))
+            rows.append(
+                "\t".join([_image_name(path, "morphometrics"), *(_fmt(meta.get(c)) for c in MORPH_COLUMNS), *map(_fmt, tip)])
+            )
         atomic_write_text(group_dir / "group_morphometrics.tsv", "\n".join(rows) + "\n")
         written.append(group_dir / "group_morphometrics.tsv")
     if evaluations or morphometrics:

@@ -142,9 +142,7 @@ def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
     return body, warnings
 
 
-def write_subject_report(
-    output_dir: Path, subject: str, anats: list, res: str, failures: list[str], run_info: dict
-) -> Path:
+def write_subject_report(output_dir: Path, subject: str, anats: list, res: str, failures: list[str], run_info: dict) -> Path:
     """Write ``OUTPUT_DIR/sub-<subject>.html`` (atomically) and return its path."""
     sections, warnings = [], []
     for anat in anats:
@@ -155,12 +153,10 @@ def write_subject_report(
     problems = "".join(f'<li class="fail">{html.escape(f)}</li>' for f in failures)
     problems += "".join(f'<li class="warn">{html.escape(w)}</li>' for w in warnings)
     page = (
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>lumbo_bids: sub-{html.escape(subject)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>lumbo_bids report: sub-{html.escape(subject)}</h1>{summary}"
-        f"<h2>Errors and warnings</h2><ul>{problems or '<li>None</li>'}</ul>"
-        + "".join(sections)
-        + "</body></html>\n"
+        f"<h2>Errors and warnings</h2><ul>{problems or '<li>None</li>'}</ul>" + "".join(sections) + "</body></html>\n"
     )
     out = output_dir / f"sub-{subject}.html"
     atomic_write_text(out, page)

@@ -60,17 +60,13 @@ def read_dataset_description(bids_dir: Path) -> dict:
         raise LumboError(f"BIDS_DIR {bids_dir} does not exist or is not a folder", ExitCode.NO_INPUT)
     description = bids_dir / "dataset_description.json"
     if not description.is_file():
-        raise LumboError(
-            f"{description} is missing: {bids_dir} is not a BIDS dataset", ExitCode.NO_INPUT
-        )
+        raise LumboError(f"{description} is missing: {bids_dir} is not a BIDS dataset", ExitCode.NO_INPUT)
     try:
         data = json.loads(description.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LumboError(f"{description} is not valid JSON ({exc})", ExitCode.BAD_DATA) from None
     if not isinstance(data, dict) or "Name" not in data or "BIDSVersion" not in data:
-        raise LumboError(
-            f"{description} must be a JSON object with 'Name' and 'BIDSVersion'", ExitCode.BAD_DATA
-        )
+        raise LumboError(f"{description} must be a JSON object with 'Name' and 'BIDSVersion'", ExitCode.BAD_DATA)
     return data
 
 
@@ -91,9 +87,7 @@ def load_filters(path: Path | None) -> dict:
         )
     unknown = set(filters) - {"anat"}
     if unknown:
-        raise LumboError(
-            f"--bids-filter-file {path}: unknown input(s) {sorted(unknown)}; known: 'anat'", ExitCode.USAGE
-        )
+        raise LumboError(f"--bids-filter-file {path}: unknown input(s) {sorted(unknown)}; known: 'anat'", ExitCode.USAGE)
     return filters
 
 
@@ -110,9 +104,7 @@ def check_filters(layout, filters: dict, path: Path | None) -> None:
             if key not in known:
                 close = difflib.get_close_matches(key, sorted(known), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise LumboError(
-                    f"--bids-filter-file {path}: {name}: {key!r} is not a BIDS entity{hint}", ExitCode.USAGE
-                )
+                raise LumboError(f"--bids-filter-file {path}: {name}: {key!r} is not a BIDS entity{hint}", ExitCode.USAGE)
             values = value if isinstance(value, list) else [value]
             if not all(isinstance(v, _FILTER_SCALARS) for v in values):
                 raise LumboError(

@@ -141,7 +141,9 @@ def save_image(data: np.ndarray, affine: np.ndarray, path: str | Path, reference
     header = img.header
     if reference is not None:
         xyz, t = reference.header.get_xyzt_units()
-        header.set_xyzt_units(xyz=xyz if xyz in ("mm", "meter", "micron") else "mm", t=t if t in ("sec", "msec", "usec") else "sec")
+        header.set_xyzt_units(
+            xyz=xyz if xyz in ("mm", "meter", "micron") else "mm", t=t if t in ("sec", "msec", "usec") else "sec"
+        )
         qcode = int(reference.header["qform_code"]) or 1
         scode = int(reference.header["sform_code"]) or 1
     else:

@@ -166,9 +166,7 @@ def init_anat_seg_wf(config, anat, models, name: str):
         workflow.connect(preproc_wf, "outputnode.mask_file", ds_preproc_mask, "in_file")
     # -- morphometrics, and evaluation against the manual mask when there is one --------------
     morphometrics = pe.Node(CordMorphometrics(), name="morphometrics")
-    ds_morphometrics = sink(
-        "ds_morphometrics", "morphometrics", extension=".tsv", space="orig", label="SC", desc=anat.contrast
-    )
+    ds_morphometrics = sink("ds_morphometrics", "morphometrics", extension=".tsv", space="orig", label="SC", desc=anat.contrast)
     workflow.connect([
         (to_native, morphometrics, [("out_file", "in_file")]),
         (morphometrics, ds_morphometrics, [("out_tsv", "in_file"), ("metadata", "metadata")]),
