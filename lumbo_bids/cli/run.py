@@ -55,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     from . import interrupt
     from .parser import build_parser
 
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose_count)
     interrupt.install()
     try:
-        _apply_config_file(args, parser)
+        _apply_config_file(args, given_options(argv))
         code = _run(args)
     except LumboError as exc:
         print(f"lumbo-bids: error: {exc}", file=sys.stderr)
@@ -76,8 +77,22 @@ def main(argv: list[str] | None = None) -> int:
     return int(code)
 
 
-def _apply_config_file(args, parser) -> None:
-    """Fill fine-tuning settings from ``--config-file`` where the command line left the default."""
+def given_options(argv: list[str]) -> set[str]:
+    """The destinations that ``argv`` sets explicitly (a value equal to the default counts too).
+
+    The same parser with every default suppressed: what argparse then returns was typed."""
+    import argparse
+
+    from .parser import build_parser
+
+    probe = build_parser()
+    for action in probe._actions:  # argparse offers no public switch for this
+        action.default = argparse.SUPPRESS
+    return set(vars(probe.parse_args(argv)))
+
+
+def _apply_config_file(args, given: set[str]) -> None:
+    """Fill fine-tuning settings from ``--config-file``: command line > config file > built-in default."""
     import argparse
     import json
 
@@ -95,7 +110,7 @@ def _apply_config_file(args, parser) -> None:
     if not isinstance(data, dict):
         raise LumboError(f"--config-file {path}: must hold a JSON object", ExitCode.USAGE)
     for key, convert in CONFIG_FILE_OPTIONS.items():
-        if key not in data or getattr(args, key, None) != parser.get_default(key):
+        if key not in data or key in given:
             continue
         try:
             setattr(args, key, convert(data[key]))
