@@ -201,6 +201,37 @@ def derivative_path(output_dir: Path, entities: dict[str, str], suffix: str, ext
     return folder / "anat" / derivative_name(entities, suffix, extension, **extra)
 
 
+# -- what the participant level writes for each image: the one table of names ----------------
+# "{contrast}" is the image's model contrast (T2star -> T2starw), "{res}" the preprocessed grid's
+# resolution label (05mm). The workflow's sinks and the reports both name files from here.
+IMAGE_OUTPUTS: dict[str, dict[str, str]] = {
+    "mask": {"suffix": "mask", "space": "orig", "label": "SC", "desc": "{contrast}"},
+    "probseg": {"suffix": "probseg", "space": "orig", "label": "SC", "desc": "{contrast}"},
+    "preproc": {"suffix": "{contrast}", "space": "orig", "res": "{res}", "desc": "preproc"},
+    "preproc_mask": {"suffix": "mask", "space": "orig", "res": "{res}", "label": "SC", "desc": "{contrast}"},
+    "centerline": {"suffix": "mask", "space": "orig", "res": "{res}", "label": "centerline", "desc": "{contrast}"},
+    "centerline_csv": {"suffix": "centerline", "extension": ".csv", "space": "orig", "desc": "{contrast}"},
+    "morphometrics": {"suffix": "morphometrics", "extension": ".tsv", "space": "orig", "label": "SC", "desc": "{contrast}"},
+    "evaluation": {"suffix": "evaluation", "extension": ".tsv", "space": "orig", "label": "SC", "desc": "{contrast}"},
+}
+
+
+def image_output(key: str, contrast: str, res: str | None = None) -> dict[str, str]:
+    """Name fields (suffix, extension, space, res, label, desc) of output ``key`` of an image."""
+    fields = {"extension": ".nii.gz", **IMAGE_OUTPUTS[key]}
+    if res is None and "{res}" in fields.values():
+        raise ValueError(f"output {key!r} needs the resolution label")
+    return {name: value.format(contrast=contrast, res=res) for name, value in fields.items()}
+
+
+def image_output_path(output_dir: Path, anat, key: str, res: str | None = None, extension: str | None = None) -> Path:
+    """Where output ``key`` of ``anat`` (a :class:`~lumbo_bids.utils.bids.AnatInput`) is written;
+    ``extension=".json"`` gives its sidecar."""
+    fields = image_output(key, anat.contrast, res)
+    suffix, default_extension = fields.pop("suffix"), fields.pop("extension")
+    return derivative_path(output_dir, source_entities(anat.entities), suffix, extension or default_extension, **fields)
+
+
 def bids_uri(path: Path, dataset_root: Path, dataset: str = "raw") -> str:
     """BIDS URI (``bids:raw:sub-01/anat/...``) of a file of a linked dataset."""
     return f"bids:{dataset}:{Path(path).relative_to(dataset_root).as_posix()}"

@@ -16,7 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..derivatives import atomic_write_bytes, atomic_write_text, derivative_path, read_json, source_entities
+from ..derivatives import atomic_write_bytes, atomic_write_text, image_output_path, read_json
 
 _STYLE = """
 body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}
@@ -58,10 +58,9 @@ WARNING_FIELDS = {"GeometryWarning": "image", "ManualMaskWarning": "mask", "Morp
 def recorded_warnings(output_dir: Path, anat) -> list[tuple[Path, str]]:
     """The warnings the image's mask and morphometrics sidecars record: ``(file, text)`` pairs,
     the file being the input the warning is about (the image or its manual mask)."""
-    entities = source_entities(anat.entities)
     found: dict = {}
-    for suffix in ("mask", "morphometrics"):
-        path = derivative_path(output_dir, entities, suffix, ".json", space="orig", label="SC", desc=anat.contrast)
+    for key in ("mask", "morphometrics"):
+        path = image_output_path(output_dir, anat, key, extension=".json")
         meta = read_json(path) or {}
         found.update({key: meta[key] for key in WARNING_FIELDS if meta.get(key) and key not in found})
     about = {"image": anat.path, "mask": anat.mask or anat.path}
@@ -76,13 +75,10 @@ def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
     """HTML of one image's section and its warnings."""
     from .figures import axial_mosaic, sagittal_figure
 
-    entities = source_entities(anat.entities)
-    contrast = anat.contrast
+    def deriv(key: str, extension: str | None = None) -> Path:
+        return image_output_path(output_dir, anat, key, res, extension)
 
-    def deriv(suffix: str, extension: str = ".nii.gz", **extra) -> Path:
-        return derivative_path(output_dir, entities, suffix, extension, **extra)
-
-    mask_path = deriv("mask", space="orig", label="SC", desc=contrast)
+    mask_path = deriv("mask")
     title = f"<h2>{html.escape(anat.path.name)}</h2>"
     if not mask_path.is_file():
         return title + '<p class="fail">No segmentation was written for this image (see the failures above).</p>', [
@@ -90,15 +86,15 @@ def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
         ]
     recorded = [f"{path.name}: {text}" for path, text in recorded_warnings(output_dir, anat)]
     warnings = list(recorded)
-    mask_meta = read_json(mask_path.with_name(mask_path.name.replace(".nii.gz", ".json"))) or {}
+    mask_meta = read_json(deriv("mask", ".json")) or {}
     source = nib.load(anat.path)
     data = np.asanyarray(source.dataobj, dtype=np.float32)
     data = data[..., 0] if data.ndim == 4 else data
     mask = np.asanyarray(nib.load(mask_path).dataobj) > 0
     if not mask.any():
         warnings.append(f"{anat.path.name}: the cord mask is empty")
-    centerline = _centerline(deriv("centerline", ".csv", space="orig", desc=contrast))
-    corners = _crop_corners(deriv(anat.suffix, space="orig", res=res, desc="preproc"))
+    centerline = _centerline(deriv("centerline_csv"))
+    corners = _crop_corners(deriv("preproc"))
     figures_dir = output_dir / f"sub-{anat.subject}" / "figures"
     stem = mask_path.name.replace("_mask.nii.gz", "")
     sag = sagittal_figure(data, mask, source.affine, centerline, corners, title=anat.path.name)
@@ -106,8 +102,8 @@ def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
     atomic_write_bytes(figures_dir / f"{stem}_sagittal.png", sag)
     atomic_write_bytes(figures_dir / f"{stem}_axial.png", axial)
 
-    morph = read_json(deriv("morphometrics", ".json", space="orig", label="SC", desc=contrast)) or {}
-    evaluation = read_json(deriv("evaluation", ".json", space="orig", label="SC", desc=contrast)) or {}
+    morph = read_json(deriv("morphometrics", ".json")) or {}
+    evaluation = read_json(deriv("evaluation", ".json")) or {}
     model = mask_meta.get("Model", {})
     facts = [
         ("Model", f"{model.get('Name', '?')} {model.get('Version', '')} ({model.get('Checksum', '')[:19]}…)"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nipype.pipeline import engine as pe
 
-from ..derivatives import source_entities
+from ..derivatives import image_output, source_entities
 from ..interfaces.io import DerivativesDataSink
 from ..interfaces.morphometry import CordMorphometrics, EvaluateMask
 from ..interfaces.preproc import ToNative
@@ -69,15 +69,14 @@ def init_anat_seg_wf(config, anat, models, name: str):
     # -- derivatives ------------------------------------------------------------------
     sinks = []
 
-    def sink(node_name, suffix, extension=".nii.gz", **kwargs):
+    def sink(node_name, output, **kwargs):
         node = pe.Node(
             DerivativesDataSink(
                 source_file=str(anat.path),
                 bids_dir=str(config.bids_dir),
                 output_dir=str(config.output_dir),
                 entities=entities,
-                suffix=suffix,
-                extension=extension,
+                **image_output(output, anat.contrast, res),
                 **kwargs,
             ),
             name=node_name,
@@ -95,9 +94,6 @@ def init_anat_seg_wf(config, anat, models, name: str):
     ds_mask = sink(
         "ds_mask",
         "mask",
-        space="orig",
-        label="SC",
-        desc=anat.contrast,
         metadata={
             "Type": "ROI",
             "SpatialReference": "orig",
@@ -111,10 +107,7 @@ def init_anat_seg_wf(config, anat, models, name: str):
     )
     ds_preproc = sink(
         "ds_preproc",
-        anat.contrast,
-        space="orig",
-        res=res,
-        desc="preproc",
+        "preproc",
         metadata={
             "SpatialReference": "orig",
             "Resolution": resolution_text,
@@ -125,11 +118,7 @@ def init_anat_seg_wf(config, anat, models, name: str):
     )
     ds_centerline = sink(
         "ds_centerline",
-        "mask",
-        space="orig",
-        res=res,
-        label="centerline",
-        desc=anat.contrast,
+        "centerline",
         metadata={
             "Type": "ROI",
             "SpatialReference": "orig",
@@ -137,9 +126,7 @@ def init_anat_seg_wf(config, anat, models, name: str):
             "Description": f"Cord centerline, one voxel per axial slice; method: {centerline_method}.",
         },
     )
-    ds_centerline_csv = sink(
-        "ds_centerline_csv", "centerline", extension=".csv", space="orig", desc=anat.contrast, json_sidecar=False
-    )
+    ds_centerline_csv = sink("ds_centerline_csv", "centerline_csv", json_sidecar=False)
     workflow.connect([
         (to_native, ds_mask, [("out_file", "in_file")]),
         (preproc_wf, ds_preproc, [("outputnode.out_file", "in_file")]),
@@ -149,11 +136,7 @@ def init_anat_seg_wf(config, anat, models, name: str):
     if anat.mask is not None:
         ds_preproc_mask = sink(
             "ds_preproc_mask",
-            "mask",
-            space="orig",
-            res=res,
-            label="SC",
-            desc=anat.contrast,
+            "preproc_mask",
             extra_sources=[str(anat.mask)],
             metadata={
                 "Type": "ROI",
@@ -166,17 +149,14 @@ def init_anat_seg_wf(config, anat, models, name: str):
         workflow.connect(preproc_wf, "outputnode.mask_file", ds_preproc_mask, "in_file")
     # -- morphometrics, and evaluation against the manual mask when there is one --------------
     morphometrics = pe.Node(CordMorphometrics(), name="morphometrics")
-    ds_morphometrics = sink("ds_morphometrics", "morphometrics", extension=".tsv", space="orig", label="SC", desc=anat.contrast)
+    ds_morphometrics = sink("ds_morphometrics", "morphometrics")
     workflow.connect([
         (to_native, morphometrics, [("out_file", "in_file")]),
         (morphometrics, ds_morphometrics, [("out_tsv", "in_file"), ("metadata", "metadata")]),
     ])  # fmt: skip
     if anat.mask is not None:
         evaluate = pe.Node(EvaluateMask(), name="evaluate")
-        ds_evaluation = sink(
-            "ds_evaluation", "evaluation", extension=".tsv", space="orig", label="SC", desc=anat.contrast,
-            extra_sources=[str(anat.mask)],
-        )  # fmt: skip
+        ds_evaluation = sink("ds_evaluation", "evaluation", extra_sources=[str(anat.mask)])
         workflow.connect([
             (to_native, evaluate, [("out_file", "in_file")]),
             (preproc_wf, evaluate, [("outputnode.mask_native", "reference_file")]),
@@ -184,10 +164,8 @@ def init_anat_seg_wf(config, anat, models, name: str):
         ])  # fmt: skip
     if config.save_probseg:
         to_native_prob = pe.Node(ToNative(reference_file=str(anat.path)), name="to_native_prob")
-        ds_probseg = sink(
-            "ds_probseg", "probseg", space="orig", label="SC", desc=anat.contrast,
-            metadata={"SpatialReference": "orig", "Model": model_meta, "Description": "Cord probability."},
-        )  # fmt: skip
+        probseg_meta = {"SpatialReference": "orig", "Model": model_meta, "Description": "Cord probability."}
+        ds_probseg = sink("ds_probseg", "probseg", metadata=probseg_meta)
         workflow.connect([
             (segment, to_native_prob, [("prob_stack", "in_stack")]),
             (preproc_wf, to_native_prob, [("outputnode.geometry_json", "geometry_json")]),
