@@ -18,8 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -46,18 +44,16 @@ def main(argv=None) -> int:
         resampled_grid,
         to_native,
     )  # fmt: skip
-    from lumbo_bids.intensity import apply_intensity
     from lumbo_bids.model.artifact import load_artifact
-    from lumbo_bids.model.inference import keras_predict_fn, sliding_window_predict
     from lumbo_bids.model.localise import localise_heatmap
+    from lumbo_bids.model.predictor import Predictor, postprocess_probability
     from lumbo_bids.model.selection import SHIPPED_LOCALISER, SHIPPED_SEGMENTATION
-    from lumbo_bids.postproc import postprocess
     from lumbo_bids.utils.images import read_volume
 
     seg = load_artifact(SHIPPED_SEGMENTATION)
     pre = seg.preprocessing
     started = time.perf_counter()
-    predict = keras_predict_fn(seg.build_model())
+    predictor = Predictor.from_artifact(seg)
     print(f"model load: {time.perf_counter() - started:.2f} s; threads: {args.threads}")
     steps = ["load", "reorient", "resample", "localise", "centerline", "crop", "standardise", "segment", "postproc", "native"]
     print(f"{'image':<28}{'shape':>16}" + "".join(f"{s:>11}" for s in steps) + f"{'total':>9}")
@@ -79,11 +75,9 @@ def main(argv=None) -> int:
         xy = timed("centerline", lambda: centerline_from_heatmap(heat, zooms=grid.zooms))
         box = crop_box_from_centerline(xy, grid, tuple(pre["crop_size"]))
         stack = timed("crop", lambda: crop_around_centerline(resampled, box))
-        std = timed("standardise", lambda: apply_intensity(stack, pre["intensity"]).astype(np.float32))
-        prob = timed(
-            "segment", lambda: sliding_window_predict(predict, std, patch_size=tuple(pre["patch_size"]), overlap=seg.overlap)
-        )
-        mask = timed("postproc", lambda: postprocess(prob, seg.threshold))
+        std = timed("standardise", lambda: predictor.standardise(stack))
+        prob = timed("segment", lambda: predictor.probability(std))
+        mask = timed("postproc", lambda: postprocess_probability(prob, seg.plan.threshold))
         geometry = PreprocGeometry(Grid(tuple(data.shape), affine), rpi, grid, box)
         timed("native", lambda: to_native(mask, geometry, order=1, threshold=0.5))
         total = sum(t.values())

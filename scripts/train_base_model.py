@@ -224,8 +224,9 @@ def train_segmentation(train_raw, val_raw, args, run_dir: Path, synthetic=()):
 def evaluate(tuned, cases, cfg) -> dict:
     """Dice of each case, segmented as the participant level does (plan, prediction, post-processing)."""
     from lumbo_bids.model.finetune import evaluate_cases
+    from lumbo_bids.model.predictor import InferencePlan
 
-    return evaluate_cases(tuned.result.model, cases, tuned.intensity, cfg.patch_size)
+    return evaluate_cases(tuned.result.model, cases, InferencePlan(cfg.patch_size, tuned.intensity))
 
 
 def train_localiser(cases, args, run_dir: Path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -281,6 +282,7 @@ def test_localiser_training_on_heatmap_windows(tmp_path):
 def test_evaluate_cases_follows_the_models_inference_settings(tmp_path):
     """Validation Dice is computed the participant level's way: the manifest's threshold matters."""
     from lumbo_bids.model.finetune import RawCase, evaluate_cases
+    from lumbo_bids.model.predictor import InferencePlan
 
     shape = (32, 32, 24)
     xx, yy = np.meshgrid(np.arange(32) - 15.5, np.arange(32) - 15.5, indexing="ij")
@@ -293,7 +295,7 @@ def test_evaluate_cases_follows_the_models_inference_settings(tmp_path):
     conv = keras.layers.Conv3D(1, 1, activation="sigmoid")  # p = sigmoid(4 z): cord (z ~ +1.7) ~ 1, rest ~ 0
     model = keras.Model(inputs, conv(inputs))
     conv.set_weights([np.full((1, 1, 1, 1, 1), 4.0, np.float32), np.zeros(1, np.float32)])
-    plan = {"method": "robust"}
-    assert evaluate_cases(model, [case], plan, (16, 16, 16))["img"] == pytest.approx(1.0)
-    never = evaluate_cases(model, [case], plan, (16, 16, 16), {"threshold": 1.0})  # nothing is above 1
+    plan = InferencePlan((16, 16, 16), {"method": "robust"})
+    assert evaluate_cases(model, [case], plan)["img"] == pytest.approx(1.0)
+    never = evaluate_cases(model, [case], replace(plan, threshold=1.0))  # nothing is above 1
     assert never["img"] == pytest.approx(0.0)

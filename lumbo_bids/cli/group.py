@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,10 +100,8 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
     arch = init.manifest["architecture"]
     patch_size = tuple(config.patch_size or init.manifest["preprocessing"]["patch_size"])
 
-    inference = init.manifest.get("inference")
-    before = evaluate_cases(
-        init.build_model(), val_raw, init.manifest["preprocessing"].get("intensity") or {}, patch_size, inference
-    )
+    inference = replace(init.plan, patch_size=patch_size)
+    before = evaluate_cases(init.build_model(), val_raw, inference)
     LOGGER.info("validation Dice before fine-tuning: %s", _fmt(before))
 
     def model_fn():
@@ -195,7 +194,9 @@ def fold_runner(config, spec, raw: list):
         )  # fmt: skip
         plan = init.manifest["preprocessing"].get("intensity")
         data, state = work / key / "data", work / key / "training"
-        tuned = fine_tune(init.build_model, train_raw, val_raw, cfg, data, state, intensity_plan=plan, progress=False)
+        tuned = fine_tune(
+            init.build_model, train_raw, val_raw, cfg, data, state, intensity_plan=plan, inference=init.plan, progress=False
+        )
         return float(np.mean(list(tuned.validation_dice.values())))
 
     return run_fold

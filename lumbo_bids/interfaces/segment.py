@@ -98,21 +98,12 @@ class Segment(SimpleInterface):
         import numpy as np
 
         from ..model.artifact import load_artifact
-        from ..model.inference import keras_predict_fn, sliding_window_predict
+        from ..model.predictor import Predictor
 
         _limit_threads(self.inputs.omp_nthreads)
-        artifact = load_artifact(self.inputs.model)
-        model = artifact.build_model()
-        settings = artifact.manifest.get("inference", {})
-        overlap = self.inputs.overlap if isdefined(self.inputs.overlap) else settings.get("overlap", 0.5)
-        prob = sliding_window_predict(
-            keras_predict_fn(model),
-            np.load(self.inputs.in_stack).astype(np.float32),
-            patch_size=tuple(artifact.manifest["preprocessing"]["patch_size"]),
-            overlap=overlap,
-            blend=settings.get("blend", "gaussian"),
-            tta_flips=bool(self.inputs.tta),
-        )
+        predictor = Predictor.from_artifact(load_artifact(self.inputs.model))
+        overlap = self.inputs.overlap if isdefined(self.inputs.overlap) else None
+        prob = predictor.probability(np.load(self.inputs.in_stack), overlap=overlap, tta=bool(self.inputs.tta))
         np.save(_out(runtime, "prob.npy"), prob.astype(np.float32))
         self._results["prob_stack"] = str(_out(runtime, "prob.npy"))
         return runtime

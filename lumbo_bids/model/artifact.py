@@ -216,6 +216,13 @@ class ModelArtifact:
         return self.path / WEIGHTS_NAME
 
     @cached_property
+    def plan(self):
+        """The typed :class:`~lumbo_bids.model.predictor.InferencePlan` of a segmentation model."""
+        from .predictor import InferencePlan
+
+        return InferencePlan.from_manifest(self.manifest)
+
+    @cached_property
     def checksum(self) -> str:
         """sha256 of the weights file as it is on disk."""
         return sha256_file(self.weights_path)

@@ -12,7 +12,7 @@ import json
 import logging
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,26 +97,15 @@ def standardise_cases(cases: list[RawCase], intensity: dict, out_dir: Path) -> l
     return result
 
 
-#: inference settings when a model's manifest gives none
-DEFAULT_INFERENCE = {"threshold": 0.5, "overlap": 0.5, "blend": "gaussian"}
-
-
-def evaluate_cases(model, cases: list[RawCase], intensity: dict, patch_size, inference: dict | None = None) -> dict[str, float]:
-    """Dice of ``model`` against each case's manual mask, on the cropped grid, predicted and
-    post-processed as the participant level does with the manifest's ``inference`` settings."""
-    from ..intensity import apply_intensity
+def evaluate_cases(model, cases: list[RawCase], plan) -> dict[str, float]:
+    """Dice of ``model`` against each case's manual mask on the cropped grid, segmented by the
+    participant level's :class:`~lumbo_bids.model.predictor.Predictor` with ``plan``
+    (an :class:`~lumbo_bids.model.predictor.InferencePlan`)."""
     from ..metrics import dice
-    from ..postproc import postprocess
-    from .inference import keras_predict_fn, sliding_window_predict
+    from .predictor import Predictor
 
-    settings = {**DEFAULT_INFERENCE, **(inference or {})}
-    predict = keras_predict_fn(model)
-    scores = {}
-    for case in cases:
-        volume = apply_intensity(np.load(case.image), intensity).astype(np.float32)
-        prob = sliding_window_predict(predict, volume, tuple(patch_size), settings["overlap"], settings["blend"])
-        scores[case.name] = float(dice(postprocess(prob, settings["threshold"]), np.load(case.mask) > 0))
-    return scores
+    predictor = Predictor(model, plan)
+    return {case.name: float(dice(predictor.segment(np.load(case.image)), np.load(case.mask) > 0)) for case in cases}
 
 
 @dataclass(frozen=True)
@@ -131,20 +120,24 @@ class FineTuned:
 
 def fine_tune(
     model_fn, train_raw: list[RawCase], val_raw: list[RawCase], cfg, data_dir: Path, run_dir: Path,
-    intensity_plan: dict | None = None, synthetic_cases: tuple = (), inference: dict | None = None, **train_kwargs,
+    intensity_plan: dict | None = None, synthetic_cases: tuple = (), inference=None, **train_kwargs,
 ) -> FineTuned:  # fmt: skip
     """Standardise both sets into ``data_dir`` with ``intensity_plan`` (Nyúl landmarks learned on
     ``train_raw`` when the plan asks for them, or when there is none), train on them and on
     ``synthetic_cases`` (:class:`~lumbo_bids.model.dataset.TrainingCase` label maps, see
     :mod:`lumbo_bids.model.synth`) with :func:`lumbo_bids.model.training.train` in ``run_dir``,
-    and score on ``val_raw`` with the ``inference`` settings (:func:`evaluate_cases`)."""
+    and score on ``val_raw`` as the participant level would segment them (:func:`evaluate_cases`
+    with ``inference``, an :class:`~lumbo_bids.model.predictor.InferencePlan` whose patch size and
+    intensity are replaced by ``cfg``'s and the learned ones; default settings when None)."""
+    from .predictor import InferencePlan
     from .training import train
 
     intensity = learn_intensity(train_raw, intensity_plan)
     train_cases = standardise_cases(train_raw, intensity, data_dir) + list(synthetic_cases)
     val_cases = standardise_cases(val_raw, intensity, data_dir) or list(synthetic_cases)  # synthetic only: pick on them
     result = train(model_fn, train_cases, val_cases, cfg, run_dir, **train_kwargs)
-    return FineTuned(result, intensity, evaluate_cases(result.model, val_raw, intensity, cfg.patch_size, inference))
+    plan = replace(inference or InferencePlan(cfg.patch_size), patch_size=tuple(cfg.patch_size), intensity=intensity)
+    return FineTuned(result, intensity, evaluate_cases(result.model, val_raw, plan))
 
 
 def device_description() -> str:

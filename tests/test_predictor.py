@@ -1,0 +1,86 @@
+"""One predictor: fine-tuning's validation Dice is computed exactly as the participant level
+segments (the Standardise -> Segment -> Postprocess nodes), on a real image and the shipped model."""
+
+from __future__ import annotations
+
+from dataclasses import FrozenInstanceError
+
+import numpy as np
+import pytest
+from conftest import IMAGE_MASK_PAIRS
+
+from lumbo_bids.centerline import centerline_from_mask
+from lumbo_bids.geometry import (
+    RPI,
+    Grid,
+    crop_around_centerline,
+    crop_box_from_centerline,
+    reorient,
+    resample_mask_to_grid,
+    resample_to_grid,
+    resampled_grid,
+)
+from lumbo_bids.metrics import dice
+from lumbo_bids.model.artifact import load_artifact
+from lumbo_bids.model.finetune import RawCase, evaluate_cases
+from lumbo_bids.model.predictor import InferencePlan, Predictor
+from lumbo_bids.model.selection import SHIPPED_SEGMENTATION
+from lumbo_bids.utils.images import read_volume
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    """sctTesting's T2w cropped around its manual-mask centerline at 0.5 mm (raw intensities)."""
+    image, mask = next((i, m) for i, m in IMAGE_MASK_PAIRS if i.name == "sub-sctTesting_T2w.nii.gz")
+    out = tmp_path_factory.mktemp("predictor")
+    data, affine, _ = read_volume(image)
+    cord, _, _ = read_volume(mask)
+    rpi_data, rpi_affine = reorient(data, affine, RPI)
+    rpi_cord, _ = reorient((cord > 0.5).astype(np.uint8), affine, RPI)
+    grid = resampled_grid(Grid(tuple(rpi_data.shape), rpi_affine), 0.5)
+    resampled, cord05 = resample_to_grid(rpi_data, rpi_affine, grid, order=1), resample_mask_to_grid(rpi_cord, rpi_affine, grid)
+    box = crop_box_from_centerline(centerline_from_mask(cord05 > 0), grid, (64, 64))
+    np.save(out / "stack.npy", crop_around_centerline(resampled, box).astype(np.float32))
+    np.save(out / "mask.npy", crop_around_centerline(cord05, box).astype(np.uint8))
+    return RawCase("sub-sctTesting", "sub-sctTesting_T2w", "T2w", out / "stack.npy", out / "mask.npy")
+
+
+def _nodes(stack_path, artifact, workdir):
+    """The participant level's three nodes, run as Nipype runs them."""
+    from lumbo_bids.interfaces.segment import Postprocess, Segment, Standardise
+
+    workdir.mkdir()
+    std = Standardise(in_stack=str(stack_path), intensity=dict(artifact.plan.intensity)).run(cwd=str(workdir))
+    seg = Segment(in_stack=std.outputs.out_stack, model=str(artifact.path)).run(cwd=str(workdir))
+    post = Postprocess(prob_stack=seg.outputs.prob_stack, threshold=artifact.plan.threshold).run(cwd=str(workdir))
+    return np.load(post.outputs.out_stack) > 0
+
+
+def test_validation_dice_is_the_participant_levels_dice(case, tmp_path):
+    artifact = load_artifact(SHIPPED_SEGMENTATION)
+    participant = _nodes(case.image, artifact, tmp_path / "nodes")
+    manual = np.load(case.mask) > 0
+    validation = evaluate_cases(artifact.build_model(), [case], artifact.plan)[case.name]
+    assert validation == pytest.approx(dice(participant, manual), abs=1e-9)
+    assert validation > 0.85  # and it is a real segmentation, not two empty masks
+    np.testing.assert_array_equal(Predictor.from_artifact(artifact).segment(np.load(case.image)), participant)
+
+
+def test_the_plan_comes_from_the_manifest_and_is_frozen():
+    artifact = load_artifact(SHIPPED_SEGMENTATION)
+    plan = artifact.plan
+    manifest = artifact.manifest
+    assert plan.patch_size == tuple(manifest["preprocessing"]["patch_size"])
+    assert (plan.threshold, plan.overlap, plan.blend) == tuple(
+        manifest["inference"][k] for k in ("threshold", "overlap", "blend")
+    )
+    assert dict(plan.intensity) == manifest["preprocessing"]["intensity"]
+    with pytest.raises(FrozenInstanceError):
+        plan.threshold = 0.1
+    with pytest.raises(TypeError):
+        plan.intensity["method"] = "nyul"
+
+
+def test_a_plan_without_inference_settings_gets_the_defaults():
+    plan = InferencePlan.from_manifest({"preprocessing": {"patch_size": [48, 48, 48]}})
+    assert (plan.threshold, plan.overlap, plan.blend, dict(plan.intensity)) == (0.5, 0.5, "gaussian", {})
