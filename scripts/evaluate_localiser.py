@@ -22,10 +22,8 @@ sys.path.insert(0, str(REPO))
 
 
 def main(argv=None) -> int:
-    from lumbo_bids.centerline import centerline_from_heatmap, centerline_from_mask
-    from lumbo_bids.geometry import RPI, forward, reorient, resample_mask_to_grid
-    from lumbo_bids.model.localise import localise_heatmap
     from lumbo_bids.model.selection import SHIPPED_LOCALISER
+    from lumbo_bids.preprocess import Preprocessor
     from lumbo_bids.utils.bids import find_manual_mask
     from lumbo_bids.utils.images import read_volume
 
@@ -33,6 +31,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bids", type=Path, default=REPO / "examples" / "ds-spine-mini")
     parser.add_argument("--localiser", type=Path, default=SHIPPED_LOCALISER)
     args = parser.parse_args(argv)
+    preprocessor = Preprocessor(0.5, localiser=args.localiser)
     margin = 32 - 10  # half the 64-voxel crop, minus a cord radius (5 mm)
     for image in sorted(args.bids.glob("sub-*/anat/*.nii*")):
         mask_path = find_manual_mask(image, args.bids, args.bids / "derivatives" / "labels")
@@ -40,12 +39,9 @@ def main(argv=None) -> int:
             continue
         data, affine, _ = read_volume(image)
         mask, _, _ = read_volume(mask_path)
-        volume, geometry = forward(data, affine, 0.5)  # what the Reorient + Resample nodes do
-        grid = geometry.resampled
-        rpi_mask, rpi_affine = reorient((mask > 0.5).astype(np.uint8), affine, RPI)
-        cord = resample_mask_to_grid(rpi_mask, rpi_affine, grid) > 0
-        truth = centerline_from_mask(cord)
-        found = centerline_from_heatmap(localise_heatmap(args.localiser, volume, grid.affine), zooms=grid.zooms)
+        volume, cord, geometry = preprocessor.resample(data, affine, mask)  # the Reorient + Resample nodes
+        truth = preprocessor.centerline(volume, geometry.resampled, cord)
+        found = preprocessor.centerline(volume, geometry.resampled)  # the localiser's heat-map
         z = np.flatnonzero(cord.any(axis=(0, 1)))
         error = 0.5 * np.linalg.norm(found[z] - truth[z], axis=1)
         inside = np.mean(np.abs(found[z] - truth[z]).max(axis=1) < margin) * 100

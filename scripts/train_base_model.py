@@ -146,40 +146,23 @@ def prepare_case(anat, out_dir: Path):
     Returns the segmentation case (cropped stacks, raw intensities) and the localiser case
     (whole field of view at 1 mm in-plane, normalised as the localiser expects).
     """
-    from lumbo_bids.centerline import centerline_from_mask
-    from lumbo_bids.geometry import (
-        RPI,
-        Grid,
-        crop_around_centerline,
-        crop_box_from_centerline,
-        reorient,
-        resample_mask_to_grid,
-        resample_to_grid,
-        resampled_grid,
-    )
     from lumbo_bids.model.dataset import TrainingCase
     from lumbo_bids.model.finetune import RawCase
     from lumbo_bids.model.localise import localiser_input
+    from lumbo_bids.preprocess import Preprocessor
     from lumbo_bids.utils.images import read_volume
 
     data, affine, _ = read_volume(anat.path)
     mask, _, _ = read_volume(anat.mask)
-    rpi_data, rpi_affine = reorient(data, affine, RPI)
-    rpi_mask, _ = reorient((mask > 0.5).astype(np.uint8), affine, RPI)
-    rpi = Grid(tuple(rpi_data.shape), rpi_affine)
-
-    grid = resampled_grid(rpi, RESOLUTION)
-    image = resample_to_grid(rpi_data, rpi_affine, grid, order=1)
-    cord = resample_mask_to_grid(rpi_mask, rpi_affine, grid)
-    box = crop_box_from_centerline(centerline_from_mask(cord > 0), grid, CROP_SIZE)
+    case = Preprocessor(RESOLUTION, CROP_SIZE).run_case(data, affine, mask)
     seg_image, seg_mask = out_dir / f"{anat.stem}_crop.npy", out_dir / f"{anat.stem}_crop_mask.npy"
-    np.save(seg_image, crop_around_centerline(image, box).astype(np.float32))
-    np.save(seg_mask, crop_around_centerline(cord, box).astype(np.uint8))
+    np.save(seg_image, case.stack)
+    np.save(seg_mask, case.mask_stack)
 
-    loc_grid = resampled_grid(rpi, LOCALISER_RESOLUTION)
+    fov, fov_mask, _ = Preprocessor(LOCALISER_RESOLUTION).resample(data, affine, mask)
     loc_image, loc_mask = out_dir / f"{anat.stem}_fov.npy", out_dir / f"{anat.stem}_fov_mask.npy"
-    np.save(loc_image, localiser_input(resample_to_grid(rpi_data, rpi_affine, loc_grid, order=1)))
-    np.save(loc_mask, resample_mask_to_grid(rpi_mask, rpi_affine, loc_grid).astype(np.uint8))
+    np.save(loc_image, localiser_input(fov))
+    np.save(loc_mask, fov_mask.astype(np.uint8))
     subject = f"sub-{anat.subject}"
     return (
         RawCase(subject, anat.stem, anat.contrast, seg_image, seg_mask),

@@ -9,22 +9,12 @@ import numpy as np
 import pytest
 from conftest import IMAGE_MASK_PAIRS
 
-from lumbo_bids.centerline import centerline_from_mask
-from lumbo_bids.geometry import (
-    RPI,
-    Grid,
-    crop_around_centerline,
-    crop_box_from_centerline,
-    reorient,
-    resample_mask_to_grid,
-    resample_to_grid,
-    resampled_grid,
-)
 from lumbo_bids.metrics import dice
 from lumbo_bids.model.artifact import load_artifact
 from lumbo_bids.model.finetune import RawCase, evaluate_cases
 from lumbo_bids.model.predictor import InferencePlan, Predictor
 from lumbo_bids.model.selection import SHIPPED_SEGMENTATION
+from lumbo_bids.preprocess import Preprocessor
 from lumbo_bids.utils.images import read_volume
 
 
@@ -35,13 +25,9 @@ def case(tmp_path_factory):
     out = tmp_path_factory.mktemp("predictor")
     data, affine, _ = read_volume(image)
     cord, _, _ = read_volume(mask)
-    rpi_data, rpi_affine = reorient(data, affine, RPI)
-    rpi_cord, _ = reorient((cord > 0.5).astype(np.uint8), affine, RPI)
-    grid = resampled_grid(Grid(tuple(rpi_data.shape), rpi_affine), 0.5)
-    resampled, cord05 = resample_to_grid(rpi_data, rpi_affine, grid, order=1), resample_mask_to_grid(rpi_cord, rpi_affine, grid)
-    box = crop_box_from_centerline(centerline_from_mask(cord05 > 0), grid, (64, 64))
-    np.save(out / "stack.npy", crop_around_centerline(resampled, box).astype(np.float32))
-    np.save(out / "mask.npy", crop_around_centerline(cord05, box).astype(np.uint8))
+    case = Preprocessor(0.5, (64, 64)).run_case(data, affine, cord)
+    np.save(out / "stack.npy", case.stack)
+    np.save(out / "mask.npy", case.mask_stack)
     return RawCase("sub-sctTesting", "sub-sctTesting_T2w", "T2w", out / "stack.npy", out / "mask.npy")
 
 
