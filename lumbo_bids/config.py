@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ExitCode, LumboError
+from .model import options
 
 LEVELS = ("participant", "group")
 
@@ -60,16 +61,16 @@ class Config:
     # group level
     init_model: Path | None = None
     from_scratch: bool = False
-    epochs: int = 30
-    steps_per_epoch: int = 50
-    batch_size: int = 4
-    learning_rate: float = 1e-4
-    loss: str = "dice"
+    epochs: int = options.EPOCHS
+    steps_per_epoch: int = options.STEPS_PER_EPOCH
+    batch_size: int = options.BATCH_SIZE
+    learning_rate: float = options.LEARNING_RATE
+    loss: str = options.LOSS
     freeze_encoder: bool = False
-    patience: int = 10
-    validation_fraction: float = 0.25
+    patience: int = options.PATIENCE
+    validation_fraction: float = options.VALIDATION_FRACTION
     validation_subjects: list[str] | None = None
-    augmentation: float = 1.0
+    augmentation: float = options.AUGMENTATION
     resume: bool = False
     freeze: str | None = None  # from --config-file: none / encoder / all_but_last
     patch_size: tuple[int, int, int] | None = None  # from --config-file (default: the model's)
@@ -96,6 +97,11 @@ class Config:
     def nipype_dir(self) -> Path:
         """This version's Nipype base directory inside the work dir."""
         return self.work_dir / f"lumbo_bids_{version_tag()}_wf"
+
+    @property
+    def log_file(self) -> Path:
+        """This run's log: everything our loggers and Nipype say, whatever the verbosity."""
+        return self.work_dir / "logs" / f"{self.run_uuid}.log"
 
     def check_paths(self) -> None:
         """Refuse layouts that could destroy input data (one-line errors, BEP027 codes)."""

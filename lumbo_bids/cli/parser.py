@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import ExitCode
+from ..model import options
 
 DEFAULT_CONTRASTS = ("T2w", "T1w", "T2starw")
 
@@ -74,8 +75,8 @@ _overlap = _checked(float, 0, 1, (True, False), "a number in [0, 1)")
 _unit = _checked(float, 0, 1, (True, True), "a number in [0, 1]")
 
 
-LOSSES = ("dice", "dice_bce")
-FREEZE = ("none", "encoder", "all_but_last")
+LOSSES = options.CHOICES["loss"]
+FREEZE = options.CHOICES["freeze"]
 
 
 def _choice(*names: str):
@@ -286,15 +287,25 @@ def build_parser() -> argparse.ArgumentParser:
     g_group.add_argument(
         "--from-scratch", dest="from_scratch", action="store_true", help="random initialisation instead of --init-model"
     )
-    g_group.add_argument("--epochs", type=_positive_int, default=30, help="training epochs")
-    g_group.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=_positive_int, default=50, help="batches per epoch")
-    g_group.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=4, help="patches per batch")
-    g_group.add_argument("--learning-rate", dest="learning_rate", type=_positive_float, default=1e-4, help="Adam learning rate")
-    g_group.add_argument("--loss", choices=LOSSES, default="dice", help="training loss")
-    g_group.add_argument("--freeze-encoder", dest="freeze_encoder", action="store_true", help="train the decoder only")
-    g_group.add_argument("--patience", type=_positive_int, default=10, help="early-stopping patience (epochs)")
+    g_group.add_argument("--epochs", type=_positive_int, default=options.EPOCHS, help="training epochs")
     g_group.add_argument(
-        "--validation-fraction", dest="validation_fraction", type=_fraction, default=0.25, help="fraction of subjects held out"
+        "--steps-per-epoch", dest="steps_per_epoch", type=_positive_int, default=options.STEPS_PER_EPOCH, help="batches per epoch"
+    )
+    g_group.add_argument(
+        "--batch-size", dest="batch_size", type=_positive_int, default=options.BATCH_SIZE, help="patches per batch"
+    )
+    g_group.add_argument(
+        "--learning-rate", dest="learning_rate", type=_positive_float, default=options.LEARNING_RATE, help="Adam learning rate"
+    )
+    g_group.add_argument("--loss", choices=LOSSES, default=options.LOSS, help="training loss")
+    g_group.add_argument("--freeze-encoder", dest="freeze_encoder", action="store_true", help="train the decoder only")
+    g_group.add_argument("--patience", type=_positive_int, default=options.PATIENCE, help="early-stopping patience (epochs)")
+    g_group.add_argument(
+        "--validation-fraction",
+        dest="validation_fraction",
+        type=_fraction,
+        default=options.VALIDATION_FRACTION,
+        help="fraction of subjects held out",
     )
     g_group.add_argument(
         "--validation-subjects",
@@ -304,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LABEL",
         help="explicit validation subjects",
     )
-    g_group.add_argument("--augmentation", type=_unit, default=1.0, metavar="STRENGTH", help="augmentation strength in [0, 1]")
+    g_group.add_argument(
+        "--augmentation", type=_unit, default=options.AUGMENTATION, metavar="STRENGTH", help="augmentation strength in [0, 1]"
+    )
     g_group.add_argument("--resume", action="store_true", help="resume an interrupted fine-tuning from its checkpoints")
     g_group.add_argument(
         "--config-file",

@@ -17,8 +17,6 @@ from ..intensity import apply_intensity
 #: the intensity plan of the localisers that scripts/train_base_model.py trains
 LOCALISER_INTENSITY = {"method": "robust", "clip": [0.5, 99.5]}
 
-SCT_CONTRAST_OF_FILE = {"t2_ctr.h5": "t2", "t2s_ctr.h5": "t2s", "t1_ctr.h5": "t1", "dwi_ctr.h5": "dwi"}
-
 
 def localiser_input(volume: np.ndarray, plan: dict | None = None) -> np.ndarray:
     """Intensity normalisation of our localiser (training and inference), as its plan says."""
@@ -45,8 +43,9 @@ def localise_heatmap(model_path: str | Path, volume: np.ndarray, affine: np.ndar
     if path.suffix == ".h5":
         from .sct_h5 import load_keras2_h5
         from .sct_localise import sct_heatmap
+        from .selection import SCT_CTR_FILES
 
-        contrast = SCT_CONTRAST_OF_FILE.get(path.name, "t2")
+        contrast = path.name.removesuffix("_ctr.h5") if path.name in SCT_CTR_FILES.values() else "t2"
         return sct_heatmap(load_keras2_h5(path), volume, contrast=contrast, batch_size=batch_size)
 
     from .artifact import load_artifact

@@ -29,18 +29,14 @@ from typing import Any
 import keras
 import numpy as np
 
+from . import options
 from .augment import AugmentConfig
 from .dataset import TrainingCase, heatmap_slice_dataset, patch_dataset
 from .losses import DiceMetric, get_loss
 
 LOGGER = logging.getLogger("lumbo_bids.training")
 
-_CHOICES = {
-    "loss": ("dice", "dice_bce"),
-    "freeze": ("none", "encoder", "all_but_last"),
-    "lr_schedule": ("cosine", "plateau", "constant"),
-    "task": ("segmentation", "localisation"),
-}
+_CHOICES = options.CHOICES
 
 
 @dataclass
@@ -53,22 +49,22 @@ class TrainConfig:
     stopping. ``mixed_precision="auto"`` means ``mixed_float16`` when a GPU is used.
     """
 
-    epochs: int = 30
-    steps_per_epoch: int = 50
+    epochs: int = options.EPOCHS
+    steps_per_epoch: int = options.STEPS_PER_EPOCH
     validation_steps: int | None = None
-    batch_size: int = 4
-    learning_rate: float = 1e-4
+    batch_size: int = options.BATCH_SIZE
+    learning_rate: float = options.LEARNING_RATE
     lr_schedule: str = "cosine"
     min_learning_rate: float = 1e-6
     plateau_factor: float = 0.5
     plateau_patience: int = 5
-    loss: str = "dice"
+    loss: str = options.LOSS
     bce_weight: float = 1.0
     freeze: str = "none"
-    early_stopping_patience: int = 10
+    early_stopping_patience: int = options.PATIENCE
     seed: int = 42
     cord_fraction: float = 0.7
-    augmentation_strength: float = 1.0
+    augmentation_strength: float = options.AUGMENTATION
     domain_randomisation: float = 0.0
     synthetic_fraction: float | None = None
     mixed_precision: str | bool = "auto"

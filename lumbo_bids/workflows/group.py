@@ -39,8 +39,8 @@ def preproc_outputs(exec_graph, anats: list) -> dict:
     for node in exec_graph.nodes():
         if node.name != "crop" or node.result is None:
             continue
-        hierarchy = node._hierarchy or ""
+        path = node.fullname.split(".")  # workflow/subject/image/preproc_wf/crop
         for anat in anats:
-            if f".{subject_wf_name(anat.subject)}.{anat_wf_name(anat)}." in f".{hierarchy}.":
+            if [subject_wf_name(anat.subject), anat_wf_name(anat)] == path[-4:-2]:
                 by_path[anat.path] = node.result.outputs
     return by_path

@@ -1,0 +1,23 @@
+"""Training settings' choices and the group level's defaults: one home, light to import (the CLI
+parser reads it before TensorFlow is loaded; :class:`~lumbo_bids.model.training.TrainConfig`
+and :class:`~lumbo_bids.config.Config` take their defaults from here)."""
+
+from __future__ import annotations
+
+#: allowed values of the categorical training settings
+CHOICES: dict[str, tuple[str, ...]] = {
+    "loss": ("dice", "dice_bce"),
+    "freeze": ("none", "encoder", "all_but_last"),
+    "lr_schedule": ("cosine", "plateau", "constant"),
+    "task": ("segmentation", "localisation"),
+}
+
+#: fine-tuning defaults of the group level (command line, config file and TrainConfig)
+EPOCHS = 30
+STEPS_PER_EPOCH = 50
+BATCH_SIZE = 4
+LEARNING_RATE = 1e-4
+LOSS = "dice"
+PATIENCE = 10
+AUGMENTATION = 1.0
+VALIDATION_FRACTION = 0.25
