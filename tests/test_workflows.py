@@ -12,8 +12,8 @@ from lumbo_bids.config import Config
 from lumbo_bids.derivatives import IMAGE_OUTPUTS, derivative_path, image_output_path
 from lumbo_bids.interfaces.io import DerivativesDataSink
 from lumbo_bids.utils.bids import build_layout, collect_anat, select_subjects
-from lumbo_bids.workflows.anat import resolution_entity
 from lumbo_bids.workflows.base import anat_wf_name, init_lumbo_wf, subject_wf_name
+from lumbo_bids.workflows.outputs import resolution_entity
 
 SINK_OUTPUT = {  # node name -> IMAGE_OUTPUTS key
     "ds_mask": "mask", "ds_probseg": "probseg", "ds_preproc": "preproc", "ds_preproc_mask": "preproc_mask",
@@ -41,7 +41,7 @@ def test_every_image_has_its_workflow_and_sinks(built):
     names = workflow.list_node_names()
     for anat in anats:
         prefix = f"{subject_wf_name(anat.subject)}.{anat_wf_name(anat)}."
-        mine = {n.removeprefix(prefix) for n in names if n.startswith(prefix)}
+        mine = {n.split(".")[-1] for n in names if n.startswith(prefix)}
         expected = {"ds_mask", "ds_preproc", "ds_centerline", "ds_centerline_csv", "ds_morphometrics", "ds_probseg"}
         if anat.mask is not None:
             expected |= {"ds_preproc_mask", "ds_evaluation", "evaluate"}

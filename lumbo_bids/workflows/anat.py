@@ -4,17 +4,11 @@ from __future__ import annotations
 
 from nipype.pipeline import engine as pe
 
-from ..derivatives import image_output, source_entities
-from ..interfaces.io import DerivativesDataSink
 from ..interfaces.morphometry import CordMorphometrics, EvaluateMask
 from ..interfaces.preproc import ToNative
 from ..interfaces.segment import Postprocess, Segment, Standardise
+from .outputs import init_ds_anat_wf
 from .preproc import init_anat_preproc_wf
-
-
-def resolution_entity(resolution: float) -> str:
-    """BIDS ``res`` label for a voxel size: 0.5 -> ``05mm``, 1.0 -> ``1mm``."""
-    return f"{resolution:g}".replace(".", "") + "mm"
 
 
 def init_anat_seg_wf(config, anat, models, name: str):
@@ -34,8 +28,6 @@ def init_anat_seg_wf(config, anat, models, name: str):
     resolution = config.resolution or seg.resolution
     crop_size = tuple(config.crop_size or seg.crop_size)
     use_mask = anat.mask is not None and not config.ignore_manual_centerline
-    entities = source_entities(anat.entities)
-    res = resolution_entity(resolution)
 
     preproc_wf = init_anat_preproc_wf(
         anat,
@@ -66,113 +58,33 @@ def init_anat_seg_wf(config, anat, models, name: str):
         (preproc_wf, to_native, [("outputnode.geometry_json", "geometry_json")]),
     ])  # fmt: skip
 
-    # -- derivatives ------------------------------------------------------------------
-    sinks = []
-
-    def sink(node_name, output, **kwargs):
-        node = pe.Node(
-            DerivativesDataSink(
-                source_file=str(anat.path),
-                bids_dir=str(config.bids_dir),
-                output_dir=str(config.output_dir),
-                entities=entities,
-                **image_output(output, anat.contrast, res),
-                **kwargs,
-            ),
-            name=node_name,
-            run_without_submitting=True,
-        )
-        sinks.append(node)
-        return node
-
-    resolution_text = f"{resolution:g} mm isotropic, SCT 'RPI' (nibabel LAS) orientation"
-    model_meta = {
-        "Name": seg.name,
-        "Version": seg.version,
-        "Checksum": f"sha256:{seg.checksum}",
-    }
-    ds_mask = sink(
-        "ds_mask",
-        "mask",
-        metadata={
-            "Type": "ROI",
-            "SpatialReference": "orig",
-            "Manual": False,
-            "Description": "Spinal cord segmentation on the source image's native grid.",
-            "Model": model_meta,
-            "Threshold": config.threshold or seg.threshold,
-            "CenterlineMethod": centerline_method,
-            "TestTimeAugmentation": bool(config.tta),
-        },
-    )
-    ds_preproc = sink(
-        "ds_preproc",
-        "preproc",
-        metadata={
-            "SpatialReference": "orig",
-            "Resolution": resolution_text,
-            "SkullStripped": False,
-            "Description": "Reoriented, resampled and cropped around the cord centerline (axis-aligned bounding box of the per-slice crop).",
-            "CropSize": list(crop_size),
-        },
-    )
-    ds_centerline = sink(
-        "ds_centerline",
-        "centerline",
-        metadata={
-            "Type": "ROI",
-            "SpatialReference": "orig",
-            "Resolution": resolution_text,
-            "Description": f"Cord centerline, one voxel per axial slice; method: {centerline_method}.",
-        },
-    )
-    ds_centerline_csv = sink("ds_centerline_csv", "centerline_csv", json_sidecar=False)
-    workflow.connect([
-        (to_native, ds_mask, [("out_file", "in_file")]),
-        (preproc_wf, ds_preproc, [("outputnode.out_file", "in_file")]),
-        (preproc_wf, ds_centerline, [("outputnode.centerline_file", "in_file")]),
-        (preproc_wf, ds_centerline_csv, [("outputnode.centerline_csv", "in_file")]),
-    ])  # fmt: skip
-    if anat.mask is not None:
-        ds_preproc_mask = sink(
-            "ds_preproc_mask",
-            "preproc_mask",
-            extra_sources=[str(anat.mask)],
-            metadata={
-                "Type": "ROI",
-                "SpatialReference": "orig",
-                "Resolution": resolution_text,
-                "Manual": True,
-                "Description": "Manual cord mask on the preprocessed grid.",
-            },
-        )
-        workflow.connect(preproc_wf, "outputnode.mask_file", ds_preproc_mask, "in_file")
-    # -- morphometrics, and evaluation against the manual mask when there is one --------------
+    # -- morphometrics, evaluation against the manual mask, probability: then the sinks -------
     morphometrics = pe.Node(CordMorphometrics(), name="morphometrics")
-    ds_morphometrics = sink("ds_morphometrics", "morphometrics")
+    ds_wf = init_ds_anat_wf(config, anat, seg, resolution, crop_size, centerline_method)
     workflow.connect([
         (to_native, morphometrics, [("out_file", "in_file")]),
-        (morphometrics, ds_morphometrics, [("out_tsv", "in_file"), ("metadata", "metadata")]),
+        (to_native, ds_wf, [("out_file", "inputnode.mask")]),
+        (morphometrics, ds_wf, [("out_tsv", "inputnode.morphometrics"), ("metadata", "inputnode.morphometrics_meta")]),
+        (preproc_wf, ds_wf, [
+            ("outputnode.out_file", "inputnode.preproc"),
+            ("outputnode.centerline_file", "inputnode.centerline"),
+            ("outputnode.centerline_csv", "inputnode.centerline_csv"),
+            ("outputnode.input_warnings", "inputnode.input_warnings"),
+        ]),
     ])  # fmt: skip
     if anat.mask is not None:
         evaluate = pe.Node(EvaluateMask(), name="evaluate")
-        ds_evaluation = sink("ds_evaluation", "evaluation", extra_sources=[str(anat.mask)])
         workflow.connect([
             (to_native, evaluate, [("out_file", "in_file")]),
             (preproc_wf, evaluate, [("outputnode.mask_native", "reference_file")]),
-            (evaluate, ds_evaluation, [("out_tsv", "in_file"), ("metadata", "metadata")]),
+            (preproc_wf, ds_wf, [("outputnode.mask_file", "inputnode.preproc_mask")]),
+            (evaluate, ds_wf, [("out_tsv", "inputnode.evaluation"), ("metadata", "inputnode.evaluation_meta")]),
         ])  # fmt: skip
     if config.save_probseg:
         to_native_prob = pe.Node(ToNative(reference_file=str(anat.path)), name="to_native_prob")
-        probseg_meta = {"SpatialReference": "orig", "Model": model_meta, "Description": "Cord probability."}
-        ds_probseg = sink("ds_probseg", "probseg", metadata=probseg_meta)
         workflow.connect([
             (segment, to_native_prob, [("prob_stack", "in_stack")]),
             (preproc_wf, to_native_prob, [("outputnode.geometry_json", "geometry_json")]),
-            (to_native_prob, ds_probseg, [("out_file", "in_file")]),
+            (to_native_prob, ds_wf, [("out_file", "inputnode.probseg")]),
         ])  # fmt: skip
-    # what the input checks found doubtful goes into every sidecar of this image
-    for node in sinks:
-        if node.inputs.json_sidecar:
-            workflow.connect(preproc_wf, "outputnode.input_warnings", node, "input_warnings")
     return workflow

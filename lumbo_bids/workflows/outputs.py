@@ -1,0 +1,91 @@
+"""The sinks of one image: every derivative it writes, named from ``derivatives.IMAGE_OUTPUTS``."""
+
+from __future__ import annotations
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from ..derivatives import image_output, source_entities
+from ..interfaces.io import DerivativesDataSink
+
+#: inputnode field -> (IMAGE_OUTPUTS key, field carrying the sidecar's extra metadata or None)
+SINKS = {
+    "mask": ("mask", None),
+    "preproc": ("preproc", None),
+    "centerline": ("centerline", None),
+    "centerline_csv": ("centerline_csv", None),
+    "preproc_mask": ("preproc_mask", None),
+    "morphometrics": ("morphometrics", "morphometrics_meta"),
+    "evaluation": ("evaluation", "evaluation_meta"),
+    "probseg": ("probseg", None),
+}
+FIELDS = [*SINKS, "morphometrics_meta", "evaluation_meta", "input_warnings"]
+
+
+def resolution_entity(resolution: float) -> str:
+    """BIDS ``res`` label for a voxel size: 0.5 -> ``05mm``, 1.0 -> ``1mm``."""
+    return f"{resolution:g}".replace(".", "") + "mm"
+
+
+def sidecar_metadata(config, anat, seg, resolution: float, crop_size, centerline_method: str) -> dict[str, dict]:
+    """What each derivative's JSON sidecar says besides ``Sources`` (by inputnode field)."""
+    resolution_text = f"{resolution:g} mm isotropic, SCT 'RPI' (nibabel LAS) orientation"
+    model = {"Name": seg.name, "Version": seg.version, "Checksum": f"sha256:{seg.checksum}"}
+    on_grid = {"SpatialReference": "orig", "Resolution": resolution_text}
+    return {
+        "mask": {
+            "Type": "ROI", "SpatialReference": "orig", "Manual": False,
+            "Description": "Spinal cord segmentation on the source image's native grid.",
+            "Model": model, "Threshold": config.threshold or seg.threshold,
+            "CenterlineMethod": centerline_method, "TestTimeAugmentation": bool(config.tta),
+        },
+        "preproc": {
+            **on_grid, "SkullStripped": False, "CropSize": list(crop_size),
+            "Description": "Reoriented, resampled and cropped around the cord centerline "
+            "(axis-aligned bounding box of the per-slice crop).",
+        },
+        "centerline": {
+            "Type": "ROI", **on_grid,
+            "Description": f"Cord centerline, one voxel per axial slice; method: {centerline_method}.",
+        },
+        "preproc_mask": {"Type": "ROI", **on_grid, "Manual": True, "Description": "Manual cord mask on the preprocessed grid."},
+        "probseg": {"SpatialReference": "orig", "Model": model, "Description": "Cord probability."},
+    }  # fmt: skip
+
+
+def init_ds_anat_wf(config, anat, seg, resolution: float, crop_size, centerline_method: str, name: str = "ds_wf"):
+    """One :class:`~lumbo_bids.interfaces.io.DerivativesDataSink` per output of ``anat``.
+
+    Sinks for the manual-mask outputs (``preproc_mask``, ``evaluation``) exist only when the
+    image has a mask, ``probseg`` only with ``--save-probseg``. Every JSON sidecar also gets
+    what the input checks found doubtful (``input_warnings``).
+    """
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=FIELDS), name="inputnode")
+    metadata = sidecar_metadata(config, anat, seg, resolution, crop_size, centerline_method)
+    wanted = {"preproc_mask": anat.mask is not None, "evaluation": anat.mask is not None, "probseg": config.save_probseg}
+    for field, (output, meta_field) in SINKS.items():
+        if not wanted.get(field, True):
+            continue
+        extra_sources = [str(anat.mask)] if field in ("preproc_mask", "evaluation") else []
+        sink = pe.Node(
+            DerivativesDataSink(
+                source_file=str(anat.path),
+                bids_dir=str(config.bids_dir),
+                output_dir=str(config.output_dir),
+                entities=source_entities(anat.entities),
+                json_sidecar=field != "centerline_csv",
+                extra_sources=extra_sources,
+                **image_output(output, anat.contrast, resolution_entity(resolution)),
+            ),
+            name=f"ds_{field}",
+            run_without_submitting=True,
+        )
+        if field in metadata:
+            sink.inputs.metadata = metadata[field]
+        workflow.connect(inputnode, field, sink, "in_file")
+        if meta_field:
+            workflow.connect(inputnode, meta_field, sink, "metadata")
+        if sink.inputs.json_sidecar:
+            workflow.connect(inputnode, "input_warnings", sink, "input_warnings")
+    return workflow
