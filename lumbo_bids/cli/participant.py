@@ -188,7 +188,7 @@ def write_reports(config, inputs: dict, failures: dict[str, list[Failure]], seco
     from .. import __version__
     from ..model.selection import read_segmentation_model
     from ..reports.subject import write_subject_report
-    from ..workflows.anat import resolution_entity
+    from ..workflows.outputs import resolution_entity
 
     res = resolution_entity(config.resolution or read_segmentation_model(config.model).resolution)
     not_written = []
