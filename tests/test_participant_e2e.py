@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,9 @@ pytestmark = pytest.mark.slow
 
 RUN = [sys.executable, str(REPO / "run.py")]
 LUMBAR = DS_SPINE_MINI / "sub-sctLumbar" / "anat" / "sub-sctLumbar_T2w.nii.gz"
+TF_NOTICE = re.compile(r"absl::InitializeLog|port\.cc|cpu_feature_guard|oneDNN|Memory patch|retracing")
+NIPYPE_INFO = re.compile(r"\[nipype\.\w+\] INFO|\[Node\]|\[MultiProc\]|\[Job \d+\]")
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # a progress bar's \r, \b or escape sequences
 
 
 def _contrast(image: Path) -> str:
@@ -37,7 +41,7 @@ def _mask_path(out: Path, image: Path) -> Path:
 
 
 def run_participant(out: Path, work: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # the app's own default
     cmd = [*RUN, str(DS_SPINE_MINI), str(out), "participant", "-w", str(work), "--nprocs", "2", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
 
@@ -147,8 +151,9 @@ def test_second_run_reuses_the_work_dir(participant_run, tmp_path):
     assert len(results) == 9  # 8 segmentations + the lumbar localisation
     before = {p: p.stat().st_mtime_ns for p in results}
     out2 = tmp_path / "out2"
-    proc = run_participant(out2, work, "--participant-label", "sctLumbar", "sctTesting")
+    proc = run_participant(out2, work, "--participant-label", "sctLumbar", "sctTesting", "-v")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert NIPYPE_INFO.search(proc.stderr), proc.stderr[-3000:]  # -v brings Nipype's detail back
     assert {p: p.stat().st_mtime_ns for p in results} == before
     for image in DS_SPINE_MINI.glob("sub-sct*/anat/*.nii.gz"):
         first, second = _mask_path(out, image), _mask_path(out2, image)
@@ -194,3 +199,29 @@ def test_subject_reports_are_self_contained(participant_run):
     lumbar = (out / "sub-sctLumbar.html").read_text()
     assert "centerline found automatically" in lumbar and "conus tip if in view" in lumbar
     assert "Dice vs manual mask" in (out / "sub-unf01.html").read_text()
+
+
+def test_default_terminal_output_fits_one_screen(participant_run):
+    """No Nipype detail, no TensorFlow notice, no control character; one line per image
+    started and done (Dice, centerline source, report); the run ends with the reports and the log."""
+    out, work, proc = participant_run
+    lines = proc.stderr.splitlines()
+    assert len(lines) <= 40, proc.stderr
+    assert not TF_NOTICE.search(proc.stderr), proc.stderr
+    assert not NIPYPE_INFO.search(proc.stderr), proc.stderr
+    assert not CONTROL.search(proc.stderr)
+    assert sum(line.endswith(" · started") for line in lines) == 8, proc.stderr
+    done = {line.split(" · ")[1]: line for line in lines if " · done in " in line}
+    assert len(done) == 8, proc.stderr
+    for image, line in done.items():
+        manual = image != "sub-sctLumbar T2w"
+        assert ("Dice 0." in line) == manual, line
+        assert ("centerline: manual mask" if manual else "centerline: localiser (") in line, line
+        assert f"report {out / image.split()[0]}.html" in line, line
+    assert lines[-6] == "QC reports (open in a web browser):", proc.stderr
+    reports = sorted(out.glob("sub-*.html"))
+    assert sorted(Path(line.strip()) for line in lines[-5:-1]) == reports
+    log = Path(lines[-1].removeprefix("full log: "))
+    assert log.parent == work / "logs" and log.is_file(), lines[-1]
+    text = log.read_text()
+    assert NIPYPE_INFO.search(text) and not CONTROL.search(text)  # the detail is in the log file

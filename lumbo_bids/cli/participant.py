@@ -38,11 +38,17 @@ def configure_nipype(config) -> None:
 
     log_dir = config.work_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    level = "DEBUG" if config.verbose_count >= 2 else "INFO"  # the terminal shows INFO with -v (console.py)
     ncfg.update_config(
         {
             # log_to_file=False: Nipype's rotating file handler holds a filelock that MultiProc's
             # forked workers inherit, and recent filelock releases refuse it (every node fails).
-            "logging": {"log_directory": str(log_dir), "log_to_file": False, "workflow_level": "INFO", "interface_level": "INFO"},
+            "logging": {
+                "log_directory": str(log_dir),
+                "log_to_file": False,
+                "workflow_level": level,
+                "interface_level": level,
+            },
             "execution": {
                 "crashfile_format": "txt",
                 "stop_on_first_crash": config.stop_on_first_crash,
@@ -76,16 +82,20 @@ def plugin_settings(config) -> dict:
     return {"plugin": "MultiProc", "plugin_args": args}
 
 
-def run_workflow(workflow, config):
-    """``workflow.run`` with :func:`plugin_settings`; on Ctrl-C the workers are stopped cleanly."""
+def run_workflow(workflow, config, progress=None):
+    """``workflow.run`` with :func:`plugin_settings`; on Ctrl-C the workers are stopped cleanly.
+
+    ``progress`` (a :class:`~.progress.ImageProgress`) hears every node start and end."""
     from nipype.pipeline import plugins
 
-    from . import interrupt
+    from . import console, interrupt
 
     settings = plugin_settings(config)
-    plugin_args = {**settings["plugin_args"], "status_callback": interrupt.status_callback}
+    plugin_args = {**settings["plugin_args"], "status_callback": _status_callback(progress)}
     runner = getattr(plugins, f"{settings['plugin']}Plugin")(plugin_args=plugin_args)
-    LOGGER.info("running %s with %s (%d process(es))", workflow.name, settings["plugin"], config.nprocs)
+    if progress is not None:
+        _announce_graph(runner, progress)
+    LOGGER.debug("running %s with %s (%d process(es))", workflow.name, settings["plugin"], config.nprocs)
     try:
         return workflow.run(plugin=runner)
     except KeyboardInterrupt:
@@ -95,6 +105,32 @@ def run_workflow(workflow, config):
         if interrupt.interrupted():  # recorded by Nipype as a failing node
             raise KeyboardInterrupt from None
         raise
+    finally:
+        console.clear_status()
+
+
+def _status_callback(progress):
+    from . import interrupt
+
+    if progress is None:
+        return interrupt.status_callback
+
+    def callback(node, status: str) -> None:
+        interrupt.status_callback(node, status)
+        progress(node, status)
+
+    return callback
+
+
+def _announce_graph(runner, progress) -> None:
+    """Tell ``progress`` which nodes the plugin is given to run (Nipype's execution graph)."""
+    run_graph = runner.run
+
+    def run(graph, *args, **kwargs):
+        progress.expect(graph.nodes())
+        return run_graph(graph, *args, **kwargs)
+
+    runner.run = run
 
 
 def run_participant(config, inputs: dict) -> ExitCode:
@@ -110,7 +146,54 @@ def run_participant(config, inputs: dict) -> ExitCode:
         failures[subject] = [Failure(line) for line in lines] + failures.get(subject, [])
     report_failures = write_reports(config, inputs, failures, time.time() - started)
     log_warnings(config, inputs)
-    return _report_failures(config, inputs, failures, crashed, report_failures)
+    code = _report_failures(config, inputs, failures, crashed, report_failures)
+    announce_reports(config, inputs)
+    return code
+
+
+def image_progress(config, available: dict):
+    """An :class:`~.progress.ImageProgress` over the images that run, ending each image's line
+    with its Dice (when it has a manual mask), where its centerline came from and its report."""
+    from ..workflows.base import anat_wf_name
+    from .progress import ImageProgress
+
+    anats = {anat_wf_name(anat): anat for items in available.values() for anat in items}
+    labels = {key: f"sub-{anat.subject} {anat.contrast}" for key, anat in anats.items()}
+    return ImageProgress(labels, lambda key: image_summary(config, anats[key]))
+
+
+def image_summary(config, anat) -> str:
+    """``Dice 0.871 · centerline: manual mask · report OUT/sub-X.html`` from the image's sidecars."""
+    from ..derivatives import image_output_path, read_json
+
+    parts = []
+    evaluation = read_json(image_output_path(config.output_dir, anat, "evaluation", extension=".json")) or {}
+    if isinstance(evaluation.get("Dice"), int | float):
+        parts.append(f"Dice {evaluation['Dice']:.3f}")
+    method = (read_json(image_output_path(config.output_dir, anat, "mask", extension=".json")) or {}).get("CenterlineMethod")
+    if method:
+        parts.append("centerline: " + str(method).replace("automatic (", "localiser ("))
+    parts.append(f"report {shown_path(config.output_dir / f'sub-{anat.subject}.html')}")
+    return " · ".join(parts)
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the current folder when it lies inside it, else as it is."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def announce_reports(config, inputs: dict) -> None:
+    """The run's last lines: where the QC reports and the full log are."""
+    reports = [config.output_dir / f"sub-{subject}.html" for subject in inputs]
+    reports = [path for path in reports if path.is_file()]
+    if reports:
+        LOGGER.info("QC reports (open in a web browser):")
+        for path in reports:
+            LOGGER.info("  %s", shown_path(path))
+    LOGGER.info("full log: %s", shown_path(config.log_file))
 
 
 def _run_available(config, available: dict, inputs: dict) -> bool:
@@ -127,7 +210,7 @@ def _run_available(config, available: dict, inputs: dict) -> bool:
             config.dump(config.output_dir / f"sub-{subject}" / "log" / config.run_uuid / "config.json")
         if workflow is None:
             return False
-        run_workflow(workflow, config)
+        run_workflow(workflow, config, image_progress(config, available))
     except RuntimeError as exc:  # Nipype: "Workflow did not execute cleanly"
         LOGGER.debug("workflow error: %s", exc)
         return True
@@ -155,11 +238,8 @@ def _report_failures(
     config, inputs: dict, failures: dict[str, list[Failure]], crashed: bool, report_failures: list[Failure]
 ) -> ExitCode:
     for subject in inputs:
-        if subject in failures:
-            for failure in failures[subject]:
-                LOGGER.error("sub-%s failed: %s", subject, failure.text)
-        else:
-            LOGGER.info("sub-%s finished: outputs in %s", subject, config.output_dir / f"sub-{subject}")
+        for failure in failures.get(subject, []):
+            LOGGER.error("sub-%s failed: %s", subject, failure.text)
     codes = {f.code for lines in failures.values() for f in lines} | {f.code for f in report_failures}
     if not (failures or crashed or report_failures):
         return ExitCode.OK
@@ -193,7 +273,7 @@ def write_reports(config, inputs: dict, failures: dict[str, list[Failure]], seco
     res = resolution_entity(config.resolution or read_segmentation_model(config.model).resolution)
     not_written = []
     for subject, anats in inputs.items():
-        LOGGER.info("sub-%s: writing the QC report", subject)
+        LOGGER.debug("sub-%s: writing the QC report", subject)
         run_info = {
             "lumbo_bids version": __version__,
             "Run": config.run_uuid,

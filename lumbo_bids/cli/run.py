@@ -17,7 +17,6 @@ def _limit_threads(config) -> None:
     """Thread limits and quiet libraries, before numpy/TensorFlow are imported (creates nothing)."""
     os.environ.setdefault("NIPYPE_NO_ET", "1")
     os.environ.setdefault("NO_ET", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(config.omp_nthreads)
 
@@ -38,16 +37,18 @@ def _setup_environment(config) -> None:
 
 
 def _setup_logging(verbose_count: int) -> None:
-    level = logging.WARNING - 10 * min(verbose_count + 1, 2)  # INFO by default, DEBUG with -v
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s [%(name)s] %(levelname)s: %(message)s",
-        datefmt="%y%m%d-%H:%M:%S",
-        stream=sys.stderr,
-    )
-    logging.getLogger("lumbo_bids").setLevel(level)
-    for noisy in ("bids", "matplotlib", "h5py", "absl", "tensorflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """Terminal output by verbosity (see :mod:`.console`), TensorFlow's C++ notices included."""
+    from . import console
+
+    console.setup(verbose_count)
+    console.quiet_tensorflow(verbose_count)
+
+
+def _error(text: str) -> None:
+    from . import console
+
+    console.clear_status()
+    print(f"lumbo-bids: error: {text}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,15 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         _apply_config_file(args, given_options(argv))
         code = _run(args)
     except LumboError as exc:
-        print(f"lumbo-bids: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         code = exc.code
     except KeyboardInterrupt:
-        print("lumbo-bids: error: interrupted; finished steps are cached in the work dir, rerun to resume", file=sys.stderr)
+        _error("interrupted; finished steps are cached in the work dir, rerun to resume")
         code = ExitCode.INTERRUPTED
     except Exception as exc:  # a bug or an unforeseen system error: still one line (-v: traceback)
         LOGGER.debug("unexpected error", exc_info=True)
         brief = " ".join(str(exc).split())
-        print(f"lumbo-bids: error: unexpected {type(exc).__name__}: {brief} (rerun with -v for details)", file=sys.stderr)
+        _error(f"unexpected {type(exc).__name__}: {brief} (rerun with -v for details)")
         code = ExitCode.FAILURE
     return int(code)
 
@@ -122,6 +123,7 @@ def _run(args) -> ExitCode:
     import contextlib
 
     from ..config import Config
+    from . import console
     from .checks import removed_if_empty_on_error
     from .locks import subject_locks
 
@@ -134,6 +136,7 @@ def _run(args) -> ExitCode:
             raw_description, inputs = _select_inputs(config, labels_dir_given=args.labels_dir is not None)
             locks.enter_context(subject_locks(config.work_dir, inputs))  # 'already running': exit 75
         _setup_environment(config)
+        console.log_to_file(config.log_file)
         return _run_level(config, raw_description, inputs)
 
 
