@@ -204,7 +204,8 @@ def fold_runner(config, spec, raw: list):
 
 def run_search(config, spec, raw: list) -> ExitCode:
     """Cross-validated parameter search; writes ``group/search/``."""
-    from ..model.search import run_search_local, run_search_ray, write_search_outputs
+    from ..model.search import run_search_local, run_search_ray
+    from ..reports.search import write_search_outputs
 
     subjects = sorted({c.subject for c in raw})
     run_fold = fold_runner(config, spec, raw)
