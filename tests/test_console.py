@@ -148,25 +148,40 @@ def _node(image: str, name: str):
     return SimpleNamespace(name=name, fullname=f"lumbo_bids_0_1_wf.sub_01_wf.{image}.preproc_wf.{name}")
 
 
-def test_image_progress_one_line_when_an_image_starts_and_one_when_it_is_done(caplog):
+def test_image_progress_one_line_when_an_image_is_segmented_and_one_when_it_is_done(caplog):
     labels = {"sub_01_T2w_wf": "sub-01 T2w", "sub_01_T1w_wf": "sub-01 T1w"}
-    progress = ImageProgress(labels, summary=lambda key: f"Dice 0.9 ({key})")
-    t2, t1 = [_node("sub_01_T2w_wf", n) for n in ("validate", "segment")], [_node("sub_01_T1w_wf", "validate")]
+    progress = ImageProgress(labels, summary=lambda key: f"Dice 0.9 ({key})", announce="segment")
+    t2 = [_node("sub_01_T2w_wf", n) for n in ("validate", "segment", "ds_mask")]
+    t1 = [_node("sub_01_T1w_wf", n) for n in ("validate", "segment")]
     progress.expect([*t2, *t1, SimpleNamespace(name="other", fullname="lumbo_bids_0_1_wf.other")])
     with caplog.at_level(logging.INFO, logger="lumbo_bids"):
         progress(t2[0], "start")
-        progress(t1[0], "end")  # MultiProc gives no "start" for a cached node
+        progress(t1[0], "start")
+        progress(t1[0], "end")
+        progress(t1[1], "start")  # T1w reaches the model first: image 1
         progress(t2[0], "end")
         progress(t2[1], "start")
-        progress(t2[1], "exception")
-        progress(t2[1], "exception")
+        progress(t2[1], "end")
+        progress(t2[2], "end")  # MultiProc gives no "start" for a node run in the main process
+        progress(t1[1], "exception")
+        progress(t1[1], "exception")
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
-        "image 1/2 · sub-01 T2w · started",
-        "image 2/2 · sub-01 T1w · started",
-        "image 2/2 · sub-01 T1w · done in 0 s · Dice 0.9 (sub_01_T1w_wf)",
-        "image 1/2 · sub-01 T2w · failed at segment",
+        "image 1/2 · sub-01 T1w · segment",
+        "image 2/2 · sub-01 T2w · segment",
+        "image 2/2 · sub-01 T2w · done in 0 s · Dice 0.9 (sub_01_T2w_wf)",
+        "image 1/2 · sub-01 T1w · failed at segment",
     ]
+
+
+def test_a_cached_image_gets_its_done_line_only(caplog):
+    progress = ImageProgress({"sub_01_T2w_wf": "sub-01 T2w"}, announce="segment")
+    nodes = [_node("sub_01_T2w_wf", n) for n in ("validate", "segment")]
+    progress.expect(nodes)
+    with caplog.at_level(logging.INFO, logger="lumbo_bids"):
+        for node in nodes:  # cached: Nipype says "end" only
+            progress(node, "end")
+    assert [r.getMessage() for r in caplog.records] == ["image 1/1 · sub-01 T2w · done in 0 s"]
 
 
 def test_training_outcome_says_why_training_ended_and_which_epoch_was_kept():

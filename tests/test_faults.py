@@ -376,11 +376,11 @@ def test_missing_labels_dir_is_66(case):
 # -- 12. Ctrl-C ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("nprocs", "verbose", "when"),
-    [(2, (), " · started"), (2, ("-v",), '[Node] Executing "segment"'), (1, ("-v",), '[Node] Executing "segment"')],
+    [(2, ("-v",), '[Node] Executing "'), (2, (), " · segment"), (1, ("-v",), '[Node] Executing "segment"')],
     ids=["workers-first-node", "workers-segment", "serial-segment"],
 )
 def test_ctrl_c_exits_130_with_one_line(case, nprocs, verbose, when):
-    # the default output says when an image starts; -v shows Nipype's detail, where each node starts
+    # the default output says when an image reaches the model; -v shows where each node starts
     cmd = case.command("--nprocs", nprocs, "--bids-filter-file", case.filter_file("T1w", "T2starw"), *verbose)
     # a session of its own: the signal goes to the whole process group, as a terminal's Ctrl-C
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV,
@@ -480,7 +480,7 @@ def test_second_run_of_a_subject_says_already_running(case):
     try:
         for line in first.stderr:  # the first run holds the lock from its checks to its exit
             seen.append(line)
-            if " · started" in line:  # the first image started
+            if " · segment" in line:  # the image reached the model
                 break
         second = case.run("--nprocs", 1, "--bids-filter-file", filters, "--save-probseg")
         seen.append(first.stderr.read())

@@ -202,15 +202,16 @@ def test_subject_reports_are_self_contained(participant_run):
 
 
 def test_default_terminal_output_fits_one_screen(participant_run):
-    """No Nipype detail, no TensorFlow notice, no control character; one line per image
-    started and done (Dice, centerline source, report); the run ends with the reports and the log."""
+    """No Nipype detail, no TensorFlow notice, no control character; one line per image when it
+    is segmented and one when it is done (Dice, centerline source, report); the run ends with the
+    reports and the log."""
     out, work, proc = participant_run
     lines = proc.stderr.splitlines()
     assert len(lines) <= 40, proc.stderr
     assert not TF_NOTICE.search(proc.stderr), proc.stderr
     assert not NIPYPE_INFO.search(proc.stderr), proc.stderr
     assert not CONTROL.search(proc.stderr)
-    assert sum(line.endswith(" · started") for line in lines) == 8, proc.stderr
+    assert sum(line.endswith(" · segment") for line in lines) == 8, proc.stderr  # each image reaches the model
     done = {line.split(" · ")[1]: line for line in lines if " · done in " in line}
     assert len(done) == 8, proc.stderr
     for image, line in done.items():

@@ -159,7 +159,7 @@ def image_progress(config, available: dict):
 
     anats = {anat_wf_name(anat): anat for items in available.values() for anat in items}
     labels = {key: f"sub-{anat.subject} {anat.contrast}" for key, anat in anats.items()}
-    return ImageProgress(labels, lambda key: image_summary(config, anats[key]))
+    return ImageProgress(labels, lambda key: image_summary(config, anats[key]), announce="segment")
 
 
 def image_summary(config, anat) -> str:

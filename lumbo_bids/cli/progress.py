@@ -21,6 +21,10 @@ LOGGER = logging.getLogger("lumbo_bids")
 class ImageProgress:
     """Nipype ``status_callback`` following each image through its nodes.
 
+    Each image gets a line when its ``announce`` node starts (``image 3/8 · sub-unf01 T2w ·
+    segment``, numbered in that order) and one when all its nodes are done; on a terminal the
+    status line follows every node.
+
     Parameters
     ----------
     labels : dict[str, str]
@@ -28,16 +32,19 @@ class ImageProgress:
         ``sub_unf01_T2w_wf``) and how to call the image (``sub-unf01 T2w``).
     summary : callable, optional
         ``summary(workflow_name) -> str``: what to add to the image's line when it is done.
+    announce : str, optional
+        The node whose start is announced (None: only the lines of finished images).
     """
 
-    def __init__(self, labels: dict[str, str], summary: Callable[[str], str] | None = None):
+    def __init__(self, labels: dict[str, str], summary: Callable[[str], str] | None = None, announce: str | None = None):
         self.labels = labels
         self.summary = summary
+        self.announce = announce
         self.expected: Counter[str] = Counter()
         self.ended: Counter[str] = Counter()
         self.number: dict[str, int] = {}
         self.started: dict[str, float] = {}
-        self.failed: set[str] = set()
+        self.done: set[str] = set()
 
     def expect(self, nodes: Iterable) -> None:
         """Count the nodes of each image in the graph about to run (an image is done when they all are)."""
@@ -48,30 +55,29 @@ class ImageProgress:
 
     def __call__(self, node, status: str) -> None:
         key = self.image_of(node)
-        if key is None:
+        if key is None or key in self.done:
             return
-        if key not in self.number:  # MultiProc says "start" only for nodes it sends to a worker
-            self._first(key)
-        if status in ("start", "end"):  # a cached node only ends: show where the image is either way
-            console.status(f"{self.head(key)} · {node.name}")
+        self.started.setdefault(key, time.monotonic())
+        if status == "start" and node.name == self.announce and key not in self.number:
+            LOGGER.info("%s · %s", self.head(key), node.name, extra=console.STATUS)
+        if status in ("start", "end"):  # MultiProc says "start" only for nodes it sends to a worker
+            console.status(f"{len(self.done)}/{len(self.labels)} images done · {self.labels[key]} · {node.name}")
         if status == "end":
             self._end(key)
-        elif status == "exception" and key not in self.failed:
-            self.failed.add(key)
+        elif status == "exception":
+            self.done.add(key)
             LOGGER.info("%s · failed at %s", self.head(key), node.name)
 
     def head(self, key: str) -> str:
-        return f"image {self.number[key]}/{len(self.labels)} · {self.labels[key]}"
-
-    def _first(self, key: str) -> None:
-        self.number[key] = len(self.number) + 1
-        self.started[key] = time.monotonic()
-        LOGGER.info("%s · started", self.head(key), extra=console.STATUS)
+        """``image k/N · label``, k counting the images in the order they are first announced."""
+        number = self.number.setdefault(key, len(self.number) + 1)
+        return f"image {number}/{len(self.labels)} · {self.labels[key]}"
 
     def _end(self, key: str) -> None:
         self.ended[key] += 1
-        if self.ended[key] != self.expected[key] or key in self.failed:
+        if self.ended[key] != self.expected[key]:
             return
+        self.done.add(key)
         seconds = time.monotonic() - self.started[key]
         extra = self.summary(key) if self.summary else ""
         LOGGER.info("%s · done in %.0f s%s", self.head(key), seconds, f" · {extra}" if extra else "")
