@@ -50,7 +50,7 @@ def run_group(config, inputs: dict) -> ExitCode:
 
     workflow = init_group_preproc_wf(config, anats, resolution, crop_size)
     try:
-        exec_graph = run_workflow(workflow, config)
+        exec_graph = run_workflow(workflow, config, preproc_progress(anats))
     except RuntimeError:
         raise LumboError(
             f"preprocessing failed for some images; crash files in {config.output_dir / 'group' / 'log' / config.run_uuid}",
@@ -65,6 +65,14 @@ def run_group(config, inputs: dict) -> ExitCode:
     train_raw = [c for c in raw if c.subject in train_subjects]
     val_raw = [c for c in raw if c.subject in val_subjects]
     return fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size)
+
+
+def preproc_progress(anats: list):
+    """One line when each image starts and when it is preprocessed."""
+    from ..workflows.base import anat_wf_name
+    from .progress import ImageProgress
+
+    return ImageProgress({anat_wf_name(a): f"sub-{a.subject} {a.contrast}" for a in anats}, lambda key: "preprocessed")
 
 
 def masked_images(inputs: dict) -> list:
@@ -93,6 +101,7 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
     from ..model.finetune import evaluate_cases, fine_tune, model_card
     from ..model.network import UNet3DConfig, build_unet3d
     from ..model.training import TrainConfig, plot_history
+    from .progress import epoch_progress, training_outcome
 
     group_dir = config.output_dir / "group"
     state_dir = group_dir / "training"
@@ -124,9 +133,12 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
     started = time.time()
     plan = None if config.from_scratch else init.manifest["preprocessing"].get("intensity")
     tuned = fine_tune(
-        model_fn, train_raw, val_raw, cfg, data_dir, state_dir, intensity_plan=plan, inference=inference, resume=config.resume
-    )
+        model_fn, train_raw, val_raw, cfg, data_dir, state_dir, intensity_plan=plan, inference=inference, resume=config.resume,
+        progress=False, callbacks=[epoch_progress(cfg.epochs, cfg.steps_per_epoch)],  # lines, not Keras' progress bar
+    )  # fmt: skip
     result, intensity, after = tuned.result, tuned.intensity, tuned.validation_dice
+    patience = cfg.early_stopping_patience
+    LOGGER.info("%s", training_outcome(result.epochs_run, cfg.epochs, patience, result.best_epoch, result.best_val_dice))
     LOGGER.info("validation Dice after fine-tuning: %s", _fmt(after))
 
     manifest = {
