@@ -4,17 +4,20 @@ notices, and the progress lines (``lumbo_bids.cli.console`` and ``.progress``)."
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from conftest import REPO
 
 from lumbo_bids.cli import console
+from lumbo_bids.cli.participant import image_summary
 from lumbo_bids.cli.progress import ImageProgress, epoch_line, training_outcome
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # anything but text, tab and newline
@@ -199,3 +202,23 @@ def test_epoch_line_marks_the_best_epoch():
         == "epoch 3/30 · loss 0.412 · Dice 0.700 · validation Dice 0.815 (best) · 41 s"
     )
     assert "(best)" not in epoch_line(3, 30, logs, best=0.9, seconds=1)
+
+
+@pytest.mark.parametrize(
+    ("mask", "method", "expected"),
+    [
+        (True, "manual mask", "Dice 0.871 · centerline: manual mask · report {out}/sub-01.html"),
+        (False, "automatic (lumbo_bids-cord-localiser)", "centerline: localiser · report {out}/sub-01.html"),
+    ],
+)
+def test_image_summary_reads_the_sidecars(tmp_path, mask, method, expected):
+    from lumbo_bids.derivatives import image_output_path
+    from lumbo_bids.utils.bids import AnatInput
+
+    anat = AnatInput(Path("sub-01_T2w.nii.gz"), "01", None, "T2w", Path("m.nii.gz") if mask else None, {"subject": "01"})
+    sidecars = {"mask": {"CenterlineMethod": method}, **({"evaluation": {"Dice": 0.8712}} if mask else {})}
+    for key, meta in sidecars.items():
+        path = image_output_path(tmp_path, anat, key, extension=".json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(meta))
+    assert image_summary(SimpleNamespace(output_dir=tmp_path), anat) == expected.format(out=tmp_path)

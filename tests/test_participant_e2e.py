@@ -217,7 +217,7 @@ def test_default_terminal_output_fits_one_screen(participant_run):
     for image, line in done.items():
         manual = image != "sub-sctLumbar T2w"
         assert ("Dice 0." in line) == manual, line
-        assert ("centerline: manual mask" if manual else "centerline: localiser (") in line, line
+        assert ("centerline: manual mask" if manual else "centerline: localiser") in line, line
         assert f"report {out / image.split()[0]}.html" in line, line
     assert lines[-6] == "QC reports (open in a web browser):", proc.stderr
     reports = sorted(out.glob("sub-*.html"))

@@ -171,8 +171,8 @@ def image_summary(config, anat) -> str:
     if isinstance(evaluation.get("Dice"), int | float):
         parts.append(f"Dice {evaluation['Dice']:.3f}")
     method = (read_json(image_output_path(config.output_dir, anat, "mask", extension=".json")) or {}).get("CenterlineMethod")
-    if method:
-        parts.append("centerline: " + str(method).replace("automatic (", "localiser ("))
+    if method:  # "manual mask", or "automatic (<localiser model>)": the sidecar and report name the model
+        parts.append("centerline: " + ("localiser" if str(method).startswith("automatic") else str(method)))
     parts.append(f"report {shown_path(config.output_dir / f'sub-{anat.subject}.html')}")
     return " · ".join(parts)
 
