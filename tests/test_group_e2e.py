@@ -68,7 +68,13 @@ def test_training_report_files(group_run):
     rows = (out / "group" / "metrics.tsv").read_text().splitlines()
     header = rows[0].split("\t")
     assert {"epoch", "loss", "dice", "val_loss", "val_dice"} <= set(header)
-    assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1", "2"]
+    assert [r.split("\t")[0] for r in rows[1:]] == ["-1", "0", "1", "2"]  # -1: before fine-tuning
+    # the whole-image validation Dice: at the start, and on the kept epoch's row only
+    image_dice = [r.split("\t")[header.index("val_image_dice")] for r in rows[1:]]
+    card = json.loads((out / "group" / "model_card.json").read_text())
+    before = card["validation_dice_before"]
+    assert float(image_dice[0]) == pytest.approx(sum(before.values()) / len(before), abs=1e-4)
+    assert sum(v != "n/a" for v in image_dice) == 2
     assert (out / "group" / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "group" / "training" / "checkpoints" / "best.weights.h5").is_file()
     assert list((out / "group" / "training" / "tensorboard").rglob("events.out.tfevents.*"))

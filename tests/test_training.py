@@ -299,3 +299,20 @@ def test_evaluate_cases_follows_the_models_inference_settings(tmp_path):
     assert evaluate_cases(model, [case], plan)["img"] == pytest.approx(1.0)
     never = evaluate_cases(model, [case], replace(plan, threshold=1.0))  # nothing is above 1
     assert never["img"] == pytest.approx(0.0)
+
+
+def test_group_metrics_carry_the_whole_image_dice_before_and_after(tmp_path):
+    """The starting point (before fine-tuning) is a row of its own; the kept epoch gets the after."""
+    from lumbo_bids.model.training import with_image_dice
+
+    tsv = tmp_path / "metrics.tsv"
+    tsv.write_text("epoch\tdice\tloss\tval_dice\n0\t0.5\t0.9\t0.6\n1\t0.7\t0.5\t0.8\n2\t0.8\t0.4\t0.7\n")
+    out = tmp_path / "group_metrics.tsv"
+    out.write_text(with_image_dice(tsv, before=0.41, after=0.93, kept_epoch=1))
+    table = read_metrics(out)
+    assert table["epoch"] == [-1, 0, 1, 2]
+    np.testing.assert_array_equal(np.isnan(table["val_image_dice"]), [False, True, False, True])
+    assert (table["val_image_dice"][0], table["val_image_dice"][2]) == (0.41, 0.93)
+    assert np.isnan(table["dice"][0]) and table["val_dice"][1:] == [0.6, 0.8, 0.7]
+    png = plot_history(out, tmp_path / "curves.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

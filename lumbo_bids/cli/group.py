@@ -100,7 +100,7 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
     from ..model.artifact import save_artifact
     from ..model.finetune import evaluate_cases, fine_tune, model_card
     from ..model.network import UNet3DConfig, build_unet3d
-    from ..model.training import TrainConfig, plot_history
+    from ..model.training import TrainConfig, plot_history, with_image_dice
     from .progress import epoch_progress, training_outcome
 
     group_dir = config.output_dir / "group"
@@ -177,8 +177,9 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
     atomic_write_text(group_dir / "validation_dice.tsv", "\n".join(rows) + "\n")
     metrics_tsv = state_dir / "metrics.tsv"
     if metrics_tsv.exists():
-        atomic_write_text(group_dir / "metrics.tsv", metrics_tsv.read_text())
-        plot_history(metrics_tsv, group_dir / "training_curves.png")
+        start, kept = (float(np.mean(list(scores.values()))) for scores in (before, after))
+        table = with_image_dice(metrics_tsv, start, kept, result.best_epoch)
+        plot_history(atomic_write_text(group_dir / "metrics.tsv", table), group_dir / "training_curves.png")
     LOGGER.info("fine-tuned model: %s (use: participant --model %s)", artifact_path, artifact_path)
     return ExitCode.OK
 

@@ -164,7 +164,7 @@ def read_metrics(metrics_tsv: Path) -> dict[str, list[float]]:
     with open(metrics_tsv, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     columns = list(rows[0]) if rows else []
-    return {c: [float(r[c]) if r[c] not in ("", "NA") else math.nan for r in rows] for c in columns}
+    return {c: [float(r[c]) if r[c] not in ("", "NA", "n/a") else math.nan for r in rows] for c in columns}
 
 
 def _backup_epoch(backup_dir: Path) -> int:
@@ -367,8 +367,23 @@ def train(
     )
 
 
+def with_image_dice(metrics_tsv: Path, before: float, after: float, kept_epoch: int) -> str:
+    """``metrics.tsv`` text with a ``val_image_dice`` column: the mean whole-image validation Dice
+    (segmented as the participant level does) before fine-tuning, as a first row ``epoch -1``,
+    and of the kept model on the row of ``kept_epoch``; ``n/a`` elsewhere (patch Dice only)."""
+    lines = [ln for ln in Path(metrics_tsv).read_text().splitlines() if ln.strip()]
+    header = lines[0].split("\t")
+    start = ["-1" if c == "epoch" else "n/a" for c in header] + [f"{before:.4f}"]
+    rows = ["\t".join([*header, "val_image_dice"]), "\t".join(start)]
+    for line in lines[1:]:
+        epoch = int(float(line.split("\t")[0]))
+        rows.append(f"{line}\t{after:.4f}" if epoch == kept_epoch else f"{line}\tn/a")
+    return "\n".join(rows) + "\n"
+
+
 def plot_history(metrics_tsv: Path, png_path: Path) -> Path:
-    """Draw the loss and Dice curves (training and validation) of a ``metrics.tsv`` as a PNG.
+    """Draw the loss and Dice curves (training and validation) of a ``metrics.tsv`` as a PNG;
+    a ``val_image_dice`` column (:func:`with_image_dice`) is drawn as the before/after points.
 
     Parameters
     ----------
@@ -388,13 +403,18 @@ def plot_history(metrics_tsv: Path, png_path: Path) -> Path:
     history = read_metrics(Path(metrics_tsv))
     if not history.get("epoch"):
         raise ValueError(f"{metrics_tsv} has no epoch rows to plot")
-    epochs = np.asarray(history["epoch"]) + 1
+    epochs = np.asarray(history["epoch"]) + 1  # the starting point (epoch -1) lands at 0
     fig = Figure(figsize=(10, 4), dpi=100)
     FigureCanvasAgg(fig)
     for ax, key, title in zip(fig.subplots(1, 2), ("loss", "dice"), ("Loss", "Dice (threshold 0.5)")):
         for name, style in ((key, "-o"), (f"val_{key}", "--s")):
             if name in history:
                 ax.plot(epochs, history[name], style, markersize=3, label=name)
+        if key == "dice" and "val_image_dice" in history:
+            image_dice = np.asarray(history["val_image_dice"])
+            shown = np.isfinite(image_dice)
+            label = "whole-image validation Dice (start, kept model)"
+            ax.plot(epochs[shown], image_dice[shown], "D:", color="tab:red", markersize=6, label=label)
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)
