@@ -232,6 +232,11 @@ def image_output_path(output_dir: Path, anat, key: str, res: str | None = None, 
     return derivative_path(output_dir, source_entities(anat.entities), suffix, extension or default_extension, **fields)
 
 
+def subject_report_path(output_dir: Path, subject: str) -> Path:
+    """The subject's QC report, ``OUTPUT_DIR/sub-<subject>.html``."""
+    return Path(output_dir) / f"sub-{subject}.html"
+
+
 def bids_uri(path: Path, dataset_root: Path, dataset: str = "raw") -> str:
     """BIDS URI (``bids:raw:sub-01/anat/...``) of a file of a linked dataset."""
     return f"bids:{dataset}:{Path(path).relative_to(dataset_root).as_posix()}"

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from ..derivatives import subject_report_path
 from ..errors import ExitCode, OutputError, output_error
 
 LOGGER = logging.getLogger("lumbo_bids")
@@ -173,7 +174,7 @@ def image_summary(config, anat) -> str:
     method = (read_json(image_output_path(config.output_dir, anat, "mask", extension=".json")) or {}).get("CenterlineMethod")
     if method:  # "manual mask", or "automatic (<localiser model>)": the sidecar and report name the model
         parts.append("centerline: " + ("localiser" if str(method).startswith("automatic") else str(method)))
-    parts.append(f"report {shown_path(config.output_dir / f'sub-{anat.subject}.html')}")
+    parts.append(f"report {shown_path(subject_report_path(config.output_dir, anat.subject))}")
     return " · ".join(parts)
 
 
@@ -187,7 +188,7 @@ def shown_path(path: Path) -> str:
 
 def announce_reports(config, inputs: dict) -> None:
     """The run's last lines: where the QC reports and the full log are."""
-    reports = [config.output_dir / f"sub-{subject}.html" for subject in inputs]
+    reports = [subject_report_path(config.output_dir, subject) for subject in inputs]
     reports = [path for path in reports if path.is_file()]
     if reports:
         LOGGER.info("QC reports (open in a web browser):")
@@ -282,7 +283,7 @@ def write_reports(config, inputs: dict, failures: dict[str, list[Failure]], seco
             "Segmentation model": str(config.model or "shipped base model"),
             "Processes / threads": f"{config.nprocs} / {config.omp_nthreads}",
         }
-        report = config.output_dir / f"sub-{subject}.html"
+        report = subject_report_path(config.output_dir, subject)
         lines = [f.text for f in failures.get(subject, [])]
         try:
             write_subject_report(config.output_dir, subject, anats, res, lines, run_info)

@@ -16,7 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..derivatives import atomic_write_bytes, atomic_write_text, image_output_path, read_json
+from ..derivatives import atomic_write_bytes, atomic_write_text, image_output_path, read_json, subject_report_path
 
 _STYLE = """
 body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}
@@ -154,6 +154,6 @@ def write_subject_report(output_dir: Path, subject: str, anats: list, res: str, 
         f"<h1>lumbo_bids report: sub-{html.escape(subject)}</h1>{summary}"
         f"<h2>Errors and warnings</h2><ul>{problems or '<li>None</li>'}</ul>" + "".join(sections) + "</body></html>\n"
     )
-    out = output_dir / f"sub-{subject}.html"
+    out = subject_report_path(output_dir, subject)
     atomic_write_text(out, page)
     return out
