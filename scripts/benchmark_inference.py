@@ -46,8 +46,9 @@ def main(argv=None) -> int:
     )  # fmt: skip
     from lumbo_bids.model.artifact import load_artifact
     from lumbo_bids.model.localise import localise_heatmap
-    from lumbo_bids.model.predictor import Predictor, postprocess_probability
+    from lumbo_bids.model.predictor import Predictor
     from lumbo_bids.model.selection import SHIPPED_LOCALISER, SHIPPED_SEGMENTATION
+    from lumbo_bids.postproc import postprocess
     from lumbo_bids.utils.images import read_volume
 
     seg = load_artifact(SHIPPED_SEGMENTATION)
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
         stack = timed("crop", lambda: crop_around_centerline(resampled, box))
         std = timed("standardise", lambda: predictor.standardise(stack))
         prob = timed("segment", lambda: predictor.probability(std))
-        mask = timed("postproc", lambda: postprocess_probability(prob, seg.plan.threshold))
+        mask = timed("postproc", lambda: postprocess(prob, seg.plan.threshold))
         geometry = PreprocGeometry(Grid(tuple(data.shape), affine), rpi, grid, box)
         timed("native", lambda: to_native(mask, geometry, order=1, threshold=0.5))
         total = sum(t.values())

@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO))
 
 from lumbo_bids import __version__  # noqa: E402
 from lumbo_bids.model.localise import LOCALISER_INTENSITY as INTENSITY  # noqa: E402  (one plan for both models)
+from lumbo_bids.model.predictor import DEFAULT_INFERENCE  # noqa: E402
 
 LOGGER = logging.getLogger("lumbo_bids.base_model")
 RESOLUTION = 0.5
@@ -378,7 +379,7 @@ def main(argv=None) -> int:
         "task": "segmentation",
         "contrasts": ["T1w", "T2w", "T2starw"],
         "preprocessing": {**common, "patch_size": list(PATCH_SIZE), "intensity": tuned.intensity},
-        "inference": {"threshold": 0.5, "overlap": 0.5, "blend": "gaussian"},
+        "inference": dict(DEFAULT_INFERENCE),  # what evaluate() scored with
         "training": model_card(
             purpose="base cord segmentation model, to be fine-tuned on your own data with the group level",
             dataset=dataset,

@@ -90,11 +90,6 @@ class Predictor:
 
     def segment(self, stack: np.ndarray) -> np.ndarray:
         """Binary cord mask (bool) of a raw cropped stack: standardise, predict, post-process."""
-        return postprocess_probability(self.probability(self.standardise(stack)), self.plan.threshold)
+        from ..postproc import postprocess
 
-
-def postprocess_probability(prob: np.ndarray, threshold: float) -> np.ndarray:
-    """The participant level's post-processing (:func:`lumbo_bids.postproc.postprocess`)."""
-    from ..postproc import postprocess
-
-    return postprocess(prob, threshold=threshold)
+        return postprocess(self.probability(self.standardise(stack)), threshold=self.plan.threshold)
