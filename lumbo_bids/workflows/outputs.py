@@ -5,21 +5,13 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..derivatives import image_output, source_entities
+from ..derivatives import IMAGE_OUTPUTS, image_output, source_entities
 from ..interfaces.io import DerivativesDataSink
 
-#: inputnode field -> (IMAGE_OUTPUTS key, field carrying the sidecar's extra metadata or None)
-SINKS = {
-    "mask": ("mask", None),
-    "preproc": ("preproc", None),
-    "centerline": ("centerline", None),
-    "centerline_csv": ("centerline_csv", None),
-    "preproc_mask": ("preproc_mask", None),
-    "morphometrics": ("morphometrics", "morphometrics_meta"),
-    "evaluation": ("evaluation", "evaluation_meta"),
-    "probseg": ("probseg", None),
-}
-FIELDS = [*SINKS, "morphometrics_meta", "evaluation_meta", "input_warnings"]
+#: outputs whose sidecar metadata arrive on an inputnode field of their own (computed by a node)
+META_FIELDS = {"morphometrics": "morphometrics_meta", "evaluation": "evaluation_meta"}
+#: inputnode fields: one per output of ``IMAGE_OUTPUTS`` (same name), the metadata, the warnings
+FIELDS = [*IMAGE_OUTPUTS, *META_FIELDS.values(), "input_warnings"]
 
 
 def resolution_entity(resolution: float) -> str:
@@ -64,7 +56,7 @@ def init_ds_anat_wf(config, anat, seg, resolution: float, crop_size, centerline_
     inputnode = pe.Node(niu.IdentityInterface(fields=FIELDS), name="inputnode")
     metadata = sidecar_metadata(config, anat, seg, resolution, crop_size, centerline_method)
     wanted = {"preproc_mask": anat.mask is not None, "evaluation": anat.mask is not None, "probseg": config.save_probseg}
-    for field, (output, meta_field) in SINKS.items():
+    for field in IMAGE_OUTPUTS:
         if not wanted.get(field, True):
             continue
         extra_sources = [str(anat.mask)] if field in ("preproc_mask", "evaluation") else []
@@ -76,7 +68,7 @@ def init_ds_anat_wf(config, anat, seg, resolution: float, crop_size, centerline_
                 entities=source_entities(anat.entities),
                 json_sidecar=field != "centerline_csv",
                 extra_sources=extra_sources,
-                **image_output(output, anat.contrast, resolution_entity(resolution)),
+                **image_output(field, anat.contrast, resolution_entity(resolution)),
             ),
             name=f"ds_{field}",
             run_without_submitting=True,
@@ -84,8 +76,8 @@ def init_ds_anat_wf(config, anat, seg, resolution: float, crop_size, centerline_
         if field in metadata:
             sink.inputs.metadata = metadata[field]
         workflow.connect(inputnode, field, sink, "in_file")
-        if meta_field:
-            workflow.connect(inputnode, meta_field, sink, "metadata")
+        if field in META_FIELDS:
+            workflow.connect(inputnode, META_FIELDS[field], sink, "metadata")
         if sink.inputs.json_sidecar:
             workflow.connect(inputnode, "input_warnings", sink, "input_warnings")
     return workflow
