@@ -77,6 +77,10 @@ class Config:
     config_file: Path | None = None
     search: Path | None = None
     ray_address: str | None = None
+    localiser_finetune: bool = True
+    localiser_epochs: int = options.LOCALISER_EPOCHS
+    localiser_steps: int = options.LOCALISER_STEPS_PER_EPOCH
+    learning_curve: bool = False
     run_uuid: str = field(default_factory=new_run_uuid)
 
     @classmethod

@@ -339,6 +339,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="run --search trials on this Ray cluster through Ray Tune (needs the 'ray' extra; 'local' starts one here)",
     )
 
+    g_group.add_argument(
+        "--no-localiser-finetune",
+        dest="localiser_finetune",
+        action="store_false",
+        help="fine-tune the segmentation network only (by default the cord localiser is fine-tuned too, on the masks' centerlines)",
+    )
+    g_group.add_argument(
+        "--localiser-epochs",
+        dest="localiser_epochs",
+        type=_positive_int,
+        default=options.LOCALISER_EPOCHS,
+        help="localiser fine-tuning epochs",
+    )
+    g_group.add_argument(
+        "--localiser-steps",
+        dest="localiser_steps",
+        type=_positive_int,
+        default=options.LOCALISER_STEPS_PER_EPOCH,
+        help="localiser batches (16 axial windows) per epoch",
+    )
+    g_group.add_argument(
+        "--learning-curve",
+        dest="learning_curve",
+        action="store_true",
+        help="fine-tune on 1, 2, 4, ... of the training subjects and plot the validation Dice against their number "
+        "(group/learning_curve.tsv and .png; no model is written)",
+    )
+
     g_other = parser.add_argument_group("Other options")
     g_other.add_argument(
         "-w",

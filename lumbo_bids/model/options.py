@@ -21,3 +21,8 @@ LOSS = "dice"
 PATIENCE = 10
 AUGMENTATION = 1.0
 VALIDATION_FRACTION = 0.25
+
+#: localiser fine-tuning at the group level (a few short epochs from the shipped localiser)
+LOCALISER_EPOCHS = 5
+LOCALISER_STEPS_PER_EPOCH = 20
+LOCALISER_LEARNING_RATE = 3e-4
