@@ -48,14 +48,13 @@ sys.path.insert(0, str(REPO))
 
 from lumbo_bids import __version__  # noqa: E402
 from lumbo_bids.model.localise import LOCALISER_INTENSITY as INTENSITY  # noqa: E402  (one plan for both models)
+from lumbo_bids.model.localiser_tuning import LOCALISER_PATCH, LOCALISER_RESOLUTION  # noqa: E402
 from lumbo_bids.model.predictor import DEFAULT_INFERENCE  # noqa: E402
 
 LOGGER = logging.getLogger("lumbo_bids.base_model")
 RESOLUTION = 0.5
 CROP_SIZE = (64, 64)
 PATCH_SIZE = (48, 48, 48)
-LOCALISER_RESOLUTION = 1.0
-LOCALISER_PATCH = (64, 64)
 
 
 def masked_images(bids_dir: Path) -> list:
@@ -147,11 +146,11 @@ def prepare_case(anat, out_dir: Path):
     """The participant level's preprocessing of one image and its mask, as .npy files.
 
     Returns the segmentation case (cropped stacks, raw intensities) and the localiser case
-    (whole field of view at 1 mm in-plane, normalised as the localiser expects).
+    (whole field of view at 1 mm in-plane, normalised as the localiser expects:
+    :func:`lumbo_bids.model.localiser_tuning.prepare_localiser_case`, the group level's code).
     """
-    from lumbo_bids.model.dataset import TrainingCase
     from lumbo_bids.model.finetune import RawCase
-    from lumbo_bids.model.localise import localiser_input
+    from lumbo_bids.model.localiser_tuning import prepare_localiser_case
     from lumbo_bids.preprocess import Preprocessor
     from lumbo_bids.utils.images import read_volume
 
@@ -161,15 +160,10 @@ def prepare_case(anat, out_dir: Path):
     seg_image, seg_mask = out_dir / f"{anat.stem}_crop.npy", out_dir / f"{anat.stem}_crop_mask.npy"
     np.save(seg_image, case.stack)
     np.save(seg_mask, case.mask_stack)
-
-    fov, fov_mask, _ = Preprocessor(LOCALISER_RESOLUTION).resample(data, affine, mask)
-    loc_image, loc_mask = out_dir / f"{anat.stem}_fov.npy", out_dir / f"{anat.stem}_fov_mask.npy"
-    np.save(loc_image, localiser_input(fov))
-    np.save(loc_mask, fov_mask.astype(np.uint8))
     subject = f"sub-{anat.subject}"
     return (
         RawCase(subject, anat.stem, anat.contrast, seg_image, seg_mask),
-        TrainingCase(subject=subject, name=anat.stem, image=loc_image, mask=loc_mask),
+        prepare_localiser_case(subject, anat.stem, data, affine, mask, LOCALISER_RESOLUTION, out_dir, INTENSITY),
     )
 
 
@@ -241,26 +235,17 @@ def _validation_card(args, raw, subjects, dice: dict, loso: dict) -> dict:
 
 
 def train_localiser(cases, args, run_dir: Path):
+    from lumbo_bids.model.localiser_tuning import localiser_train_config
     from lumbo_bids.model.network import UNet2DConfig, build_unet2d
-    from lumbo_bids.model.training import TrainConfig, train
+    from lumbo_bids.model.training import train
 
     arch = UNet2DConfig(base_filters=8, depth=2, dilation_layers=2, patch_size=LOCALISER_PATCH)
-    cfg = TrainConfig(
-        task="localisation",
-        epochs=args.loc_epochs,
-        steps_per_epoch=args.loc_steps,
-        batch_size=16,
-        learning_rate=1e-3,
-        lr_schedule="cosine",
-        loss="dice_bce",
-        early_stopping_patience=0,
+    cfg = localiser_train_config(
+        args.loc_epochs,
+        args.loc_steps,
         seed=args.seed,
-        augmentation_strength=1.0,
         domain_randomisation=args.domain_randomisation,
         patch_size=LOCALISER_PATCH,
-        heatmap_sigma=2.0,
-        cord_probability=0.8,
-        val_patches_per_case=16,
     )
     result = train(lambda: build_unet2d(arch), cases, cases, cfg, run_dir / "training", progress=args.progress)
     return result, cfg, arch

@@ -19,17 +19,17 @@ LOGGER = logging.getLogger("lumbo_bids.group")
 def run_group(config, inputs: dict) -> ExitCode:
     """Preprocess (cached), split by subject, fine-tune, evaluate, write the artifact and report."""
     from ..reports.group import write_group_summaries
-    from .participant import configure_nipype, run_workflow
 
     anats = masked_images(inputs)  # checked by the CLI (check_group_inputs) before anything is written
     for path in write_group_summaries(config.output_dir):  # participant-level results, if any
         LOGGER.info("group: wrote %s", path)
     from ..model.artifact import load_artifact
-    from ..model.finetune import RawCase, split_subjects
+    from ..model.finetune import split_subjects
     from ..model.selection import SHIPPED_SEGMENTATION
 
-    init_path = config.init_model or SHIPPED_SEGMENTATION
-    init = load_artifact(init_path)
+    if config.search is not None and config.learning_curve:
+        raise LumboError("--search and --learning-curve are separate runs: give one of them", ExitCode.USAGE)
+    init = load_artifact(config.init_model or SHIPPED_SEGMENTATION)
     pre = init.manifest["preprocessing"]
     resolution = config.resolution or float(pre["resolution_mm"])
     crop_size = tuple(config.crop_size or pre["crop_size"])
@@ -45,9 +45,26 @@ def run_group(config, inputs: dict) -> ExitCode:
         )
         LOGGER.info("group: %d image(s) with masks; train %s; validate %s", len(anats), train_subjects, val_subjects)
 
-    configure_nipype(config)
-    from ..workflows.group import init_group_preproc_wf, preproc_outputs
+    raw = preprocess(config, anats, resolution, crop_size)
+    if search_spec is not None:
+        return run_search(config, search_spec, raw)
+    train_raw = [c for c in raw if c.subject in train_subjects]
+    val_raw = [c for c in raw if c.subject in val_subjects]
+    if config.learning_curve:
+        from .learning_curve import learning_curve_and_report
 
+        return learning_curve_and_report(config, init, train_raw, val_raw)
+    split = ([a for a in anats if a.subject in train_subjects], [a for a in anats if a.subject in val_subjects])
+    return fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size, split)
+
+
+def preprocess(config, anats: list, resolution: float, crop_size: tuple) -> list:
+    """The participant level's preprocessing of every masked image (Nipype, cached): ``RawCase``s."""
+    from ..model.finetune import RawCase
+    from ..workflows.group import init_group_preproc_wf, preproc_outputs
+    from .participant import configure_nipype, run_workflow
+
+    configure_nipype(config)
     workflow = init_group_preproc_wf(config, anats, resolution, crop_size)
     try:
         exec_graph = run_workflow(workflow, config, preproc_progress(anats))
@@ -57,14 +74,9 @@ def run_group(config, inputs: dict) -> ExitCode:
             ExitCode.FAILURE,
         ) from None
     outputs = preproc_outputs(exec_graph, anats)
-    raw = [
+    return [
         RawCase(a.subject, a.stem, a.contrast, Path(outputs[a.path].out_stack), Path(outputs[a.path].mask_stack)) for a in anats
     ]
-    if search_spec is not None:
-        return run_search(config, search_spec, raw)
-    train_raw = [c for c in raw if c.subject in train_subjects]
-    val_raw = [c for c in raw if c.subject in val_subjects]
-    return fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size)
 
 
 def preproc_progress(anats: list):
@@ -95,30 +107,45 @@ def check_group_inputs(config, inputs: dict) -> None:
         raise LumboError(missing_content_message(absent[0]) + more, ExitCode.NO_INPUT)
 
 
-def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size) -> ExitCode:
-    from ..derivatives import atomic_write_json, atomic_write_text
-    from ..model.artifact import save_artifact
-    from ..model.finetune import evaluate_cases, fine_tune, model_card
-    from ..model.network import UNet3DConfig, build_unet3d
-    from ..model.training import TrainConfig, plot_history, with_image_dice
-    from .progress import epoch_progress, training_outcome
+def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size, split=None) -> ExitCode:
+    """Fine-tune the segmentation network (and, unless ``--no-localiser-finetune``, the localiser on
+    ``split``: the training and validation images, ``AnatInput``s); write ``group/model`` (the
+    localiser nested in it), the model card, ``validation_dice.tsv`` and the training curves."""
+    from ..derivatives import atomic_write_json
 
     group_dir = config.output_dir / "group"
-    state_dir = group_dir / "training"
-    data_dir = config.work_dir / "group_data" / config.run_uuid
-    arch = init.manifest["architecture"]
-    patch_size = tuple(config.patch_size or init.manifest["preprocessing"]["patch_size"])
+    cfg = train_config(config, init)
+    started = time.time()
+    tuned, before = tune_segmentation(config, init, train_raw, val_raw, cfg, group_dir / "training", "segmentation")
+    seconds = round(time.time() - started, 1)
+    from .localiser import save_models, tune_localiser
 
-    inference = replace(init.plan, patch_size=patch_size)
-    before = evaluate_cases(init.build_model(), val_raw, inference)
-    LOGGER.info("validation Dice before fine-tuning: %s", _fmt(before))
+    localiser = tune_localiser(config, *split) if config.localiser_finetune and split else None
+    card = segmentation_card(config, init, train_raw, val_raw, cfg, tuned, before, seconds, localiser)
+    manifest = {
+        **{k: v for k, v in init.manifest.items() if k not in {"files", "training", "created"}},
+        "name": f"{init.manifest.get('name', 'model')}-finetuned",
+        "preprocessing": {
+            **init.manifest["preprocessing"],
+            "intensity": tuned.intensity,
+            "resolution_mm": resolution,
+            "crop_size": list(crop_size),
+        },
+        "training": card,
+    }
+    artifact_path = save_models(tuned.result.model, manifest, localiser, group_dir / "model")
+    atomic_write_json(group_dir / "model_card.json", manifest["training"])
+    write_validation_table(group_dir / "validation_dice.tsv", val_raw, before, tuned.validation_dice, localiser)
+    write_training_curves(group_dir, before, tuned)
+    LOGGER.info("fine-tuned model: %s (use: participant --model %s)", artifact_path, artifact_path)
+    return ExitCode.OK
 
-    def model_fn():
-        if config.from_scratch:
-            return build_unet3d(UNet3DConfig.from_dict(arch["config"]))
-        return init.build_model()
 
-    cfg = TrainConfig(
+def train_config(config, init):
+    """The segmentation fine-tuning settings of this run (command line, config file, the model's patch size)."""
+    from ..model.training import TrainConfig
+
+    return TrainConfig(
         epochs=config.epochs,
         steps_per_epoch=config.steps_per_epoch,
         batch_size=config.batch_size,
@@ -128,60 +155,92 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
         early_stopping_patience=config.patience,
         seed=config.random_seed,
         augmentation_strength=config.augmentation,
-        patch_size=patch_size,
+        patch_size=tuple(config.patch_size or init.manifest["preprocessing"]["patch_size"]),
     )
-    started = time.time()
-    plan = None if config.from_scratch else init.manifest["preprocessing"].get("intensity")
-    tuned = fine_tune(
-        model_fn, train_raw, val_raw, cfg, data_dir, state_dir, intensity_plan=plan, inference=inference, resume=config.resume,
-        progress=False, callbacks=[epoch_progress(cfg.epochs, cfg.steps_per_epoch)],  # lines, not Keras' progress bar
-    )  # fmt: skip
-    result, intensity, after = tuned.result, tuned.intensity, tuned.validation_dice
-    patience = cfg.early_stopping_patience
-    LOGGER.info("%s", training_outcome(result.epochs_run, cfg.epochs, patience, result.best_epoch, result.best_val_dice))
-    LOGGER.info("validation Dice after fine-tuning: %s", _fmt(after))
 
-    manifest = {
-        **{k: v for k, v in init.manifest.items() if k not in {"files", "training", "created"}},
-        "name": f"{init.manifest.get('name', 'model')}-finetuned",
-        "preprocessing": {
-            **init.manifest["preprocessing"],
-            "intensity": intensity,
-            "resolution_mm": resolution,
-            "crop_size": list(crop_size),
-        },
-        "training": model_card(
-            initial_model={
-                "path": str(init.path),
-                "name": init.manifest.get("name"),
-                "checksum": init.checksum,
-                "from_scratch": config.from_scratch,
-            },
-            train_subjects=sorted({c.subject for c in train_raw}),
-            validation_subjects=sorted({c.subject for c in val_raw}),
-            train_images=[c.name for c in train_raw],
-            validation_images=[c.name for c in val_raw],
-            seed=config.random_seed,
-            hyperparameters=cfg.to_dict(),
-            epochs_run=result.epochs_run,
-            seconds=round(time.time() - started, 1),
-            validation_dice_before=before,
-            validation_dice_after=after,
-        ),
-    }
-    artifact_path = save_artifact(result.model, group_dir / "model", manifest)
-    atomic_write_json(group_dir / "model_card.json", manifest["training"])
-    rows = ["image\tsubject\tdice_before\tdice_after"] + [
-        f"{c.name}\t{c.subject}\t{before[c.name]:.4f}\t{after[c.name]:.4f}" for c in val_raw
-    ]
-    atomic_write_text(group_dir / "validation_dice.tsv", "\n".join(rows) + "\n")
-    metrics_tsv = state_dir / "metrics.tsv"
+
+def tune_segmentation(config, init, train_raw, val_raw, cfg, state_dir: Path, key: str, resume=None, before=None):
+    """Score ``init`` on ``val_raw`` (unless ``before`` has its scores), fine-tune it (one line per
+    epoch) and score it again: ``(FineTuned, Dice before)``. ``key`` names the run's data folder
+    in the work dir; ``resume`` defaults to ``--resume``."""
+    from ..model.finetune import evaluate_cases, fine_tune
+    from ..model.network import UNet3DConfig, build_unet3d
+    from .progress import epoch_progress, training_outcome
+
+    inference = replace(init.plan, patch_size=cfg.patch_size)
+    if before is None:
+        before = evaluate_cases(init.build_model(), val_raw, inference)
+        LOGGER.info("validation Dice before fine-tuning: %s", _fmt(before))
+
+    def model_fn():
+        if config.from_scratch:
+            return build_unet3d(UNet3DConfig.from_dict(init.manifest["architecture"]["config"]))
+        return init.build_model()
+
+    plan = None if config.from_scratch else init.manifest["preprocessing"].get("intensity")
+    data_dir = config.work_dir / "group_data" / config.run_uuid / key
+    tuned = fine_tune(
+        model_fn, train_raw, val_raw, cfg, data_dir, state_dir, intensity_plan=plan, inference=inference,
+        resume=config.resume if resume is None else resume, progress=False,
+        callbacks=[epoch_progress(cfg.epochs, cfg.steps_per_epoch)],  # lines, not Keras' progress bar
+    )  # fmt: skip
+    result = tuned.result
+    LOGGER.info(
+        "%s",
+        training_outcome(result.epochs_run, cfg.epochs, cfg.early_stopping_patience, result.best_epoch, result.best_val_dice),
+    )
+    LOGGER.info("validation Dice after fine-tuning: %s", _fmt(tuned.validation_dice))
+    return tuned, before
+
+
+def segmentation_card(config, init, train_raw, val_raw, cfg, tuned, before, seconds, localiser) -> dict:
+    """The model card: the split, the settings, the Dice before/after and the localiser's record."""
+    from ..model.finetune import model_card
+    from .localiser import localiser_card
+
+    return model_card(
+        initial_model={"path": str(init.path), "name": init.manifest.get("name"), "checksum": init.checksum, "from_scratch": config.from_scratch},
+        train_subjects=sorted({c.subject for c in train_raw}),
+        validation_subjects=sorted({c.subject for c in val_raw}),
+        train_images=[c.name for c in train_raw],
+        validation_images=[c.name for c in val_raw],
+        seed=config.random_seed,
+        hyperparameters=cfg.to_dict(),
+        epochs_run=tuned.result.epochs_run,
+        seconds=seconds,
+        validation_dice_before=before,
+        validation_dice_after=tuned.validation_dice,
+        localiser=localiser_card(localiser) if localiser else {"fine_tuned": False, "used": "the shipped localiser"},
+    )  # fmt: skip
+
+
+def write_validation_table(path: Path, val_raw, before: dict, after: dict, localiser=None) -> Path:
+    """``validation_dice.tsv``: Dice before/after, and the localiser's centerline error (mean and max, mm)."""
+    from ..derivatives import atomic_write_text
+
+    header = ["image", "subject", "dice_before", "dice_after"]
+    if localiser:
+        header += [f"centerline_{stat}_mm_{when}" for stat in ("mean", "max") for when in ("before", "after")]
+    rows = ["\t".join(header)]
+    for c in val_raw:
+        row = [c.name, c.subject, f"{before[c.name]:.4f}", f"{after[c.name]:.4f}"]
+        if localiser:
+            errors = (localiser.before[c.name], localiser.after[c.name])
+            row += [_mm(e[f"{stat}_mm"]) for stat in ("mean", "max") for e in errors]
+        rows.append("\t".join(row))
+    return atomic_write_text(path, "\n".join(rows) + "\n")
+
+
+def write_training_curves(group_dir: Path, before: dict, tuned) -> None:
+    """``group/metrics.tsv`` (with the whole-image Dice at the start and of the kept epoch) and its plot."""
+    from ..derivatives import atomic_write_text
+    from ..model.training import plot_history, with_image_dice
+
+    metrics_tsv = group_dir / "training" / "metrics.tsv"
     if metrics_tsv.exists():
-        start, kept = (float(np.mean(list(scores.values()))) for scores in (before, after))
-        table = with_image_dice(metrics_tsv, start, kept, result.best_epoch)
+        start, kept = (float(np.mean(list(scores.values()))) for scores in (before, tuned.validation_dice))
+        table = with_image_dice(metrics_tsv, start, kept, tuned.result.best_epoch)
         plot_history(atomic_write_text(group_dir / "metrics.tsv", table), group_dir / "training_curves.png")
-    LOGGER.info("fine-tuned model: %s (use: participant --model %s)", artifact_path, artifact_path)
-    return ExitCode.OK
 
 
 def fold_runner(config, spec, raw: list):
@@ -232,6 +291,10 @@ def run_search(config, spec, raw: list) -> ExitCode:
         "search: %d trial(s); best configuration in %s (use: group --config-file %s)", len(results), paths["best"], paths["best"]
     )
     return ExitCode.OK
+
+
+def _mm(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _fmt(scores: dict[str, float]) -> str:

@@ -33,6 +33,7 @@ class SegmentationModel:
     intensity: dict
     threshold: float
     contrasts: tuple[str, ...]
+    localiser: dict | None = None  # the manifest's "localiser" entry: a fine-tuned localiser in a sub-folder
 
 
 @dataclass(frozen=True)
@@ -91,14 +92,40 @@ def read_segmentation_model(path: Path | None) -> SegmentationModel:
         intensity=dict(pre.get("intensity") or {}),
         threshold=float(manifest.get("inference", {}).get("threshold", 0.5)),
         contrasts=tuple(manifest.get("contrasts", ())),
+        localiser=manifest.get("localiser"),
     )
 
 
-def choose_localiser(contrast: str, sct_models: Path | None) -> tuple[str, str, str]:
+def bundled_localiser(segmentation: SegmentationModel) -> tuple[str, str, str] | None:
+    """(path, checksum, description) of the localiser that a segmentation artifact carries
+    (``"localiser": {"path": "localiser", "sha256": ...}``, written by the group level), or None."""
+    from .artifact import load_artifact
+
+    entry = segmentation.localiser
+    if not entry:
+        return None
+    where = f"--model {segmentation.path}"
+    if not (isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("sha256"), str)):
+        raise LumboError(f"{where}: 'localiser' must name a sub-folder ('path') and its weights' 'sha256'", ExitCode.BAD_DATA)
+    path = (segmentation.path / entry["path"]).resolve()
+    if segmentation.path.resolve() not in path.parents:
+        raise LumboError(f"{where}: its localiser {entry['path']!r} is not inside the model folder", ExitCode.BAD_DATA)
+    artifact = load_artifact(path)  # missing or corrupt: one line, exit 65/66
+    if artifact.manifest.get("task") != "localisation":
+        raise LumboError(f"{where}: {path} is a {artifact.manifest.get('task')!r} model, not a localiser", ExitCode.BAD_DATA)
+    if artifact.checksum != entry["sha256"]:
+        raise LumboError(f"{where}: {path} is not the localiser the model was saved with (sha256 differs)", ExitCode.BAD_DATA)
+    return str(path), artifact.checksum, f"lumbo_bids {artifact.manifest.get('name', 'localiser')}, bundled with --model"
+
+
+def choose_localiser(
+    contrast: str, sct_models: Path | None, segmentation: SegmentationModel | None = None
+) -> tuple[str, str, str]:
     """(path, checksum, description) of the cord localiser for ``contrast``.
 
     SCT's ``*_ctr.h5`` when ``--sct-models`` holds one for this contrast (T2w's otherwise,
-    with a warning), else the shipped localiser artifact.
+    with a warning); else the localiser bundled with the segmentation model (a group level's
+    fine-tuned one, :func:`bundled_localiser`); else the shipped localiser artifact.
     """
     from .artifact import load_artifact, sha256_file
 
@@ -112,6 +139,8 @@ def choose_localiser(contrast: str, sct_models: Path | None) -> tuple[str, str, 
             LOGGER.warning("--sct-models: no %s for %s images, using %s", wanted.name, contrast, fallback.name)
             wanted = fallback
         return str(wanted), sha256_file(wanted), f"SCT {wanted.name}"
+    if segmentation is not None and (bundled := bundled_localiser(segmentation)) is not None:
+        return bundled
     artifact = load_artifact(SHIPPED_LOCALISER)
     return str(artifact.path), artifact.checksum, f"lumbo_bids {artifact.manifest.get('name', 'localiser')}"
 
@@ -126,7 +155,7 @@ def choose_models(config, contrast: str, needs_localiser: bool = True) -> ModelC
             ExitCode.BAD_DATA,
         )
     if needs_localiser:
-        localiser, checksum, description = choose_localiser(contrast, config.sct_models)
+        localiser, checksum, description = choose_localiser(contrast, config.sct_models, segmentation)
     else:
         localiser, checksum, description = "", "", "not needed (manual mask)"
     return ModelChoice(segmentation, localiser, checksum, description)
