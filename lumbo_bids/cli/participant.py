@@ -172,14 +172,18 @@ def image_progress(config, available: dict):
 
 
 def image_summary(config, anat) -> str:
-    """``Dice 0.871 · centerline: manual mask · report OUT/sub-X.html`` from the image's sidecars."""
+    """``Dice 0.871 · flags: none · centerline: manual mask · report OUT/sub-X.html`` from the
+    image's sidecars (``flags``: the QC failure flags the mask raised, lumbo_bids.qc)."""
     from ..derivatives import image_output_path, read_json
 
     parts = []
     evaluation = read_json(image_output_path(config.output_dir, anat, "evaluation", extension=".json")) or {}
     if isinstance(evaluation.get("Dice"), int | float):
         parts.append(f"Dice {evaluation['Dice']:.3f}")
-    method = (read_json(image_output_path(config.output_dir, anat, "mask", extension=".json")) or {}).get("CenterlineMethod")
+    mask_meta = read_json(image_output_path(config.output_dir, anat, "mask", extension=".json")) or {}
+    if isinstance(mask_meta.get("QCFlags"), list):
+        parts.append("flags: " + (", ".join(map(str, mask_meta["QCFlags"])) or "none"))
+    method = mask_meta.get("CenterlineMethod")
     if method:  # "manual mask", or "automatic (<localiser model>)": the sidecar and report name the model
         parts.append("centerline: " + ("localiser" if str(method).startswith("automatic") else str(method)))
     parts.append(f"report {shown_path(subject_report_path(config.output_dir, anat.subject))}")

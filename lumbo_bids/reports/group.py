@@ -2,6 +2,7 @@
 
 ``group/group_evaluation.tsv`` (Dice, HD95, RVD of every image that has a manual mask),
 ``group/group_morphometrics.tsv`` (volume, length, mean CSA, conus tip of every image) and
+``group/qc_flags.tsv`` (the QC failure flags and measures of every mask: lumbo_bids.qc) and
 ``group/group_report.html`` with a plot of Dice per image and Dice along the cord.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..derivatives import atomic_write_text, read_json
+from ..qc import MEASURES
 from ..utils.numbers import format_float
 from .figures import figure_png
 
@@ -61,6 +63,29 @@ def _dice_plot(evaluations: list[tuple[Path, dict]]) -> bytes:
     return figure_png(fig)
 
 
+def qc_flags_tsv(output_dir: Path) -> str | None:
+    """``group/qc_flags.tsv``: one row per mask sidecar with ``QCFlags`` (None: there is none).
+
+    Columns: subject, session (n/a without), image (the source file name without .nii.gz),
+    mask (path relative to OUTPUT_DIR), n_flags, flags (comma-separated; ``none``), then every
+    measure of :data:`lumbo_bids.qc.MEASURES`.
+    """
+    rows = ["\t".join(["subject", "session", "image", "mask", "n_flags", "flags", *MEASURES])]
+    for path, meta in _collect(output_dir, "mask"):
+        if not isinstance(meta.get("QCFlags"), list):
+            continue
+        mask = next(path.parent.glob(path.name.removesuffix(".json") + ".nii*"), path.with_suffix(".nii.gz"))
+        entities = dict(part.split("-", 1) for part in path.name.split("_") if "-" in part)
+        sources = meta.get("Sources") or [""]
+        image = str(sources[0]).rsplit("/", 1)[-1].removesuffix(".gz").removesuffix(".nii")
+        measures = meta.get("QCMeasures") or {}
+        flags = [str(flag) for flag in meta["QCFlags"]]
+        cells = [entities.get("sub", "n/a"), entities.get("ses", "n/a"), image, mask.relative_to(output_dir).as_posix()]
+        cells += [str(len(flags)), ",".join(flags) or "none", *(_fmt(measures.get(name)) for name in MEASURES)]
+        rows.append("\t".join(cells))
+    return "\n".join(rows) + "\n" if len(rows) > 1 else None
+
+
 def write_group_summaries(output_dir: Path) -> list[Path]:
     """Write the group tables (and the HTML page when there is anything to show)."""
     group_dir = output_dir / "group"
@@ -82,6 +107,9 @@ def write_group_summaries(output_dir: Path) -> list[Path]:
             )
         atomic_write_text(group_dir / "group_morphometrics.tsv", "\n".join(rows) + "\n")
         written.append(group_dir / "group_morphometrics.tsv")
+    if (qc_table := qc_flags_tsv(output_dir)) is not None:
+        atomic_write_text(group_dir / "qc_flags.tsv", qc_table)
+        written.append(group_dir / "qc_flags.tsv")
     if evaluations or morphometrics:
         parts = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>lumbo_bids group report</title>"
                  "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"

@@ -6,6 +6,7 @@ from nipype.pipeline import engine as pe
 
 from ..interfaces.morphometry import CordMorphometrics, EvaluateMask
 from ..interfaces.preproc import ToNative
+from ..interfaces.qc import QCFlags
 from ..interfaces.segment import Postprocess, Segment, Standardise
 from .outputs import init_ds_anat_wf
 from .preproc import init_anat_preproc_wf
@@ -72,6 +73,16 @@ def init_anat_seg_wf(config, anat, models, name: str):
             ("outputnode.input_warnings", "inputnode.input_warnings"),
         ]),
     ])  # fmt: skip
+    # -- QC failure flags (lumbo_bids.qc) from the probability, the mask and the crop: mask sidecar
+    qc_flags = pe.Node(QCFlags(), name="qc_flags")
+    workflow.connect([
+        (segment, qc_flags, [("prob_stack", "prob_stack")]),
+        (postprocess, qc_flags, [("out_stack", "mask_stack")]),
+        (preproc_wf, qc_flags, [("outputnode.geometry_json", "geometry_json"), ("outputnode.out_stack", "image_stack")]),
+        (qc_flags, ds_wf, [("metadata", "inputnode.qc_meta")]),
+    ])  # fmt: skip
+    support = ("outputnode.mask_stack", "support_stack") if use_mask else ("outputnode.heatmap_file", "heatmap_file")
+    workflow.connect(preproc_wf, support[0], qc_flags, support[1])  # where the centerline was seen
     if anat.mask is not None:
         evaluate = pe.Node(EvaluateMask(), name="evaluate")
         workflow.connect([

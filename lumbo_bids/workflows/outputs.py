@@ -10,8 +10,15 @@ from ..interfaces.io import DerivativesDataSink
 
 #: outputs whose sidecar metadata arrive on an inputnode field of their own (computed by a node)
 META_FIELDS = {"morphometrics": "morphometrics_meta", "evaluation": "evaluation_meta"}
+#: the mask's sidecar also gets the QC flags and measures (``QCFlags``, ``QCMeasures``: lumbo_bids.qc)
+QC_FIELD = "qc_meta"
 #: inputnode fields: one per output of ``IMAGE_OUTPUTS`` (same name), the metadata, the warnings
-FIELDS = [*IMAGE_OUTPUTS, *META_FIELDS.values(), "input_warnings"]
+FIELDS = [*IMAGE_OUTPUTS, *META_FIELDS.values(), QC_FIELD, "input_warnings"]
+
+
+def merge_metadata(static: dict, computed: dict) -> dict:
+    """The sidecar content known when the workflow is built, then what a node computed."""
+    return {**static, **computed}
 
 
 def resolution_entity(resolution: float) -> str:
@@ -78,6 +85,14 @@ def init_ds_anat_wf(config, anat, seg, resolution: float, crop_size, centerline_
         workflow.connect(inputnode, field, sink, "in_file")
         if field in META_FIELDS:
             workflow.connect(inputnode, META_FIELDS[field], sink, "metadata")
+        if field == "mask":  # the static sidecar content plus the QC flags
+            merge = pe.Node(
+                niu.Function(input_names=["static", "computed"], output_names=["metadata"], function=merge_metadata),
+                name="mask_metadata",
+                run_without_submitting=True,
+            )
+            merge.inputs.static = metadata["mask"]
+            workflow.connect([(inputnode, merge, [(QC_FIELD, "computed")]), (merge, sink, [("metadata", "metadata")])])
         if sink.inputs.json_sidecar:
             workflow.connect(inputnode, "input_warnings", sink, "input_warnings")
     return workflow

@@ -16,7 +16,7 @@ from ..interfaces.segment import LocaliseCord
 OUTPUT_FIELDS = [
     "rpi_file", "resampled_file", "mask_resampled", "centerline_json", "centerline_file",
     "centerline_csv", "out_stack", "mask_stack", "out_file", "mask_file", "geometry_json",
-    "mask_native", "input_warnings",
+    "mask_native", "input_warnings", "heatmap_file",
 ]  # fmt: skip
 
 
@@ -100,5 +100,6 @@ def init_anat_preproc_wf(
         workflow.connect([
             (resample, localise, [("out_file", "in_file")]),
             (localise, centerline, [("heatmap_file", "heatmap_file")]),
+            (localise, outputnode, [("heatmap_file", "heatmap_file")]),
         ])  # fmt: skip
     return workflow
