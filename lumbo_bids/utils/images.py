@@ -129,13 +129,12 @@ def check_same_grid(img_a: nib.spatialimages.SpatialImage, img_b, name_a: str, n
         )
 
 
-def save_image(data: np.ndarray, affine: np.ndarray, path: str | Path, reference=None, dtype=None) -> Path:
-    """Write ``data`` with ``affine`` (qform and sform set, codes copied from ``reference``).
+def make_image(data: np.ndarray, affine: np.ndarray, reference=None, dtype=None) -> nib.Nifti1Image:
+    """``data`` as a NIfTI image with ``affine`` (qform and sform set, codes copied from ``reference``).
 
     Spatial units are the reference's when it states them, millimetres otherwise (never
     "unknown": BIDS asks for units on every image); time units likewise, seconds by default.
     """
-    path = Path(path)
     array = np.asarray(data if dtype is None else data.astype(dtype))
     img = nib.Nifti1Image(array, affine)
     header = img.header
@@ -152,6 +151,12 @@ def save_image(data: np.ndarray, affine: np.ndarray, path: str | Path, reference
     img.set_qform(affine, code=qcode)
     img.set_sform(affine, code=scode)
     header.set_data_dtype(array.dtype)
+    return img
+
+
+def save_image(data: np.ndarray, affine: np.ndarray, path: str | Path, reference=None, dtype=None) -> Path:
+    """Write :func:`make_image` of ``data`` to ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(path))
+    nib.save(make_image(data, affine, reference, dtype), str(path))
     return path
