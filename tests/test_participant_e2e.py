@@ -226,5 +226,3 @@ def test_default_terminal_output_fits_one_screen(participant_run):
     assert log.parent == work / "logs" and log.is_file(), lines[-1]
     text = log.read_text()
     assert NIPYPE_INFO.search(text) and not CONTROL.search(text)  # the detail is in the log file
-
-
