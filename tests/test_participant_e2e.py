@@ -226,3 +226,18 @@ def test_default_terminal_output_fits_one_screen(participant_run):
     assert log.parent == work / "logs" and log.is_file(), lines[-1]
     text = log.read_text()
     assert NIPYPE_INFO.search(text) and not CONTROL.search(text)  # the detail is in the log file
+
+
+@pytest.mark.parametrize(
+    "image", [LUMBAR, DS_SPINE_MINI / "sub-unf01" / "anat" / "sub-unf01_T2star.nii.gz"], ids=["localiser", "mask"]
+)
+def test_library_segment_equals_the_participant_level(participant_run, image):
+    """``lumbo_bids.segment`` (no Nipype) writes nothing and gives the participant level's mask."""
+    from lumbo_bids import segment
+
+    out, _, _ = participant_run
+    manual = next((m for i, m in IMAGE_MASK_PAIRS if i == image), None)
+    mask = segment(image, mask=manual)
+    written = nib.load(_mask_path(out, image))
+    np.testing.assert_array_equal(np.asanyarray(mask.dataobj), np.asanyarray(written.dataobj))
+    np.testing.assert_array_equal(mask.affine, written.affine)
