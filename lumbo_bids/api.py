@@ -35,14 +35,14 @@ def _as_image(image) -> nib.spatialimages.SpatialImage:
     return image if isinstance(image, nib.spatialimages.SpatialImage) else load_image(image)
 
 
-def _localiser_of(artifact, localiser):
-    """The localiser to use: the one given, the model's own fine-tuned one, or the shipped one."""
-    from .model.selection import SHIPPED_LOCALISER
+def _localiser_of(model, localiser) -> Path:
+    """The localiser given, else the one a group level bundled with ``model`` (checksum verified),
+    else the shipped one: the participant level's choice (:func:`~lumbo_bids.model.selection.choose_localiser`)."""
+    from .model.selection import choose_localiser, read_segmentation_model
 
     if localiser is not None:
         return Path(localiser)
-    own = (artifact.manifest.get("localiser") or {}).get("path")
-    return Path(artifact.path) / own if own else SHIPPED_LOCALISER
+    return Path(choose_localiser("", None, read_segmentation_model(model))[0])
 
 
 def segment_image(image, model=None, mask=None, localiser=None, tta: bool = False) -> Segmentation:
@@ -69,7 +69,7 @@ def segment_image(image, model=None, mask=None, localiser=None, tta: bool = Fals
         mask_img = _as_image(mask)
         check_same_grid(img, mask_img, str(image), str(mask))
         manual, _ = interpret_mask(load_volume(mask_img), str(mask))  # label maps, soft masks: as the workflow
-    preprocessor = Preprocessor(float(pre["resolution_mm"]), tuple(pre["crop_size"]), _localiser_of(artifact, localiser))
+    preprocessor = Preprocessor(float(pre["resolution_mm"]), tuple(pre["crop_size"]), _localiser_of(model, localiser))
     case = preprocessor.run_case(load_volume(img), img.affine, manual)
     predictor = Predictor.from_artifact(artifact)
     probability = predictor.probability(predictor.standardise(case.stack), tta=tta)
