@@ -42,11 +42,11 @@ def localise_heatmap(model_path: str | Path, volume: np.ndarray, affine: np.ndar
     path = Path(model_path)
     if path.suffix == ".h5":
         from .sct_h5 import load_keras2_h5
-        from .sct_localise import sct_heatmap
+        from .sct_localise import sct_heatmap_on_grid
         from .selection import SCT_CTR_FILES
 
         contrast = path.name.removesuffix("_ctr.h5") if path.name in SCT_CTR_FILES.values() else "t2"
-        return sct_heatmap(load_keras2_h5(path), volume, contrast=contrast, batch_size=batch_size)
+        return sct_heatmap_on_grid(load_keras2_h5(path), volume, affine, contrast=contrast, batch_size=batch_size)
 
     from .artifact import load_artifact
     from .inference import keras_predict_fn, predict_slices

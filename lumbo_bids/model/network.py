@@ -21,8 +21,7 @@ Two builders, each driven by a JSON-serialisable config dataclass:
     (982,497 convolution + 2,112 batch-norm, of which 1,056 non-trainable).
     SCT ran it channels-first (``K.set_image_data_format("channels_first")``,
     ``BatchNormalization(axis=1)``, ``concatenate(axis=1)``); kernels and
-    batch-norm vectors are layout independent, so its weights load as they are
-    into this channels-last model.
+    batch-norm vectors do not depend on the layout.
 
 ``build_unet2d(UNet2DConfig)``
     The 2D centerline-detection U-Net of ``sct_deepseg_sc -centerline cnn``:
@@ -37,36 +36,27 @@ Two builders, each driven by a JSON-serialisable config dataclass:
     :class:`TemperatureScaling`) -> sigmoid. SCT's settings per contrast are in
     :data:`SCT_CTR_PARAMS` (``UNet2DConfig.sct_ctr("t2")``).
 
-Layer names and the mapping to SCT's Keras-2 names
----------------------------------------------------
+Layer names
+-----------
 Layers get descriptive names: ``input``, ``enc{l}_conv{k}``, ``enc{l}_bn{k}``,
 ``enc{l}_relu{k}``, ``enc{l}_drop{k}``, ``enc{l}_pool``, (2D bottleneck)
 ``bottom_conv{k}``, ``bottom_bn{k}``, ..., ``dec{l}_up``, ``dec{l}_concat``,
 ``dec{l}_conv{k}``, ..., ``head_conv``, ``head_temperature``,
 ``head_sigmoid``. Every layer is created in the same order as in SCT's
-builders, so the automatic Keras-2 names of SCT's saved models are recovered
-by numbering the layers of each Keras-2 class in model order
-(:func:`sct_layer_name_map`): for the default 3D config ``enc0_conv1 ->
-conv3d_1``, ``enc0_bn1 -> batch_normalization_1``, ``enc0_conv2 -> conv3d_2``,
-..., ``enc2_conv2 -> conv3d_6``, ``dec1_up -> up_sampling3d_1``,
-``dec1_concat -> concatenate_1``, ``dec1_conv1 -> conv3d_7``, ...,
-``dec0_conv2 -> conv3d_10``, ``head_conv -> conv3d_11``; for the t2 2D model
-``enc0_conv1 -> conv2d_1``, ..., ``bottom_conv2 -> conv2d_6``,
-``dec1_up -> conv2d_transpose_1``, ..., ``head_conv -> conv2d_11``,
-``head_temperature -> lambda_1``. This holds when the SCT model was the first
-one built in its Keras session (true of the shipped ``*_ctr.h5`` files); use
-``lumbo_bids.model.sct_h5.load_keras2_weights(..., match="order")`` otherwise.
+builders, so the layers of SCT's saved Keras-2 models pair with ours one for
+one, in order (:func:`lumbo_bids.model.sct_h5.load_keras2_h5` relies on it).
+
+The config dataclasses live in :mod:`lumbo_bids.model.unet_config` and are
+re-exported here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 import keras
+
+from .unet_config import SCT_CTR_PARAMS, UNet2DConfig, UNet3DConfig
 
 __all__ = [
     "SCT_CTR_PARAMS",
@@ -77,161 +67,9 @@ __all__ = [
     "build_unet3d",
     "encoder_layer_names",
     "freeze_depth",
-    "sct_layer_name_map",
 ]
 
 FreezeMode = Literal["none", "encoder", "all_but_last"]
-
-#: SCT's centerline-model settings per contrast (``core.py::find_centerline``,
-#: ``dct_params_ctr``): (features, dilation_layers); depth is always 2.
-SCT_CTR_PARAMS: dict[str, tuple[int, int]] = {
-    "t2": (16, 2),
-    "t2s": (8, 3),
-    "t1": (24, 3),
-    "dwi": (8, 2),
-}
-
-
-# --------------------------------------------------------------------------- configs
-class _JsonConfig:
-    """JSON round trip shared by the config dataclasses."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable dict (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))  # type: ignore[arg-type]
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Build a config from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
-        names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown config keys {unknown}")
-        kwargs = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
-        return cls(**kwargs)
-
-
-@dataclass(frozen=True)
-class UNet3DConfig(_JsonConfig):
-    """Hyper-parameters of the deepseg_sc 3D U-Net (defaults = SCT's).
-
-    Attributes
-    ----------
-    base_filters : int
-        Filters of the first convolution (SCT ``n_base_filters=16``); use e.g.
-        4 for a model small enough to train on a CPU.
-    depth : int
-        Number of resolution levels (SCT 3, i.e. 2 poolings).
-    in_channels, n_labels : int
-        Input channels and output sigmoid maps (SCT 1 and 1).
-    batch_norm : bool
-        Batch normalisation after every convolution (SCT True).
-    dropout : float
-        Dropout rate after every ReLU; 0 (SCT) adds no Dropout layer.
-    kernel_size, pool_size : int
-        Convolution kernel and pooling / up-sampling factor (SCT 3 and 2).
-    upsampling : {"nearest", "transpose"}
-        ``UpSampling3D`` (SCT) or a learned ``Conv3DTranspose``.
-    patch_size : tuple of int
-        Training patch in voxels (SCT 48x48x48 at 0.5 mm). The network itself
-        accepts any spatial size divisible by :attr:`size_multiple`.
-    """
-
-    base_filters: int = 16
-    depth: int = 3
-    in_channels: int = 1
-    n_labels: int = 1
-    batch_norm: bool = True
-    dropout: float = 0.0
-    kernel_size: int = 3
-    pool_size: int = 2
-    upsampling: Literal["nearest", "transpose"] = "nearest"
-    patch_size: tuple[int, int, int] = (48, 48, 48)
-
-    def __post_init__(self) -> None:
-        _check_common(self.base_filters, self.depth, self.dropout, self.pool_size)
-        if self.upsampling not in ("nearest", "transpose"):
-            raise ValueError(f"upsampling must be 'nearest' or 'transpose', got {self.upsampling!r}")
-        _check_patch(self.patch_size, 3, self.size_multiple)
-
-    @property
-    def size_multiple(self) -> int:
-        """Spatial sizes must be multiples of this (``pool_size ** (depth - 1)``)."""
-        return self.pool_size ** (self.depth - 1)
-
-
-@dataclass(frozen=True)
-class UNet2DConfig(_JsonConfig):
-    """Hyper-parameters of the deepseg_sc 2D centerline U-Net (``nn_architecture_ctr``).
-
-    Attributes
-    ----------
-    base_filters : int
-        SCT ``features`` (t2: 16, t2s: 8, t1: 24, dwi: 8).
-    depth : int
-        Down/up blocks (SCT 2).
-    dilation_layers : int
-        Bottleneck convolutions with dilation 1, 2, 4, ... (t2: 2, t2s: 3).
-    in_channels, n_labels : int
-        Input channels and output maps (SCT 1 and 1).
-    batch_norm : bool
-        Batch normalisation after every 3x3 convolution (SCT True).
-    dropout : float
-        Dropout after every ReLU (SCT builds with 0; the shipped models were
-        trained with 0.4); 0 adds no Dropout layer.
-    temperature : float
-        Logits are divided by it before the sigmoid (SCT 1.0).
-    patch_size : tuple of int
-        Axial patch in pixels at 0.5 mm (SCT 80x80). The network accepts any
-        size divisible by :attr:`size_multiple`.
-    """
-
-    base_filters: int = 16
-    depth: int = 2
-    dilation_layers: int = 2
-    in_channels: int = 1
-    n_labels: int = 1
-    batch_norm: bool = True
-    dropout: float = 0.0
-    temperature: float = 1.0
-    patch_size: tuple[int, int] = (80, 80)
-
-    def __post_init__(self) -> None:
-        _check_common(self.base_filters, self.depth, self.dropout, 2)
-        if self.dilation_layers < 1:
-            raise ValueError(f"dilation_layers must be >= 1, got {self.dilation_layers}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        _check_patch(self.patch_size, 2, self.size_multiple)
-
-    @property
-    def size_multiple(self) -> int:
-        """Spatial sizes must be multiples of this (``2 ** depth``)."""
-        return 2**self.depth
-
-    @classmethod
-    def sct_ctr(cls, contrast: str, dropout: float = 0.0) -> UNet2DConfig:
-        """Config of SCT's ``{contrast}_ctr.h5`` model (see :data:`SCT_CTR_PARAMS`)."""
-        if contrast not in SCT_CTR_PARAMS:
-            raise ValueError(f"unknown SCT contrast {contrast!r}; expected one of {sorted(SCT_CTR_PARAMS)}")
-        features, dilation_layers = SCT_CTR_PARAMS[contrast]
-        return cls(base_filters=features, dilation_layers=dilation_layers, dropout=dropout)
-
-
-def _check_common(base_filters: int, depth: int, dropout: float, pool_size: int) -> None:
-    if base_filters < 1:
-        raise ValueError(f"base_filters must be >= 1, got {base_filters}")
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    if pool_size < 2:
-        raise ValueError(f"pool_size must be >= 2, got {pool_size}")
-
-
-def _check_patch(patch: Sequence[int], ndim: int, multiple: int) -> None:
-    if len(patch) != ndim or any(int(s) < 1 or int(s) % multiple for s in patch):
-        raise ValueError(f"patch_size {tuple(patch)} must have {ndim} sizes divisible by {multiple}")
 
 
 # --------------------------------------------------------------------------- layers
@@ -413,54 +251,3 @@ def freeze_depth(model: keras.Model, mode: FreezeMode) -> list[str]:
     for layer in model.layers:
         layer.trainable = layer.name not in frozen
     return [name for name in names if name in frozen]
-
-
-# --------------------------------------------------------------------------- SCT names
-#: Keras-2 automatic name stem of each layer class used here.
-_KERAS2_STEMS: dict[str, str] = {
-    "InputLayer": "input",
-    "Conv2D": "conv2d",
-    "Conv3D": "conv3d",
-    "Conv2DTranspose": "conv2d_transpose",
-    "Conv3DTranspose": "conv3d_transpose",
-    "BatchNormalization": "batch_normalization",
-    "Activation": "activation",
-    "Dropout": "dropout",
-    "MaxPooling2D": "max_pooling2d",
-    "MaxPooling3D": "max_pooling3d",
-    "UpSampling2D": "up_sampling2d",
-    "UpSampling3D": "up_sampling3d",
-    "Concatenate": "concatenate",
-    "TemperatureScaling": "lambda",
-}
-
-
-def sct_layer_name_map(model: keras.Model) -> dict[str, str]:
-    """Map each layer name of ``model`` to the name Keras 2 gave it in SCT's saved models.
-
-    Keras 2 named layers ``{class stem}_{n}``, numbering each class from 1 in
-    creation order within a session. Our builders create layers in SCT's order
-    and Keras orders a functional model's layers topologically, which for these
-    U-Nets is the creation order; the map is therefore obtained by numbering
-    per class in ``model.layers`` order.
-
-    Parameters
-    ----------
-    model : keras.Model
-        A model from :func:`build_unet3d` or :func:`build_unet2d`.
-
-    Returns
-    -------
-    dict
-        ``{our_name: keras2_name}`` for every layer.
-    """
-    counters: dict[str, int] = {}
-    mapping: dict[str, str] = {}
-    for layer in model.layers:
-        cls = type(layer).__name__
-        if cls not in _KERAS2_STEMS:
-            raise ValueError(f"layer {layer.name!r} ({cls}) has no Keras-2 equivalent")
-        stem = _KERAS2_STEMS[cls]
-        counters[stem] = counters.get(stem, 0) + 1
-        mapping[layer.name] = f"{stem}_{counters[stem]}"
-    return mapping

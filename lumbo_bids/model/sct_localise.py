@@ -26,7 +26,11 @@ SCT (``spinalcordtoolbox/deepseg_sc/core.py``) localises the cord for
    output, and is not reproduced here.
 
 :func:`prepare_ctr_input` performs step 1 on a NIfTI image; :func:`sct_heatmap`
-performs step 3 as a pure function on an array already prepared by step 1,
+performs step 3 as a pure function on an array already prepared by step 1;
+:func:`sct_heatmap_on_grid` (what the participant level calls) takes an RPI volume
+of any voxel size with its affine, checks the orientation and brings the slices to
+the models' 0.5 mm in-plane resolution when they are not there (and the heat-map
+back). :func:`sct_heatmap` computes the heat-map
 batched: all grid blocks of all slices in one pass, then
 one block per detected slice centred on the centre of mass of the largest
 ``> 0.5`` component of *that slice's* grid prediction (SCT uses the previous
@@ -43,6 +47,9 @@ from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 from nibabel.processing import resample_from_to
 from scipy import ndimage
 
+from ..errors import ExitCode, LumboError
+from ..geometry import Grid, resample_to_grid, resampled_grid
+
 __all__ = [
     "CTR_ORIENTATION",
     "CTR_PATCH_SIZE",
@@ -52,6 +59,7 @@ __all__ = [
     "prepare_ctr_input",
     "scale_intensity",
     "sct_heatmap",
+    "sct_heatmap_on_grid",
 ]
 
 #: Voxel size SCT resamples to before the ctr model: 0.5 mm along R-L and A-P;
@@ -249,3 +257,47 @@ def sct_heatmap(
     kept_y = min(ny, heat.shape[1])
     out[:, :kept_y] = heat[:nx, :kept_y]
     return np.clip(out, 0.0, 1.0)
+
+
+def sct_heatmap_on_grid(
+    model: keras.Model, volume: np.ndarray, affine: np.ndarray, contrast: str = "t2", batch_size: int = 32
+) -> np.ndarray:
+    """:func:`sct_heatmap` of an RPI volume of any voxel size, computed at :data:`CTR_RESOLUTION_MM`.
+
+    SCT's ctr models were trained on slices at 0.5 x 0.5 mm: fed another in-plane voxel size
+    they see a cord of the wrong size. A volume whose in-plane voxel size differs by more than
+    0.001 mm is resampled (linear, slice spacing kept) to 0.5 mm for the network, and the
+    heat-map is resampled back onto the volume's grid.
+
+    Parameters
+    ----------
+    model, contrast, batch_size
+        As for :func:`sct_heatmap`.
+    volume : numpy.ndarray
+        3D image oriented RPI (nibabel axis codes :data:`CTR_ORIENTATION`).
+    affine : numpy.ndarray
+        Its 4x4 voxel-to-world affine.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 heat-map on ``volume``'s grid, values in [0, 1].
+
+    Raises
+    ------
+    LumboError
+        If the affine is not oriented RPI.
+    """
+    grid = Grid(tuple(np.shape(volume)), affine)
+    codes = nib.aff2axcodes(grid.affine)
+    if tuple(codes) != CTR_ORIENTATION:
+        raise LumboError(
+            f"SCT centerline models need an RPI volume (axes {''.join(CTR_ORIENTATION)}), got axes {''.join(codes)}",
+            ExitCode.BAD_DATA,
+        )
+    inplane = np.asarray(CTR_RESOLUTION_MM[:2], dtype=float)
+    if np.allclose(grid.zooms[:2], inplane, atol=1e-3):
+        return sct_heatmap(model, volume, contrast=contrast, batch_size=batch_size)
+    target = resampled_grid(grid, (*inplane, float(grid.zooms[2])))
+    heat = sct_heatmap(model, resample_to_grid(volume, grid.affine, target), contrast=contrast, batch_size=batch_size)
+    return np.clip(resample_to_grid(heat, target.affine, grid), 0.0, 1.0)
