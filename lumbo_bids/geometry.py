@@ -1,5 +1,7 @@
 """Voxel grids, exact reorientation, world-space resampling and centreline crops.
 
+The slab-wise resampling engine itself is :mod:`lumbo_bids.resample`.
+
 Pure functions on numpy arrays and 4x4 voxel-to-world affines (no file I/O).
 The chain native grid -> SCT "RPI" grid -> isotropic grid -> per-slice crop is
 recorded in :class:`PreprocGeometry`, which :func:`to_native` inverts onto the
@@ -16,16 +18,11 @@ from typing import Any
 import numpy as np
 from nibabel.affines import apply_affine, rescale_affine, voxel_sizes
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
-from scipy import ndimage
+
+from .resample import SLAB_VOXELS, resample_into
 
 RPI: tuple[str, str, str] = ("L", "A", "S")
 DEFAULT_CROP_SIZE: tuple[int, int] = (64, 64)
-#: output voxels resampled per call of scipy (whole axial slices): bounds temporary memory
-SLAB_VOXELS = 2**22
-#: how far (voxels) beyond the half-voxel border a source point still counts as inside
-_FOV_TOL = 1e-3
-#: edge padding before spline filtering in 'nearest' mode (as scipy itself does)
-_SPLINE_PAD = 12
 
 
 class _JsonEquality:
@@ -151,93 +148,6 @@ def resampled_grid(grid: Grid, resolution: float | Sequence[float]) -> Grid:
     return Grid(tuple(int(n) for n in new_shape), rescale_affine(grid.affine, shape, res, new_shape))
 
 
-def _is_diagonal(matrix: np.ndarray, shape: tuple[int, ...]) -> bool:
-    """True when off-diagonal terms move no coordinate by more than 1e-6 voxel."""
-    off = matrix - np.diag(np.diag(matrix))
-    return bool(np.abs(off).max() * max(shape) < 1e-6 and np.all(np.diag(matrix) != 0))
-
-
-def _inside(coords: np.ndarray, n: int) -> np.ndarray:
-    return (coords >= -0.5 - _FOV_TOL) & (coords <= n - 0.5 + _FOV_TOL)
-
-
-def _blank_outside_fov(out: np.ndarray, matrix: np.ndarray, offset: np.ndarray, src_shape: tuple, cval: float) -> None:
-    """``cval`` where the source point is outside the source field of view.
-
-    A voxel covers +-0.5 voxel around its centre: points between the last
-    centre and the border keep the edge value (scipy 'nearest').
-    """
-    idx = [np.arange(n, dtype=np.float64) for n in out.shape]
-    if _is_diagonal(matrix, out.shape):
-        for axis in range(3):
-            inside = _inside(matrix[axis, axis] * idx[axis] + offset[axis], src_shape[axis])
-            out[(slice(None),) * axis + (~inside,)] = cval
-        return
-    for k in range(out.shape[2]):  # one slice of coordinates at a time
-        inside = np.ones(out.shape[:2], dtype=bool)
-        for axis in range(3):
-            coords = np.add.outer(matrix[axis, 0] * idx[0], matrix[axis, 1] * idx[1])
-            inside &= _inside(coords + matrix[axis, 2] * k + offset[axis], src_shape[axis])
-        out[:, :, k][~inside] = cval
-
-
-def _spline_source(data: np.ndarray, order: int) -> tuple[np.ndarray, int]:
-    """What to interpolate and its padding: the data itself, or float32 spline coefficients."""
-    if order <= 1:
-        return data, 0
-    padded = np.pad(np.asarray(data, dtype=np.float32), _SPLINE_PAD, mode="edge")
-    return ndimage.spline_filter(padded, order, output=np.float32, mode="nearest"), _SPLINE_PAD
-
-
-def _is_integer_shift(matrix: np.ndarray, offset: np.ndarray, shape: tuple) -> bool:
-    unit = _is_diagonal(matrix, shape) and np.allclose(np.diag(matrix), 1.0, rtol=0, atol=1e-9)
-    return bool(unit and np.allclose(offset, np.rint(offset), rtol=0, atol=1e-6))
-
-
-def _resample_slab(source: np.ndarray, matrix: np.ndarray, offset: np.ndarray, shape: tuple, order: int) -> np.ndarray:
-    """One slab of output slices, reading only the source slices (axis 2) it needs."""
-    if order <= 1 and _is_integer_shift(matrix, offset, shape):  # exact copy, edge-clamped like 'nearest'
-        idx = [np.clip(np.arange(n) + int(np.rint(o)), 0, m - 1) for n, o, m in zip(shape, offset, source.shape)]
-        return source[np.ix_(*idx)].astype(np.float32)
-    corners = np.array(np.meshgrid(*[(0, n - 1) for n in shape], indexing="ij")).reshape(3, -1)
-    z = matrix[2] @ corners + offset[2]
-    margin = order // 2 + 2
-    z_lo = int(np.clip(np.floor(z.min()) - margin, 0, source.shape[2] - 1))
-    z_hi = int(np.clip(np.ceil(z.max()) + margin + 1, z_lo + 1, source.shape[2]))
-    diagonal = _is_diagonal(matrix, shape)
-    return ndimage.affine_transform(
-        source[:, :, z_lo:z_hi],
-        np.diag(matrix).copy() if diagonal else matrix,  # 1-D: coordinates computed on the fly
-        offset - np.array([0.0, 0.0, z_lo]),
-        output_shape=shape,
-        output=np.float32,
-        order=order,
-        mode="nearest",
-        prefilter=False,
-    )
-
-
-def _resample_into(
-    out: np.ndarray, data: np.ndarray, src_affine: np.ndarray, target: Grid, order: int, cval: float,
-    threshold: float | None = None, max_slab_voxels: int = SLAB_VOXELS,
-) -> np.ndarray:  # fmt: skip
-    """Fill ``out`` slab by slab; with ``threshold``, store ``slab >= threshold`` (no float volume)."""
-    data = np.asarray(data)
-    if data.ndim != 3:
-        raise ValueError(f"resampling needs a 3D array, got shape {data.shape}")
-    vox = np.linalg.solve(np.asarray(src_affine, dtype=np.float64), target.affine)  # target -> source voxels
-    matrix, offset = vox[:3, :3], vox[:3, 3]
-    source, pad = _spline_source(data, order)
-    nx, ny, nz = target.shape
-    step = max(1, max_slab_voxels // (nx * ny))
-    for z0, z1 in ((z, min(nz, z + step)) for z in range(0, nz, step)):
-        slab_offset = offset + matrix[:, 2] * z0
-        slab = _resample_slab(source, matrix, slab_offset + pad, (nx, ny, z1 - z0), order)
-        _blank_outside_fov(slab, matrix, slab_offset, data.shape, cval)
-        out[:, :, z0:z1] = slab if threshold is None else slab >= threshold
-    return out
-
-
 def resample_to_grid(
     data: np.ndarray, src_affine: np.ndarray, target: Grid, order: int = 1, cval: float = 0.0,
     *, max_slab_voxels: int = SLAB_VOXELS,
@@ -264,7 +174,7 @@ def resample_to_grid(
     plus one slab, plus a float32 copy of the input for ``order > 1``.
     """
     out = np.empty(target.shape, dtype=np.float32)
-    return _resample_into(out, data, src_affine, target, order, cval, None, max_slab_voxels)
+    return resample_into(out, data, _target_to_source(src_affine, target), order, cval, None, max_slab_voxels)
 
 
 def resample_mask_to_grid(mask: np.ndarray, src_affine: np.ndarray, target: Grid) -> np.ndarray:
@@ -277,7 +187,12 @@ def resample_mask_to_grid(mask: np.ndarray, src_affine: np.ndarray, target: Grid
     """
     binary = (np.asarray(mask) > 0.5).view(np.uint8)
     out = np.empty(target.shape, dtype=np.uint8)
-    return _resample_into(out, binary, src_affine, target, order=1, cval=0.0, threshold=0.5)
+    return resample_into(out, binary, _target_to_source(src_affine, target), order=1, cval=0.0, threshold=0.5)
+
+
+def _target_to_source(src_affine: np.ndarray, target: Grid) -> np.ndarray:
+    """4x4 map from ``target``'s voxels to the source's voxels."""
+    return np.linalg.solve(np.asarray(src_affine, dtype=np.float64), target.affine)
 
 
 # --------------------------------------------------------------------------- crops
@@ -431,7 +346,7 @@ def to_native(array: np.ndarray, geom: PreprocGeometry, order: int = 1, threshol
     """
     out = np.empty(geom.rpi.shape, dtype=np.float32 if threshold is None else np.uint8)
     full = _on_resampled_grid(array, geom)  # freed before the final copy
-    on_rpi = _resample_into(out, full, geom.resampled.affine, geom.rpi, order, 0.0, threshold)
+    on_rpi = resample_into(out, full, _target_to_source(geom.resampled.affine, geom.rpi), order, 0.0, threshold)
     del full
     return np.ascontiguousarray(unreorient(on_rpi, geom.native))
 
