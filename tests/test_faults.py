@@ -311,7 +311,7 @@ def test_single_slice_image_gets_morphometrics_and_report(case):
     assert "one axial slice" in summary["MorphometricsWarning"]
     report = (case.out / f"sub-{SUBJECT}.html").read_text()
     assert "one axial slice" in report and "No segmentation" not in report
-    assert len(list((case.out / f"sub-{SUBJECT}" / "figures").glob("*.png"))) == 2
+    assert len(list((case.out / f"sub-{SUBJECT}" / "figures").glob("*.png"))) == 4  # 2 views, with and without overlay
 
 
 # -- 9. no orientation in the header ---------------------------------------------------------------

@@ -195,7 +195,7 @@ def test_subject_reports_are_self_contained(participant_run):
         assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
         assert page.count('src="data:image/png;base64,') == 2 * n_images
         assert "http://" not in page and "https://" not in page and "<script" not in page
-        assert len(list((out / f"sub-{subject}" / "figures").glob("*.png"))) == 2 * n_images
+        assert len(list((out / f"sub-{subject}" / "figures").glob("*.png"))) == 4 * n_images  # 2 views, ± overlay
     lumbar = (out / "sub-sctLumbar.html").read_text()
     assert "centerline found automatically" in lumbar and "conus tip if in view" in lumbar
     assert "Dice vs manual mask" in (out / "sub-unf01.html").read_text()

@@ -19,11 +19,11 @@ import numpy as np
 from ..derivatives import atomic_write_bytes, atomic_write_text, image_output_path, read_json, subject_report_path
 
 _STYLE = """
-body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}
+body{font-family:sans-serif;margin:2em;max-width:1600px;color:#222}
 h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #aaa}
 table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 .warn{color:#a60}.fail{color:#b00;font-weight:bold}.figs{display:flex;gap:1em;flex-wrap:wrap;align-items:flex-start}
-img{max-width:100%;background:#000}.legend{font-size:0.85em;color:#555}
+img{max-width:100%;height:auto;background:#000}.legend{font-size:0.85em;color:#555}
 """
 
 
@@ -71,39 +71,34 @@ def _shown(value) -> object:
     return "n/a" if value is None else value
 
 
-def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
-    """HTML of one image's section and its warnings."""
-    from .figures import axial_mosaic, sagittal_figure
+def write_figures(output_dir: Path, anat, res: str) -> dict[tuple[str, bool], bytes]:
+    """Draw the image's sagittal view and axial slices, with and without the overlay, and
+    write them where :func:`~.figures.figure_path` says; their PNG bytes by ``(view, overlay)``."""
+    from .figures import axial_mosaic, figure_path, sagittal_figure
 
-    def deriv(key: str, extension: str | None = None) -> Path:
-        return image_output_path(output_dir, anat, key, res, extension)
+    def deriv(key: str) -> Path:
+        return image_output_path(output_dir, anat, key, res)
 
     mask_path = deriv("mask")
-    title = f"<h2>{html.escape(anat.path.name)}</h2>"
-    if not mask_path.is_file():
-        return title + '<p class="fail">No segmentation was written for this image (see the failures above).</p>', [
-            f"{anat.path.name}: no segmentation"
-        ]
-    recorded = [f"{path.name}: {text}" for path, text in recorded_warnings(output_dir, anat)]
-    warnings = list(recorded)
-    mask_meta = read_json(deriv("mask", ".json")) or {}
     source = nib.load(anat.path)
     data = np.asanyarray(source.dataobj, dtype=np.float32)
     data = data[..., 0] if data.ndim == 4 else data
     mask = np.asanyarray(nib.load(mask_path).dataobj) > 0
-    if not mask.any():
-        warnings.append(f"{anat.path.name}: the cord mask is empty")
-    centerline = _centerline(deriv("centerline_csv"))
-    corners = _crop_corners(deriv("preproc"))
-    figures_dir = output_dir / f"sub-{anat.subject}" / "figures"
+    centerline, corners = _centerline(deriv("centerline_csv")), _crop_corners(deriv("preproc"))
     stem = mask_path.name.replace("_mask.nii.gz", "")
-    sag = sagittal_figure(data, mask, source.affine, centerline, corners, title=anat.path.name)
-    axial = axial_mosaic(data, mask, source.affine)
-    atomic_write_bytes(figures_dir / f"{stem}_sagittal.png", sag)
-    atomic_write_bytes(figures_dir / f"{stem}_axial.png", axial)
+    figures = {}
+    for overlay in (True, False):
+        figures["sagittal", overlay] = sagittal_figure(data, mask, source.affine, centerline, corners, anat.stem, overlay)
+        figures["axial", overlay] = axial_mosaic(data, mask, source.affine, overlay=overlay)
+    for (view, overlay), png in figures.items():
+        atomic_write_bytes(figure_path(output_dir, anat.subject, stem, view, overlay), png)
+    return figures
 
-    morph = read_json(deriv("morphometrics", ".json")) or {}
-    evaluation = read_json(deriv("evaluation", ".json")) or {}
+
+def _facts(output_dir: Path, anat, mask_meta: dict) -> tuple[list[tuple[str, object]], dict]:
+    """The image's model, centerline, morphometrics (and agreement) rows; its evaluation."""
+    morph = read_json(image_output_path(output_dir, anat, "morphometrics", extension=".json")) or {}
+    evaluation = read_json(image_output_path(output_dir, anat, "evaluation", extension=".json")) or {}
     model = mask_meta.get("Model", {})
     facts = [
         ("Model", f"{model.get('Name', '?')} {model.get('Version', '')} ({model.get('Checksum', '')[:19]}…)"),
@@ -120,8 +115,28 @@ def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
             ("HD95 vs manual mask (mm)", evaluation.get("HD95_mm")),
             ("Relative volume difference", evaluation.get("RelativeVolumeDifference")),
         ]
-        if (evaluation.get("Dice") or 0) < 0.7:
-            warnings.append(f"{anat.path.name}: Dice {evaluation.get('Dice')} against the manual mask")
+    return facts, evaluation
+
+
+def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
+    """HTML of one image's section (its heading's id: the mask's name without ``_mask.nii.gz``,
+    the study page's link target) and its warnings."""
+    mask_path = image_output_path(output_dir, anat, "mask", res)
+    stem = mask_path.name.replace("_mask.nii.gz", "")
+    title = f'<h2 id="{html.escape(stem)}">{html.escape(anat.path.name)}</h2>'
+    if not mask_path.is_file():
+        return title + '<p class="fail">No segmentation was written for this image (see the failures above).</p>', [
+            f"{anat.path.name}: no segmentation"
+        ]
+    recorded = [f"{path.name}: {text}" for path, text in recorded_warnings(output_dir, anat)]
+    warnings = list(recorded)
+    mask_meta = read_json(image_output_path(output_dir, anat, "mask", extension=".json")) or {}
+    figures = write_figures(output_dir, anat, res)
+    if not (np.asanyarray(nib.load(mask_path).dataobj) > 0).any():
+        warnings.append(f"{anat.path.name}: the cord mask is empty")
+    facts, evaluation = _facts(output_dir, anat, mask_meta)
+    if evaluation and (evaluation.get("Dice") or 0) < 0.7:
+        warnings.append(f"{anat.path.name}: Dice {evaluation.get('Dice')} against the manual mask")
     if str(mask_meta.get("CenterlineMethod", "")).startswith("automatic"):
         warnings.append(f"{anat.path.name}: no manual mask, centerline found automatically: check the sagittal view")
     notes = "".join(f'<p class="warn">Warning: {html.escape(w)}</p>' for w in recorded)
@@ -130,10 +145,11 @@ def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
         + notes
         + _table(facts)
         + '<div class="figs">'
-        + _img_tag(sag, f"sagittal view of {anat.path.name}")
-        + _img_tag(axial, f"axial slices of {anat.path.name}")
+        + _img_tag(figures["sagittal", True], f"sagittal view of {anat.path.name}")
+        + _img_tag(figures["axial", True], f"axial slices of {anat.path.name}")
         + "</div>"
-        + '<p class="legend">Red: cord mask contour. Yellow: centerline. Cyan, dashed: crop box the network saw.</p>'
+        + '<p class="legend">Red: cord mask contour. Yellow: centerline. Cyan, dashed: crop box the network saw. '
+        + "Each view at the volume's physical aspect; the study page (qc/index.html) shows them without the overlay too.</p>"
     )
     return body, warnings
 
