@@ -202,30 +202,10 @@ def test_group_qc_flags_tsv(tmp_path):
 
 
 # -- real data: the manual masks of ds-spine-mini are good masks, corrupted copies are not ------------
-@pytest.fixture(scope="module")
-def manual_cases():
-    from lumbo_bids.preprocess import Preprocessor
-    from lumbo_bids.utils.images import read_volume
-
-    preprocessor = Preprocessor(RES, (64, 64))
-    cases = {}
-    for image, mask_path in IMAGE_MASK_PAIRS:
-        data, affine, _ = read_volume(image)
-        case = preprocessor.run_case(data, affine, read_volume(mask_path)[0])
-        cases[image.name] = {
-            "prob": case.mask_stack.astype(np.float32),  # a network that agrees with the manual mask
-            "mask": case.mask_stack,
-            "image": case.stack,
-            "centers": np.asarray(case.geometry.crop.centers),
-            "support": case.mask_stack.any(axis=(0, 1)),
-            "resolution": RES,
-        }
-    return cases
-
-
-def test_manual_masks_raise_nothing_and_their_corruptions_raise_flags(manual_cases):
-    assert len(manual_cases) == 7
-    for name, case in manual_cases.items():
+def test_manual_masks_raise_nothing_and_their_corruptions_raise_flags(ds_spine_mini):
+    cases = validate_flags.manual_cases(ds_spine_mini)  # the manual masks: good, and a sure probability
+    assert len(cases) == len(IMAGE_MASK_PAIRS) == 7
+    for name, case in cases.items():
         raised, measures = validate_flags.case_flags(case)
         assert raised == [], (name, raised, measures)
         for corruption, corrupt in validate_flags.CORRUPTIONS.items():
