@@ -1,5 +1,6 @@
-"""End to end: ``run.py BIDS OUT group`` fine-tunes the shipped model on the example dataset,
-and the participant level segments with the result (``--model OUT/group/model``)."""
+"""End to end: ``run.py BIDS OUT group`` fine-tunes the shipped model and localiser on the example
+dataset, the participant level segments with the result (``--model OUT/group/model``, its
+localiser for the image without a mask), and ``group --learning-curve`` writes its table and plot."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from conftest import DS_SPINE_MINI, REPO
 
 from lumbo_bids.model.artifact import load_artifact
-from lumbo_bids.model.selection import SHIPPED_SEGMENTATION
+from lumbo_bids.model.selection import SHIPPED_LOCALISER, SHIPPED_SEGMENTATION
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +34,7 @@ def group_run(tmp_path_factory):
     proc = run(
         DS_SPINE_MINI, out, "group", "-w", work, "--skip-bids-validation", "--nprocs", "2",
         "--epochs", "3", "--steps-per-epoch", "4", "--validation-subjects", "sctTesting",
+        "--localiser-epochs", "2", "--localiser-steps", "3",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, work, proc
@@ -83,7 +85,7 @@ def test_training_report_files(group_run):
 def test_validation_dice_before_and_after(group_run):
     out, _, proc = group_run
     rows = [r.split("\t") for r in (out / "group" / "validation_dice.tsv").read_text().splitlines()]
-    assert rows[0] == ["image", "subject", "dice_before", "dice_after"]
+    assert rows[0][:4] == ["image", "subject", "dice_before", "dice_after"]
     table = {r[0]: (float(r[2]), float(r[3])) for r in rows[1:]}
     assert set(table) == {"sub-sctTesting_T1w", "sub-sctTesting_T2starw", "sub-sctTesting_T2w"}
     print("\n".join(f"{k}\tbefore {b:.3f}\tafter {a:.3f}" for k, (b, a) in table.items()))
@@ -107,6 +109,85 @@ def test_participant_uses_the_fine_tuned_model(group_run, tmp_path):
     meta = json.loads(mask.with_suffix("").with_suffix(".json").read_text())
     assert meta["Model"]["Checksum"] == f"sha256:{load_artifact(model).checksum}"
     assert np.asanyarray(nib.load(mask).dataobj).sum() > 0
+
+
+def test_localiser_is_fine_tuned_and_nested_in_the_model(group_run):
+    out, _, proc = group_run
+    model = out / "group" / "model"
+    entry = load_artifact(model).manifest["localiser"]
+    localiser = load_artifact(model / entry["path"])
+    shipped = load_artifact(SHIPPED_LOCALISER)
+    assert localiser.task == "localisation" and localiser.name == "lumbo_bids-cord-localiser-finetuned"
+    assert entry["sha256"] == localiser.checksum != shipped.checksum
+    assert localiser.architecture_config == shipped.architecture_config
+    tuned, base = localiser.build_model().get_weights(), shipped.build_model().get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(tuned, base))  # the weights did change
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("localiser epoch ")]
+    assert [line.split(" · ")[0] for line in lines] == ["localiser epoch 1/2", "localiser epoch 2/2"]
+    card = json.loads((out / "group" / "model_card.json").read_text())["localiser"]
+    assert card["fine_tuned"] and card["epochs_run"] == 2 and card["hyperparameters"]["steps_per_epoch"] == 3
+    assert card["initial_model"]["checksum"] == shipped.checksum
+
+
+def test_centerline_error_before_and_after_is_reported(group_run):
+    out, _, _ = group_run
+    rows = [r.split("\t") for r in (out / "group" / "validation_dice.tsv").read_text().splitlines()]
+    header = rows[0]
+    assert header[4:] == [f"centerline_{s}_mm_{w}" for s in ("mean", "max") for w in ("before", "after")]
+    card = json.loads((out / "group" / "model_card.json").read_text())["localiser"]
+    for row in rows[1:]:
+        values = dict(zip(header, row))
+        print(values)
+        for when in ("before", "after"):
+            recorded = card[f"centerline_error_mm_{when}"][row[0]]
+            mean, worst = float(values[f"centerline_mean_mm_{when}"]), float(values[f"centerline_max_mm_{when}"])
+            assert 0 <= mean <= worst < 20  # mm: the cord found on every validation image
+            assert (mean, worst) == pytest.approx((recorded["mean_mm"], recorded["max_mm"]), abs=0.006)
+    means = [float(dict(zip(header, r))["centerline_mean_mm_before"]) for r in rows[1:]]
+    assert card["mean_centerline_error_mm_before"] == pytest.approx(np.mean(means), abs=0.01)
+
+
+def test_participant_localises_with_the_fine_tuned_localiser(group_run, tmp_path):
+    out, work, _ = group_run
+    seg_out = tmp_path / "seg"
+    proc = run(DS_SPINE_MINI, seg_out, "participant", "-w", work, "--skip-bids-validation",
+               "--participant-label", "sctLumbar", "--model", out / "group" / "model")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "centerline: localiser" in proc.stderr
+    mask = seg_out / "sub-sctLumbar" / "anat" / "sub-sctLumbar_space-orig_label-SC_desc-T2w_mask.nii.gz"
+    meta = json.loads(mask.with_suffix("").with_suffix(".json").read_text())
+    assert meta["CenterlineMethod"] == "automatic (lumbo_bids lumbo_bids-cord-localiser-finetuned, bundled with --model)"
+    assert np.asanyarray(nib.load(mask).dataobj).sum() > 0
+
+
+@pytest.fixture(scope="module")
+def curve_run(group_run):
+    out, work, _ = group_run  # same work dir: the preprocessing is cached
+    curve_out = out.parent / "curve"
+    proc = run(
+        DS_SPINE_MINI, curve_out, "group", "-w", work, "--skip-bids-validation", "--nprocs", "2",
+        "--epochs", "2", "--steps-per-epoch", "3", "--validation-subjects", "sctTesting", "--learning-curve",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return curve_out, proc
+
+
+def test_learning_curve_outputs(curve_run, group_run):
+    out, proc = curve_run
+    rows = [r.split("\t") for r in (out / "group" / "learning_curve.tsv").read_text().splitlines()]
+    images = ["sub-sctTesting_T1w", "sub-sctTesting_T2starw", "sub-sctTesting_T2w"]
+    assert rows[0] == ["n_subjects", "subjects", "mean_dice", *(f"dice_{i}" for i in images)]
+    assert [r[0] for r in rows[1:]] == ["0", "1", "2"]
+    assert rows[1][1] == "n/a" and rows[3][1] == "PAM50small,unf01" and rows[2][1] in ("PAM50small", "unf01")
+    for row in rows[1:]:
+        dice = [float(v) for v in row[3:]]
+        assert float(row[2]) == pytest.approx(np.mean(dice), abs=1e-3) and all(0.5 < d <= 1 for d in dice)
+    # n = 0 is the starting model: the same Dice as the group run's "before"
+    before = json.loads((group_run[0] / "group" / "model_card.json").read_text())["validation_dice_before"]
+    assert [float(v) for v in rows[1][3:]] == pytest.approx([before[i] for i in images], abs=1e-4)
+    assert (out / "group" / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "group" / "model").exists()  # a curve, not a model
+    assert "learning curve (mean validation Dice): n=0:" in proc.stderr
 
 
 def test_group_without_any_mask_is_a_clear_error(tmp_path):
