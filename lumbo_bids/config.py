@@ -77,6 +77,7 @@ class Config:
     config_file: Path | None = None
     search: Path | None = None
     ray_address: str | None = None
+    qc_ratings: Path | None = None  # group level: images rated 'fail' on the study page are left out
     localiser_finetune: bool = True
     localiser_epochs: int = options.LOCALISER_EPOCHS
     localiser_steps: int = options.LOCALISER_STEPS_PER_EPOCH
@@ -140,6 +141,7 @@ class Config:
             ("--model", self.model),
             ("--sct-models", self.sct_models),
             ("--init-model", self.init_model),
+            ("--qc-ratings", self.qc_ratings),
         ):
             if path is not None and not path.exists():
                 raise LumboError(f"{label} {path} does not exist", ExitCode.NO_INPUT)

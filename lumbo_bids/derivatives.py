@@ -48,7 +48,7 @@ _PYBIDS_TO_SHORT = {
 # slash names them (``*/log/`` does not match the folder itself)
 # (morphometrics and evaluation tables have no BIDS suffix yet: ignored like the centerline CSV)
 BIDSIGNORE = [
-    "*.html", "*/figures", "*/log", "group", "logs", "*_centerline.csv",
+    "*.html", "*/figures", "*/log", "group", "qc", "logs", "*_centerline.csv",
     "*_morphometrics.tsv", "*_morphometrics.json", "*_evaluation.tsv", "*_evaluation.json",
 ]  # fmt: skip
 

@@ -219,9 +219,10 @@ def test_default_terminal_output_fits_one_screen(participant_run):
         assert ("Dice 0." in line) == manual, line
         assert ("centerline: manual mask" if manual else "centerline: localiser") in line, line
         assert f"report {out / image.split()[0]}.html" in line, line
-    assert lines[-6] == "QC reports (open in a web browser):", proc.stderr
+    assert lines[-7] == "QC reports (open in a web browser):", proc.stderr
     reports = sorted(out.glob("sub-*.html"))
-    assert sorted(Path(line.strip()) for line in lines[-5:-1]) == reports
+    assert sorted(Path(line.strip()) for line in lines[-6:-2]) == reports
+    assert lines[-2].endswith(f": {out / 'qc' / 'index.html'}") and lines[-2].startswith("study QC page"), lines[-2]
     log = Path(lines[-1].removeprefix("full log: "))
     assert log.parent == work / "logs" and log.is_file(), lines[-1]
     text = log.read_text()

@@ -333,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="parameter search with subject-wise k-fold cross-validation instead of one fine-tuning",
     )
     g_group.add_argument(
+        "--qc-ratings",
+        dest="qc_ratings",
+        type=_path,
+        metavar="FILE",
+        help="ratings TSV exported from the study QC page (OUTPUT_DIR/qc/index.html): images rated 'fail' are left out of fine-tuning",
+    )
+    g_group.add_argument(
         "--ray-address",
         dest="ray_address",
         metavar="ADDR",

@@ -154,6 +154,7 @@ def run_participant(config, inputs: dict) -> ExitCode:
     for subject, lines in missing.items():
         failures[subject] = [Failure(line) for line in lines] + failures.get(subject, [])
     report_failures = write_reports(config, inputs, failures, time.time() - started)
+    report_failures += write_study_page(config)
     log_warnings(config, inputs)
     code = _report_failures(config, inputs, failures, crashed, report_failures)
     announce_reports(config, inputs)
@@ -199,13 +200,18 @@ def shown_path(path: Path) -> str:
 
 
 def announce_reports(config, inputs: dict) -> None:
-    """The run's last lines: where the QC reports and the full log are."""
+    """The run's last lines: where the QC reports, the study QC page and the full log are."""
+    from ..reports.study import study_page_path
+
     reports = [subject_report_path(config.output_dir, subject) for subject in inputs]
     reports = [path for path in reports if path.is_file()]
     if reports:
         LOGGER.info("QC reports (open in a web browser):")
         for path in reports:
             LOGGER.info("  %s", shown_path(path))
+    study = study_page_path(config.output_dir)
+    if study.is_file():
+        LOGGER.info("study QC page (every image; sort, rate, export ratings): %s", shown_path(study))
     LOGGER.info("full log: %s", shown_path(config.log_file))
 
 
@@ -308,6 +314,26 @@ def write_reports(config, inputs: dict, failures: dict[str, list[Failure]], seco
         except Exception as exc:  # a report must never hide the results themselves
             LOGGER.warning("sub-%s: could not write the report %s: %s", subject, report, exc)
     return not_written
+
+
+def write_study_page(config) -> list[Failure]:
+    """``OUTPUT_DIR/qc/index.html`` from every subject in OUTPUT_DIR (this run's and others');
+    a failure when the output cannot be created, a warning for anything else."""
+    from ..reports.study import study_page_path
+    from ..reports.study import write_study_page as write_page
+
+    page = study_page_path(config.output_dir)
+    try:
+        write_page(config.output_dir)
+    except OSError as exc:
+        if (error := output_error(exc)) is None:
+            LOGGER.warning("could not write the study QC page %s: %s", page, exc)
+            return []
+        LOGGER.error("the study QC page: %s", error)
+        return [Failure(str(error), error.code)]
+    except Exception as exc:  # a report must never hide the results themselves
+        LOGGER.warning("could not write the study QC page %s: %s", page, exc)
+    return []
 
 
 _ERROR_LINE = re.compile(r"^(?P<type>[A-Za-z_.]+(?:Error|Exception)): (?P<message>.+)$")

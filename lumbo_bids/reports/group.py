@@ -18,6 +18,7 @@ from ..derivatives import atomic_write_text, read_json
 from ..qc import MEASURES
 from ..utils.numbers import format_float
 from .figures import figure_png
+from .study import MASK_SIDECARS, write_study_page
 
 EVAL_COLUMNS = ("Dice", "HD95_mm", "RelativeVolumeDifference")
 MORPH_COLUMNS = ("CordVolume_mm3", "CordLength_mm", "MeanCSA_mm2", "SlicesWithCord")
@@ -129,4 +130,6 @@ def write_group_summaries(output_dir: Path) -> list[Path]:
         parts.append("</body></html>\n")
         atomic_write_text(group_dir / "group_report.html", "".join(parts))
         written.append(group_dir / "group_report.html")
+    if any(output_dir.glob(MASK_SIDECARS)):  # the study QC page, with the tables above
+        written.append(write_study_page(output_dir))
     return written

@@ -1,0 +1,94 @@
+"""QC ratings: the TSV that the study page (``OUTPUT_DIR/qc/index.html``) exports, read back.
+
+One row per image, ``image<TAB>rating<TAB>note``: ``image`` is the source file's name without
+``.nii(.gz)`` (``sub-01_T2w``, :attr:`~lumbo_bids.utils.bids.AnatInput.stem`), ``rating`` one of
+``pass``, ``fail``, ``unrated``. The group level leaves the images rated ``fail`` out of
+fine-tuning (:func:`exclude_failed`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import ExitCode, LumboError
+
+RATINGS = ("pass", "fail", "unrated")
+COLUMNS = ("image", "rating", "note")
+
+
+def _image_name(value: str) -> str:
+    """``sub-01_T2w`` from ``sub-01_T2w``, ``sub-01_T2w.nii.gz`` or ``sub-01_T2w.nii``."""
+    return value.strip().removesuffix(".gz").removesuffix(".nii")
+
+
+def _header(path: Path, line: str) -> list[str]:
+    header = [name.strip().lower() for name in line.lstrip("\ufeff").split("\t")]
+    missing = [name for name in ("image", "rating") if name not in header]
+    if missing:
+        raise LumboError(
+            f"{path}, row 1: the header must name the columns image, rating and note (tab-separated); "
+            f"missing {', '.join(missing)} in {line.strip()!r}",
+            ExitCode.BAD_DATA,
+        )
+    return header
+
+
+def read_ratings(path: Path) -> dict[str, tuple[str, str]]:
+    """``{image: (rating, note)}`` from a ratings TSV; a one-line :class:`LumboError` naming the
+    file and row when it is missing, unreadable or malformed (an unknown rating, an empty or
+    repeated image, a row with the wrong number of columns)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise LumboError(f"QC ratings file {path} does not exist", ExitCode.NO_INPUT) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LumboError(f"QC ratings file {path} cannot be read: {exc}", ExitCode.BAD_DATA) from None
+    if not lines or not lines[0].strip():
+        raise LumboError(f"{path}, row 1: empty file; expected the header image, rating, note", ExitCode.BAD_DATA)
+    header = _header(path, lines[0])
+    ratings: dict[str, tuple[str, str]] = {}
+    rows: dict[str, int] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) == len(header) - 1 and header[-1] == "note":
+            fields.append("")  # a trailing empty note whose tab a spreadsheet dropped
+        if len(fields) != len(header):
+            raise LumboError(
+                f"{path}, row {number}: {len(fields)} tab-separated field(s), the header has {len(header)}", ExitCode.BAD_DATA
+            )
+        row = dict(zip(header, fields))
+        image, rating = _image_name(row["image"]), row["rating"].strip().lower()
+        if not image:
+            raise LumboError(f"{path}, row {number}: the image name is empty", ExitCode.BAD_DATA)
+        if rating not in RATINGS:
+            raise LumboError(
+                f"{path}, row {number}: rating {row['rating']!r} of {image} is not one of {', '.join(RATINGS)}", ExitCode.BAD_DATA
+            )
+        if image in rows:
+            raise LumboError(f"{path}, row {number}: {image} was already rated in row {rows[image]}", ExitCode.BAD_DATA)
+        rows[image] = number
+        ratings[image] = (rating, row.get("note", "").strip())
+    return ratings
+
+
+def format_ratings(ratings: dict[str, tuple[str, str]]) -> str:
+    """The TSV text of ``ratings`` (the study page's export format); tabs and line breaks in a
+    note become single spaces."""
+    lines = ["\t".join(COLUMNS)]
+    for image, (rating, note) in ratings.items():
+        if rating not in RATINGS:
+            raise ValueError(f"rating {rating!r} of {image} is not one of {', '.join(RATINGS)}")
+        lines.append("\t".join([image, rating, " ".join(str(note).split())]))
+    return "\n".join(lines) + "\n"
+
+
+def exclude_failed(anats: list, ratings: dict[str, tuple[str, str]]) -> tuple[list, list]:
+    """``(kept, excluded)``: the :class:`~lumbo_bids.utils.bids.AnatInput` rated ``fail``
+    (by ``anat.stem``) are excluded, the others (passed, unrated, not rated) kept, in order."""
+    kept, excluded = [], []
+    for anat in anats:
+        (excluded if ratings.get(anat.stem, ("unrated", ""))[0] == "fail" else kept).append(anat)
+    return kept, excluded
