@@ -200,7 +200,10 @@ def test_figures_have_the_volume_physical_aspect(study):
 def test_links_to_reports_sources_and_annotate_next(study):
     page, text = _parse(study)
     assert f"../sub-01.html#{STEM['01']}" in page.links
-    assert f'id="{STEM["01"]}"' in (study / "sub-01.html").read_text()  # the report's section has that anchor
+    report = (study / "sub-01.html").read_text()
+    assert f'id="{STEM["01"]}"' in report  # the report's section has that anchor
+    assert "<th>QC flags</th><td>csa_out_of_range, mask_breaks</td>" in report
+    assert "<th>QC flags</th>" not in (study / "sub-02.html").read_text()  # not computed: not shown
     assert (study.parent / "raw" / "sub-01" / "anat" / "sub-01_T2w.nii.gz").as_uri() in page.links
     assert f"#img-{STEM['02']}" in page.links and f"#img-{STEM['04']}" in page.links
     assert "sub-99_T2w" in text and "#img-sub-99" not in text  # listed, but not on the page: no link

@@ -109,6 +109,8 @@ def _facts(output_dir: Path, anat, mask_meta: dict) -> tuple[list[tuple[str, obj
         ("Mean cross-sectional area (mm²)", _shown(morph.get("MeanCSA_mm2"))),
         ("Most inferior cord point (conus tip if in view), world (mm)", _shown(morph.get("ConusTip_mm"))),
     ]
+    if isinstance(mask_meta.get("QCFlags"), list):  # lumbo_bids.qc; README "QC flags"
+        facts.append(("QC flags", ", ".join(map(str, mask_meta["QCFlags"])) or "none"))
     if evaluation:
         facts += [
             ("Dice vs manual mask", evaluation.get("Dice")),
