@@ -1,11 +1,12 @@
-"""Failure flags of one segmentation, from what the participant level already has (pure numpy).
+"""Failure flags of one segmentation, from what the participant level already has (pure numpy/scipy).
 
 Everything is measured on the network's grid: the per-slice crop around the centerline
 (``(sx, sy, nz)``, isotropic ``resolution`` mm, axis 2 inferior -> superior), where the
 centerline point of every slice is the crop's centre voxel ``(sx // 2, sy // 2)``. Inputs are
 the cord probability, the post-processed binary mask, optionally the crop centres on the
-resampled grid (the centerline's course, for the CSA's tilt correction) and the cropped image
-(to know how far the image has signal along z).
+resampled grid (the centerline's course, for the CSA's tilt correction), the cropped image
+(to know how far the image has signal along z) and where the centerline was seen (the slices of
+the manual mask it came from, or of the localiser's heat-map: how far the cord should reach).
 
 :func:`qc_measures` returns named numbers; :func:`raised_flags` compares them with
 :data:`FLAGS` (one table: flag, measure, threshold, one-line explanation). The thresholds are
@@ -103,7 +104,8 @@ EXPLANATIONS = {flag.name: flag.explanation for flag in FLAGS}
 def raised_flags(measures: dict, thresholds: dict | None = None) -> list[str]:
     """Names of the :data:`FLAGS` that ``measures`` raise (``thresholds`` overrides by flag name).
 
-    Undefined measures (None, NaN) raise nothing; an empty mask raises ``empty_mask`` only.
+    Undefined measures (None, NaN) raise nothing: an empty mask raises ``empty_mask`` (and
+    ``probability_beyond_mask`` if the network did see cord).
     """
     thresholds = thresholds or {}
     return [flag.name for flag in FLAGS if flag.raised(measures, thresholds.get(flag.name))]

@@ -211,3 +211,26 @@ def test_manual_masks_raise_nothing_and_their_corruptions_raise_flags(ds_spine_m
         for corruption, corrupt in validate_flags.CORRUPTIONS.items():
             prob, mask = corrupt(case["prob"], case["mask"], RES)
             assert validate_flags.case_flags(case, prob, mask)[0], (name, corruption)
+
+
+def test_every_image_gets_a_qc_node_wired_to_its_mask_sidecar(ds_spine_mini, tmp_path):
+    from lumbo_bids.cli.parser import build_parser
+    from lumbo_bids.config import Config
+    from lumbo_bids.utils.bids import build_layout, collect_anat, select_subjects
+    from lumbo_bids.workflows.base import init_lumbo_wf
+
+    args = build_parser().parse_args([str(ds_spine_mini), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "w")])
+    config = Config.from_namespace(args)
+    layout = build_layout(ds_spine_mini)
+    inputs = collect_anat(layout, select_subjects(layout, None), None, {}, config.labels_dir)
+    graph = init_lumbo_wf(config, inputs)._create_flat_graph()
+    qc_nodes = [node for node in graph.nodes if node.name == "qc_flags"]
+    assert len(qc_nodes) == sum(len(items) for items in inputs.values()) == 8
+    for node in qc_nodes:
+        wired = {field for _, _, data in graph.in_edges(node, data=True) for _, field in data["connect"]}
+        support = "heatmap_file" if "sctLumbar" in node.fullname else "support_stack"
+        assert {"prob_stack", "mask_stack", "geometry_json", "image_stack", support} == wired, node.fullname
+    sinks = [node for node in graph.nodes if node.name == "ds_mask"]
+    for sink in sinks:
+        sources = {(src.name, field) for src, _, data in graph.in_edges(sink, data=True) for _, field in data["connect"]}
+        assert ("mask_metadata", "metadata") in sources
