@@ -44,9 +44,10 @@ def main(argv=None) -> int:
 
     from lumbo_bids.model.augment import AugmentConfig
     from lumbo_bids.model.dataset import patch_dataset
+    from lumbo_bids.model.devices import select_strategy
     from lumbo_bids.model.finetune import learn_intensity, standardise_cases
     from lumbo_bids.model.network import UNet3DConfig, build_unet3d
-    from lumbo_bids.model.training import TrainConfig, select_strategy, train
+    from lumbo_bids.model.training import TrainConfig, train
 
     base = _base_model_script()
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,8 +14,11 @@ import tensorflow as tf
 
 from lumbo_bids.model import training
 from lumbo_bids.model.dataset import TrainingCase
+from lumbo_bids.model.devices import select_strategy
+from lumbo_bids.model.history import read_metrics
 from lumbo_bids.model.losses import DiceMetric, dice_bce_loss, dice_loss, get_loss
-from lumbo_bids.model.training import TrainConfig, TrainResult, plot_history, read_metrics, select_strategy, train
+from lumbo_bids.model.training import TrainConfig, TrainResult, train
+from lumbo_bids.model.training_curves import plot_history
 
 PATCH = (16, 16, 16)
 
@@ -303,7 +306,7 @@ def test_evaluate_cases_follows_the_models_inference_settings(tmp_path):
 
 def test_group_metrics_carry_the_whole_image_dice_before_and_after(tmp_path):
     """The starting point (before fine-tuning) is a row of its own; the kept epoch gets the after."""
-    from lumbo_bids.model.training import with_image_dice
+    from lumbo_bids.model.history import with_image_dice
 
     tsv = tmp_path / "metrics.tsv"
     tsv.write_text("epoch\tdice\tloss\tval_dice\n0\t0.5\t0.9\t0.6\n1\t0.7\t0.5\t0.8\n2\t0.8\t0.4\t0.7\n")

@@ -234,7 +234,8 @@ def write_validation_table(path: Path, val_raw, before: dict, after: dict, local
 def write_training_curves(group_dir: Path, before: dict, tuned) -> None:
     """``group/metrics.tsv`` (with the whole-image Dice at the start and of the kept epoch) and its plot."""
     from ..derivatives import atomic_write_text
-    from ..model.training import plot_history, with_image_dice
+    from ..model.history import with_image_dice
+    from ..model.training_curves import plot_history
 
     metrics_tsv = group_dir / "training" / "metrics.tsv"
     if metrics_tsv.exists():
