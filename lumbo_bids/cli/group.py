@@ -112,14 +112,13 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
     ``split``: the training and validation images, ``AnatInput``s); write ``group/model`` (the
     localiser nested in it), the model card, ``validation_dice.tsv`` and the training curves."""
     from ..derivatives import atomic_write_json
+    from .localiser import save_models, tune_localiser
 
     group_dir = config.output_dir / "group"
     cfg = train_config(config, init)
     started = time.time()
     tuned, before = tune_segmentation(config, init, train_raw, val_raw, cfg, group_dir / "training", "segmentation")
     seconds = round(time.time() - started, 1)
-    from .localiser import save_models, tune_localiser
-
     localiser = tune_localiser(config, *split) if config.localiser_finetune and split else None
     card = segmentation_card(config, init, train_raw, val_raw, cfg, tuned, before, seconds, localiser)
     manifest = {

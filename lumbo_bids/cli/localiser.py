@@ -76,6 +76,7 @@ def localiser_card(tuned) -> dict:
         "hyperparameters": tuned.cfg.to_dict(),
         "epochs_run": tuned.result.epochs_run,
         "kept_epoch": tuned.result.best_epoch + 1,
+        "seconds": round(tuned.result.seconds, 1),
         "heatmap_validation_dice": round(tuned.result.best_val_dice, 4) if math.isfinite(tuned.result.best_val_dice) else None,
         "centerline_error": (
             "in-plane distance (mm) between the localiser's centerline (heat-map, then the participant level's fit) and "
@@ -101,7 +102,8 @@ def save_models(model, manifest: dict, localiser, out_dir: Path) -> Path:
     card = {k: v for k, v in manifest["training"].items() if k != "localiser"} | {"localiser": localiser_card(localiser)}
     card = {"purpose": "cord localisation, fine-tuned with the segmentation model beside it", **card}
     save_artifact(localiser.result.model, staging, localiser_manifest(localiser, manifest.get("contrasts", []), card))
-    entry = {"path": LOCALISER_DIR, "sha256": load_artifact(staging).checksum, "name": load_artifact(staging).manifest["name"]}
+    saved = load_artifact(staging)
+    entry = {"path": LOCALISER_DIR, "sha256": saved.checksum, "name": saved.manifest["name"]}
     try:
         path = save_artifact(model, out_dir, {**manifest, "localiser": entry})
         os.replace(staging, path / LOCALISER_DIR)
