@@ -93,7 +93,7 @@ def label_map_cases(label_dir: Path, out_dir: Path) -> list:
         resample_mask_to_grid,
         resampled_grid,
     )
-    from lumbo_bids.model.dataset import TrainingCase
+    from lumbo_bids.model.cases import TrainingCase
     from lumbo_bids.model.synth import derive_labels
     from lumbo_bids.utils.images import read_volume
 
@@ -126,7 +126,7 @@ def label_map_cases(label_dir: Path, out_dir: Path) -> list:
 def phantom_cases(n: int, out_dir: Path, seed: int) -> list:
     """``n`` procedural lumbar label maps (conus, cauda equina: :func:`lumbo_bids.model.synth.lumbar_phantom`),
     120 mm long crops at 0.5 mm, as synthetic cases."""
-    from lumbo_bids.model.dataset import TrainingCase
+    from lumbo_bids.model.cases import TrainingCase
     from lumbo_bids.model.synth import CORD, lumbar_phantom
 
     rng = np.random.default_rng([seed, 7])

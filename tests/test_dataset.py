@@ -11,13 +11,9 @@ import numpy as np
 import pytest
 
 from lumbo_bids.model.augment import AugmentConfig
-from lumbo_bids.model.dataset import (
-    TrainingCase,
-    heatmap_slice_dataset,
-    iter_heatmap_slices,
-    iter_patches,
-    patch_dataset,
-)
+from lumbo_bids.model.cases import TrainingCase
+from lumbo_bids.model.dataset import heatmap_slice_dataset, patch_dataset
+from lumbo_bids.model.streams import iter_heatmap_slices, iter_patches
 
 PATCH = (16, 16, 16)
 
@@ -190,7 +186,8 @@ def test_process_exits_with_a_live_iterator(tmp_path, cases):
 import itertools, sys
 from pathlib import Path
 from lumbo_bids.model.augment import AugmentConfig
-from lumbo_bids.model.dataset import TrainingCase, patch_dataset
+from lumbo_bids.model.cases import TrainingCase
+from lumbo_bids.model.dataset import patch_dataset
 cases = [TrainingCase("s", c.stem, c, Path(str(c).replace("_image", "_mask"))) for c in map(Path, sys.argv[1:])]
 it = iter(patch_dataset(cases, (32, 32, 32), batch_size=2, augment=AugmentConfig(), seed=0))
 for _ in range(3):

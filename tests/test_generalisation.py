@@ -20,7 +20,8 @@ from lumbo_bids.model.augment import (
     random_lut,
     simulate_resolution,
 )
-from lumbo_bids.model.dataset import TrainingCase, iter_patches
+from lumbo_bids.model.cases import TrainingCase
+from lumbo_bids.model.streams import iter_patches
 from lumbo_bids.model.synth import BONE, CORD, CSF, OUTER, ROOTS, SHELL, derive_labels, lumbar_phantom, synthesise
 
 LABEL_MAPS = Path(__file__).resolve().parents[1] / "examples" / "label-maps-spinegeneric"

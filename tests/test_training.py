@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from lumbo_bids.model import training
-from lumbo_bids.model.dataset import TrainingCase
+from lumbo_bids.model.cases import TrainingCase
 from lumbo_bids.model.devices import select_strategy
 from lumbo_bids.model.history import read_metrics
 from lumbo_bids.model.losses import DiceMetric, dice_bce_loss, dice_loss, get_loss

@@ -84,7 +84,7 @@ def learn_intensity(cases: list[RawCase], plan: dict | None = None) -> dict:
 def standardise_cases(cases: list[RawCase], intensity: dict, out_dir: Path) -> list:
     """Write each case standardised with ``intensity`` as ``TrainingCase`` .npy files."""
     from ..intensity import apply_intensity
-    from .dataset import TrainingCase
+    from .cases import TrainingCase
 
     out_dir.mkdir(parents=True, exist_ok=True)
     result = []

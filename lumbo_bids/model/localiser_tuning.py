@@ -28,7 +28,7 @@ def prepare_localiser_case(subject: str, name: str, data, affine, mask, resoluti
     """A :class:`~lumbo_bids.model.dataset.TrainingCase` of the whole field of view at ``resolution``
     (RPI, linear; the mask by the mask rule), normalised as the localiser's ``plan`` says."""
     from ..preprocess import Preprocessor
-    from .dataset import TrainingCase
+    from .cases import TrainingCase
     from .localise import localiser_input
 
     fov, fov_mask, _ = Preprocessor(resolution).resample(data, affine, mask)

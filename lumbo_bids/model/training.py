@@ -29,7 +29,8 @@ import keras
 from . import options
 from .augment import AugmentConfig
 from .callbacks import training_callbacks
-from .dataset import TrainingCase, heatmap_slice_dataset, patch_dataset
+from .cases import TrainingCase
+from .dataset import heatmap_slice_dataset, patch_dataset
 from .devices import precision_policy, select_strategy, use_mixed_precision
 from .history import backup_epoch, best_row, plain_newlines, read_metrics, truncate_metrics
 from .losses import DiceMetric, get_loss
