@@ -113,8 +113,10 @@ def test_sidecars_describe_the_mask(participant_run):
     assert meta["Sources"] == ["bids:raw:sub-unf01/anat/sub-unf01_T2w.nii.gz"]
     assert meta["Model"]["Checksum"].startswith("sha256:") and meta["Threshold"] == 0.5
     assert meta["CenterlineMethod"] == "manual mask"
+    assert meta["QCFlags"] == [] and meta["QCMeasures"]["max_gap_mm"] == 0  # QC failure flags: a good mask
     lumbar = json.loads(_mask_path(out, LUMBAR).with_suffix("").with_suffix(".json").read_text())
     assert lumbar["CenterlineMethod"].startswith("automatic")
+    assert lumbar["QCFlags"] == [] and lumbar["QCMeasures"]["end_tapers"] == 1  # ends in a conus taper
 
 
 def test_preprocessed_outputs_are_written(participant_run):
@@ -219,6 +221,7 @@ def test_default_terminal_output_fits_one_screen(participant_run):
         assert ("Dice 0." in line) == manual, line
         assert ("centerline: manual mask" if manual else "centerline: localiser") in line, line
         assert f"report {out / image.split()[0]}.html" in line, line
+        assert " · flags: " in line, line  # the QC failure flags ("none", or their names)
     assert lines[-7] == "QC reports (open in a web browser):", proc.stderr
     reports = sorted(out.glob("sub-*.html"))
     assert sorted(Path(line.strip()) for line in lines[-6:-2]) == reports
