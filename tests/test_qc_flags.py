@@ -234,3 +234,20 @@ def test_every_image_gets_a_qc_node_wired_to_its_mask_sidecar(ds_spine_mini, tmp
     for sink in sinks:
         sources = {(src.name, field) for src, _, data in graph.in_edges(sink, data=True) for _, field in data["connect"]}
         assert ("mask_metadata", "metadata") in sources
+
+
+@pytest.mark.parametrize(
+    ("flags", "shown"), [([], "flags: none"), (["mask_breaks", "csa_out_of_range"], "flags: mask_breaks, csa_out_of_range")]
+)
+def test_the_done_line_shows_the_raised_flags(tmp_path, flags, shown):
+    from types import SimpleNamespace
+
+    from lumbo_bids.cli.participant import image_summary
+    from lumbo_bids.derivatives import image_output_path
+    from lumbo_bids.utils.bids import AnatInput
+
+    anat = AnatInput(Path("sub-01_T2w.nii.gz"), "01", None, "T2w", None, {"subject": "01"})
+    sidecar = image_output_path(tmp_path, anat, "mask", extension=".json")
+    sidecar.parent.mkdir(parents=True)
+    sidecar.write_text(json.dumps({"CenterlineMethod": "manual mask", "QCFlags": flags}))
+    assert image_summary(SimpleNamespace(output_dir=tmp_path), anat).startswith(f"{shown} · centerline: manual mask · ")
