@@ -18,6 +18,7 @@ import pytest
 import lumbo_bids.model as model_pkg
 from lumbo_bids.errors import ExitCode, LumboError
 from lumbo_bids.model import artifact as art
+from lumbo_bids.model.architectures import ARCHITECTURES
 from lumbo_bids.model.artifact import ArtifactError, load_artifact, save_artifact
 
 TINY = "tinyconv3d"
@@ -57,7 +58,7 @@ def manifest(**overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def tiny_architecture(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(art.ARCHITECTURES, TINY, build_tiny)
+    monkeypatch.setitem(ARCHITECTURES, TINY, build_tiny)
 
 
 @pytest.fixture()

@@ -51,7 +51,8 @@ def unpack_model(path: Path | None, work_dir: Path) -> Path | None:
     Nipype's cache): unlike :func:`~lumbo_bids.model.artifact.load_artifact`'s temporary folder,
     which is deleted when the loaded artifact is.
     """
-    from .artifact import ARCHIVE_SUFFIXES, MANIFEST_NAME, load_artifact, sha256_file
+    from .artifact import ARCHIVE_SUFFIXES, load_artifact, sha256_file
+    from .manifest import MANIFEST_NAME
 
     if path is None or not (path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)):
         return path
