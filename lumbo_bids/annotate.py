@@ -4,7 +4,7 @@ A manual mask helps fine-tuning most where the current model is unsure of its ma
 image is unlike every image that already has one. Each unlabelled image gets
 
 - an **uncertainty** in [0, 1] from the participant level's QC of its automatic mask (raised
-  flags, probability entropy), 1 when it has not been segmented yet, and
+  flags, the network's margin under the mask), 1 when it has not been segmented yet, and
 - a **novelty** in [0, 1]: its distance, in a standardised space of acquisition and anatomy
   features (voxel size, field of view, contrast, cord length and CSA), to the nearest image that
   is annotated or already ranked above it (greedy core-set selection: a batch of look-alikes is

@@ -81,6 +81,10 @@ def test_uncertainty_from_sidecar():
     assert uncertainty_of({"QCFlags": []}) == (0.0, "")
     u, why = uncertainty_of({"QCFlags": ["mask_breaks", "csa_out_of_range"]})
     assert u == pytest.approx(0.75) and why == "flags: mask_breaks, csa_out_of_range"
+    # the network's margin under the mask orders unflagged masks; a flag halves the confidence
+    assert uncertainty_of({"QCFlags": [], "QCMeasures": {"margin_in_mask": 0.8}})[0] == pytest.approx(0.2)
+    assert uncertainty_of({"QCFlags": ["mask_breaks"], "QCMeasures": {"margin_in_mask": 0.8}})[0] == pytest.approx(0.6)
+    assert uncertainty_of({"QCFlags": [], "QCMeasures": {"margin_in_mask": None}})[0] == 0.0
 
 
 def test_header_features_do_not_depend_on_storage_order(tmp_path):

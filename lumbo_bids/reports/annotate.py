@@ -32,11 +32,14 @@ def header_features(path: Path, contrast: str) -> dict[str, float]:
 
 def uncertainty_of(mask_meta: dict | None) -> tuple[float, str]:
     """Uncertainty in [0, 1] of an automatic mask from its sidecar: 1 without one (not segmented
-    yet); otherwise each raised QC flag halves the remaining confidence."""
+    yet); otherwise ``1 - confidence``, the confidence being the network's mean margin under the
+    mask (``QCMeasures.margin_in_mask``, 2p - 1; 1 when absent), halved by each raised QC flag."""
     if mask_meta is None:
         return 1.0, "not segmented yet (run the participant level)"
     flags = list(mask_meta.get("QCFlags") or [])
-    return 1.0 - 0.5 ** len(flags), (f"flags: {', '.join(flags)}" if flags else "")
+    margin = (mask_meta.get("QCMeasures") or {}).get("margin_in_mask")
+    margin = float(np.clip(margin, 0.0, 1.0)) if isinstance(margin, (int, float)) and np.isfinite(margin) else 1.0
+    return 1.0 - margin * 0.5 ** len(flags), (f"flags: {', '.join(flags)}" if flags else "")
 
 
 def study_candidates(output_dir: Path, anats: list, rated_fail: set[str] = frozenset()) -> list[Candidate]:
