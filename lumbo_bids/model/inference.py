@@ -158,6 +158,19 @@ def sliding_window_predict(
     """
     volume = np.asarray(volume, dtype=np.float32)
     patch = tuple(int(p) for p in patch_size)
+    _check_window_arguments(volume, patch, overlap, blend, batch_size)
+    extra = [max(p - s, 0) for s, p in zip(volume.shape, patch)]
+    pads = [(e // 2, e - e // 2) for e in extra]
+    padded = np.pad(volume, pads, mode="constant")
+    weight = gaussian_importance_map(patch) if blend == "gaussian" else np.ones(patch)
+    flips = TTA_FLIPS if tta_flips else ((),)
+    acc, norm = _accumulate_tiles(predict_fn, padded, patch, overlap, weight, batch_size, flips)
+    crop = tuple(slice(lo, lo + s) for (lo, _), s in zip(pads, volume.shape))
+    return (acc[crop] / norm[crop]).astype(np.float32)
+
+
+def _check_window_arguments(volume: np.ndarray, patch: tuple[int, ...], overlap: float, blend: str, batch_size: int) -> None:
+    """Raise ``ValueError`` on arguments :func:`sliding_window_predict` cannot use."""
     if volume.ndim != 3 or len(patch) != 3 or min(patch) < 1:
         raise ValueError(f"need a 3D volume and a 3D patch, got {volume.shape} and {patch}")
     if not 0.0 <= overlap < 1.0:
@@ -169,14 +182,19 @@ def sliding_window_predict(
     if not np.isfinite(volume).all():
         raise ValueError("volume holds NaN or infinite values")
 
-    extra = [max(p - s, 0) for s, p in zip(volume.shape, patch)]
-    pads = [(e // 2, e - e // 2) for e in extra]
-    padded = np.pad(volume, pads, mode="constant")
-    weight = gaussian_importance_map(patch) if blend == "gaussian" else np.ones(patch)
+
+def _accumulate_tiles(
+    predict_fn: PredictFn,
+    padded: np.ndarray,
+    patch: tuple[int, ...],
+    overlap: float,
+    weight: np.ndarray,
+    batch_size: int,
+    flips: Sequence[tuple[int, ...]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted sum of the tiles' predictions over ``padded`` and the sum of their weights (float64)."""
     axes_starts = [tile_starts(s, p, overlap) for s, p in zip(padded.shape, patch)]
     starts = list(itertools.product(*axes_starts))
-    flips = TTA_FLIPS if tta_flips else ((),)
-
     acc = np.zeros(padded.shape, dtype=np.float64)
     norm = np.zeros(padded.shape, dtype=np.float64)
     for first in range(0, len(starts), batch_size):
@@ -186,8 +204,7 @@ def sliding_window_predict(
         for sl, pred in zip(slices, preds):
             acc[sl] += pred * weight
             norm[sl] += weight
-    crop = tuple(slice(lo, lo + s) for (lo, _), s in zip(pads, volume.shape))
-    return (acc[crop] / norm[crop]).astype(np.float32)
+    return acc, norm
 
 
 def predict_slices(predict_fn_2d: PredictFn, volume: np.ndarray, batch_size: int = 32, multiple: int = 16) -> np.ndarray:
