@@ -98,33 +98,10 @@ def cord_morphometrics(mask: np.ndarray, affine: np.ndarray, degree: int = DEFAU
     curve_world = apply_affine(rpi_affine, curve_vox)
     tangent_world = np.gradient(curve_world, axis=0)
     tangent_img = np.gradient(curve_vox, axis=0) * zooms  # mm per slice along each image axis
-
-    rows = []
-    for k, (cx, cy) in zip(z, xy):
-        section = data[:, :, k] > 0
-        t = tangent_world[k] / np.linalg.norm(tangent_world[k])
-        cos_angle = min(1.0, abs(float(t @ normal)))
-        area = float(section.sum()) * pixel_area
-        ix, iy = np.nonzero(section)
-        tx, ty, tz = tangent_img[k]
-        cos_x = abs(tz) / np.hypot(tx, tz)  # a slice stretches a tilted cord by 1/cos
-        cos_y = abs(tz) / np.hypot(ty, tz)
-        rl = 4.0 * np.sqrt(np.var(ix * zooms[0]) + zooms[0] ** 2 / 12) * cos_x
-        ap = 4.0 * np.sqrt(np.var(iy * zooms[1]) + zooms[1] ** 2 / 12) * cos_y
-        centroid = apply_affine(rpi_affine, (cx, cy, k))
-        rows.append(
-            {
-                "slice": int(k),
-                "csa_mm2": area * cos_angle,
-                "area_mm2": area,
-                "angle_deg": float(np.degrees(np.arccos(cos_angle))),
-                "diameter_rl_mm": float(rl),
-                "diameter_ap_mm": float(ap),
-                "centroid_x_mm": float(centroid[0]),
-                "centroid_y_mm": float(centroid[1]),
-                "centroid_z_mm": float(centroid[2]),
-            }
-        )
+    rows = [
+        _slice_row(data[:, :, k] > 0, k, (cx, cy), tangent_world[k], tangent_img[k], normal, zooms, pixel_area, rpi_affine)
+        for k, (cx, cy) in zip(z, xy)
+    ]
     span = curve_world[z[0] : z[-1] + 1]
     length = float(np.linalg.norm(np.diff(span, axis=0), axis=1).sum())  # first to last slice centre
     tip = tuple(float(v) for v in curve_world[z[0]])
@@ -135,6 +112,43 @@ def cord_morphometrics(mask: np.ndarray, affine: np.ndarray, degree: int = DEFAU
         conus_tip_mm=tip,
         mean_csa_mm2=float(np.mean([r["csa_mm2"] for r in rows])),
     )
+
+
+def _slice_row(
+    section: np.ndarray,
+    k: int,
+    centre: tuple[float, float],
+    tangent_world: np.ndarray,
+    tangent_img: np.ndarray,
+    normal: np.ndarray,
+    zooms: np.ndarray,
+    pixel_area: float,
+    rpi_affine: np.ndarray,
+) -> dict:
+    """The :data:`SLICE_COLUMNS` of axial slice ``k`` (``section``: its cord voxels, ``centre``: their
+    centre of mass) given the centerline's tangent there, in world mm and in mm along the image axes;
+    ``normal`` is the unit slice normal, ``zooms`` and ``pixel_area`` those of the RPI grid."""
+    t = tangent_world / np.linalg.norm(tangent_world)
+    cos_angle = min(1.0, abs(float(t @ normal)))
+    area = float(section.sum()) * pixel_area
+    ix, iy = np.nonzero(section)
+    tx, ty, tz = tangent_img
+    cos_x = abs(tz) / np.hypot(tx, tz)  # a slice stretches a tilted cord by 1/cos
+    cos_y = abs(tz) / np.hypot(ty, tz)
+    rl = 4.0 * np.sqrt(np.var(ix * zooms[0]) + zooms[0] ** 2 / 12) * cos_x
+    ap = 4.0 * np.sqrt(np.var(iy * zooms[1]) + zooms[1] ** 2 / 12) * cos_y
+    centroid = apply_affine(rpi_affine, (*centre, k))
+    return {
+        "slice": int(k),
+        "csa_mm2": area * cos_angle,
+        "area_mm2": area,
+        "angle_deg": float(np.degrees(np.arccos(cos_angle))),
+        "diameter_rl_mm": float(rl),
+        "diameter_ap_mm": float(ap),
+        "centroid_x_mm": float(centroid[0]),
+        "centroid_y_mm": float(centroid[1]),
+        "centroid_z_mm": float(centroid[2]),
+    }
 
 
 def _one_slice_morphometrics(data: np.ndarray, rpi_affine: np.ndarray, pixel_area: float, voxel_volume: float) -> Morphometrics:
