@@ -131,7 +131,7 @@ def heatmap_slice_dataset(
     training: bool = True,
     start_epoch: int = 0,
 ):  # -> tf.data.Dataset
-    """Batches of 2D localiser windows with their target heat-maps (see :func:`iter_heatmap_slices`).
+    """Batches of 2D localiser windows with their target heat-maps (see :func:`~lumbo_bids.model.streams.iter_heatmap_slices`).
 
     Parameters
     ----------

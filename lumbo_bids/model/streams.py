@@ -83,7 +83,7 @@ def iter_patches(
     start_epoch: int = 0,
     synthetic_fraction: float | None = None,
 ) -> Iterator[Sample]:
-    """The raw (unaugmented) 3D patch stream behind :func:`patch_dataset`.
+    """The raw (unaugmented) 3D patch stream behind :func:`~lumbo_bids.model.dataset.patch_dataset`.
 
     Samples are spread evenly over the cases, or, with ``synthetic_fraction``, that fraction
     over the synthetic cases and the rest over the real ones.
@@ -136,7 +136,7 @@ def iter_heatmap_slices(
     training: bool = True,
     start_epoch: int = 0,
 ) -> Iterator[Sample]:
-    """The raw 2D localiser stream behind :func:`heatmap_slice_dataset`.
+    """The raw 2D localiser stream behind :func:`~lumbo_bids.model.dataset.heatmap_slice_dataset`.
 
     Every sample is an axial slice chosen uniformly in a whole volume (slices without cord, for
     instance below the conus, included: their target is empty) cut to a ``patch_size`` window
