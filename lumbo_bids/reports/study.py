@@ -211,7 +211,8 @@ def _row(image: StudyImage) -> str:
 def _figure(image: StudyImage, view: str, page_dir: Path) -> str:
     """The view with and without its overlay (one shown at a time), linked to the full-size PNG.
     The figure has its size before the images load: their aspect, at most their own width, the
-    page's, and the window's height less the header's."""
+    page's, and the window's height less the header's and the card's text (``--chrome``, set by
+    the script)."""
     found = {overlay: image.figures[view, overlay] for overlay in (True, False) if (view, overlay) in image.figures}
     if not found:
         return f'<p class="missing">no {view} figure (the subject report draws it)</p>'
@@ -219,7 +220,7 @@ def _figure(image: StudyImage, view: str, page_dir: Path) -> str:
     dims, style = "", ""
     if size:
         dims = f' width="{size[0]}" height="{size[1]}"'
-        style = f' style="width:min(100%, {size[0]}px, calc((100vh - 12em) * {size[0] / size[1]:.4f}))"'
+        style = f' style="width:min(100%, {size[0]}px, calc((100vh - var(--chrome, 12em)) * {size[0] / size[1]:.4f}))"'
     tags = []
     for overlay, path in found.items():
         alt = f"{view} view of {image.image}{'' if overlay else ' without overlay'}"

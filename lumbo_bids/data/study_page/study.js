@@ -68,7 +68,10 @@
       row.classList.toggle("current", i === current);
       cardOf(row).classList.toggle("current", i === current);
     });
-    if (scroll !== false) cardOf(all[current]).scrollIntoView({ block: "start" });
+    if (scroll !== false) {
+      const top = cardOf(all[current]).getBoundingClientRect().top + window.scrollY;
+      window.scrollTo(0, top - document.querySelector("header").offsetHeight - 8);
+    }
     document.getElementById("position").textContent = (current + 1) + " / " + all.length;
   }
 
@@ -139,7 +142,15 @@
     if (actions[event.key]) { event.preventDefault(); actions[event.key](); }
   }
 
+  // the figures fit the window's height less the header's and a card's title, numbers and rating
+  function fitFigures() {
+    const chrome = document.querySelector("header").offsetHeight + 130;
+    document.documentElement.style.setProperty("--chrome", chrome + "px");
+  }
+
   function wire() {
+    fitFigures();
+    window.addEventListener("resize", fitFigures);
     rows().forEach(function (row) {
       const card = cardOf(row);
       row.addEventListener("click", function () { go(rows().indexOf(row)); });
