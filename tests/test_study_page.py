@@ -99,8 +99,9 @@ def build_output(root: Path) -> Path:
         f"01\tn/a\tsub-01_T2w\tsub-01/anat/{STEM['01']}_mask.nii.gz\t1\tsomething_else\n"  # the sidecar wins
     )
     (group / "annotate_next.tsv").write_text(
-        "rank\timage\tsubject\tscore\treason\n1\tsub-02_ses-1_T1w\t02\t0.83\tuncertain margin\n"
-        "2\tsub-04_T2w\t04\t0.5\tunlike the masked images\n3\tsub-99_T2w\t99\t0.1\tnot segmented yet\n"
+        "rank\timage\tsubject\tscore\treason\tsource\n1\tsub-02_ses-1_T1w\t02\t0.83\tuncertain margin\tn/a\n"
+        "2\tsub-04_T2w\t04\t0.5\tunlike the masked images\tn/a\n"
+        "3\tsub-99_T2w\t99\t0.1\tnot segmented yet\tsub-99/anat/sub-99_T2w.nii.gz\n"
     )
     write_study_page(out)
     return out
@@ -207,6 +208,7 @@ def test_links_to_reports_sources_and_annotate_next(study):
     assert (study.parent / "raw" / "sub-01" / "anat" / "sub-01_T2w.nii.gz").as_uri() in page.links
     assert f"#img-{STEM['02']}" in page.links and f"#img-{STEM['04']}" in page.links
     assert "sub-99_T2w" in text and "#img-sub-99" not in text  # listed, but not on the page: no link
+    assert "<td>sub-99/anat/sub-99_T2w.nii.gz</td>" in text  # its source as the table gives it
     assert "annotate next #1" in text and "annotate next #2" in text
 
 

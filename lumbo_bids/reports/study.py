@@ -264,7 +264,10 @@ def _annotate_section(rows: list[dict[str, str]], images: list[StudyImage]) -> s
         image = _find(images, row.get("image", ""))
         name = _esc(row.get("image", ""))
         link = f'<a href="#img-{_esc(image.stem)}">{name}</a>' if image else name
-        source = f'<a href="{_esc(image.source.as_uri())}">{_esc(str(image.source))}</a>' if image and image.source else ""
+        if image and image.source:
+            source = f'<a href="{_esc(image.source.as_uri())}">{_esc(str(image.source))}</a>'
+        else:  # not on the page: the table's own source column (relative to BIDS_DIR), if any
+            source = _esc(row.get("source", "")) if row.get("source", "n/a") != "n/a" else ""
         cells = [_esc(row.get("rank", "")), link, *(_esc(row.get(key, "")) for key in ("subject", "score", "reason"))]
         lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in [*cells, source]) + "</tr>")
     head = "".join(f"<th>{t}</th>" for t in ("rank", "image", "subject", "score", "reason", "source image"))
