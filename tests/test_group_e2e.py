@@ -196,3 +196,12 @@ def test_group_without_any_mask_is_a_clear_error(tmp_path):
     assert proc.returncode == 66
     lines = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
     assert lines and "no selected image has a manual mask" in lines[-1] and "Traceback" not in proc.stderr
+
+
+def test_group_ranks_the_unlabelled_images_for_annotation(group_run):
+    """sub-sctLumbar has no mask: group/annotate_next.tsv ranks it, and the study page links it."""
+    out, _, _ = group_run
+    rows = (out / "group" / "annotate_next.tsv").read_text().splitlines()
+    assert rows[0].startswith("rank\timage\tsubject\tscore\treason")
+    assert len(rows) == 2 and rows[1].split("\t")[1] == "sub-sctLumbar_T2w"
+    assert (out / "qc" / "index.html").is_file()

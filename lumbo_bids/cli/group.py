@@ -20,9 +20,10 @@ def run_group(config, inputs: dict) -> ExitCode:
     """Preprocess (cached), split by subject, fine-tune, evaluate, write the artifact and report."""
     from ..reports.group import write_group_summaries
 
-    anats = masked_images(inputs)  # checked by the CLI (check_group_inputs) before anything is written
+    anats, rated_fail = select_images(config, inputs)
     for path in write_group_summaries(config.output_dir):  # participant-level results, if any
         LOGGER.info("group: wrote %s", path)
+    write_annotation_outputs(config, inputs, rated_fail)
     from ..model.artifact import load_artifact
     from ..model.finetune import split_subjects
     from ..model.selection import SHIPPED_SEGMENTATION
@@ -56,6 +57,35 @@ def run_group(config, inputs: dict) -> ExitCode:
         return learning_curve_and_report(config, init, train_raw, val_raw)
     split = ([a for a in anats if a.subject in train_subjects], [a for a in anats if a.subject in val_subjects])
     return fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size, split)
+
+
+def select_images(config, inputs: dict) -> tuple[list, set[str]]:
+    """The masked images to train on (masks checked by the CLI, check_group_inputs), less those
+    rated ``fail`` in ``--qc-ratings``; and the names of every image rated ``fail``."""
+    from ..ratings import exclude_failed, read_ratings
+
+    anats = masked_images(inputs)
+    if config.qc_ratings is None:
+        return anats, set()
+    ratings = read_ratings(config.qc_ratings)
+    anats, excluded = exclude_failed(anats, ratings)
+    if excluded:
+        LOGGER.warning("group: left out, rated fail in %s: %s", config.qc_ratings, ", ".join(a.stem for a in excluded))
+    if not anats:
+        raise LumboError(f"--qc-ratings {config.qc_ratings}: every image with a manual mask is rated fail", ExitCode.NO_INPUT)
+    return anats, {image for image, (rating, _) in ratings.items() if rating == "fail"}
+
+
+def write_annotation_outputs(config, inputs: dict, rated_fail: set[str]) -> None:
+    """``group/annotate_next.tsv`` (the images without a mask, best to annotate first) and the
+    study page again, so that it links them."""
+    from ..reports.annotate import write_annotate_next
+    from ..reports.study import write_study_page
+
+    anats = [anat for items in inputs.values() for anat in items]
+    path = write_annotate_next(config.output_dir, anats, config.bids_dir, rated_fail)
+    if path is not None:
+        LOGGER.info("group: wrote %s and %s", path, write_study_page(config.output_dir))
 
 
 def preprocess(config, anats: list, resolution: float, crop_size: tuple) -> list:
