@@ -124,7 +124,7 @@ def fine_tune(
 ) -> FineTuned:  # fmt: skip
     """Standardise both sets into ``data_dir`` with ``intensity_plan`` (Nyúl landmarks learned on
     ``train_raw`` when the plan asks for them, or when there is none), train on them and on
-    ``synthetic_cases`` (:class:`~lumbo_bids.model.dataset.TrainingCase` label maps, see
+    ``synthetic_cases`` (:class:`~lumbo_bids.model.cases.TrainingCase` label maps, see
     :mod:`lumbo_bids.model.synth`) with :func:`lumbo_bids.model.training.train` in ``run_dir``,
     and score on ``val_raw`` as the participant level would segment them (:func:`evaluate_cases`
     with ``inference``, an :class:`~lumbo_bids.model.predictor.InferencePlan` whose patch size and

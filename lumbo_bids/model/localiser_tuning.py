@@ -25,7 +25,7 @@ LOCALISER_PATCH = (64, 64)
 
 
 def prepare_localiser_case(subject: str, name: str, data, affine, mask, resolution: float, out_dir: Path, plan=None):
-    """A :class:`~lumbo_bids.model.dataset.TrainingCase` of the whole field of view at ``resolution``
+    """A :class:`~lumbo_bids.model.cases.TrainingCase` of the whole field of view at ``resolution``
     (RPI, linear; the mask by the mask rule), normalised as the localiser's ``plan`` says."""
     from ..preprocess import Preprocessor
     from .cases import TrainingCase

@@ -37,7 +37,7 @@ class InferencePlan:
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> InferencePlan:
-        """The plan of a (checked: :func:`~lumbo_bids.model.artifact.manifest_problem`) manifest."""
+        """The plan of a (checked: :func:`~lumbo_bids.model.manifest.manifest_problem`) manifest."""
         pre, inference = manifest["preprocessing"], {**DEFAULT_INFERENCE, **(manifest.get("inference") or {})}
         return cls(
             patch_size=pre["patch_size"],
