@@ -95,13 +95,15 @@ def run_workflow(workflow, config, progress=None):
     """``workflow.run`` with :func:`plugin_settings`; on Ctrl-C the workers are stopped cleanly.
 
     ``progress`` (a :class:`~.progress.ImageProgress`) hears every node start and end."""
-    from nipype.pipeline import plugins
+    from nipype.pipeline.plugins import LinearPlugin
 
     from . import console, interrupt
+    from .plugins import SafeMultiProcPlugin
 
     settings = plugin_settings(config)
     plugin_args = {**settings["plugin_args"], "status_callback": _status_callback(progress)}
-    runner = getattr(plugins, f"{settings['plugin']}Plugin")(plugin_args=plugin_args)
+    plugin = SafeMultiProcPlugin if settings["plugin"] == "MultiProc" else LinearPlugin
+    runner = plugin(plugin_args=plugin_args)
     if progress is not None:
         _announce_graph(runner, progress)
     LOGGER.debug("running %s with %s (%d process(es))", workflow.name, settings["plugin"], config.nprocs)

@@ -1,0 +1,72 @@
+"""Nipype's MultiProc scheduler, made safe against two ways it can wait forever.
+
+1. **A worker that dies.** MultiProc records a node's result from its future's done-callback,
+   which assumes the future holds a result. When a worker process dies (killed by the
+   out-of-memory killer, a signal, or a node it cannot unpickle), the executor breaks, every
+   pending future holds ``BrokenProcessPool`` instead, the callback fails in a background
+   thread, and the scheduler polls for results that never come. Here such a future becomes a
+   failed node, with a line that says what happened; the next node gets a fresh pool of
+   workers, so the other images go on.
+2. **A swallowed Ctrl-C.** Nipype deep-copies each node before submitting it, and the spec's
+   ``__deepcopy__`` has a bare ``except: pass``: a SIGINT that lands there is lost (and the
+   half-copied node then kills the worker that unpickles it). :mod:`.interrupt` still records
+   the signal, so the scheduler checks that record on every poll, before anything is submitted.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from nipype.pipeline.plugins import MultiProcPlugin
+from nipype.pipeline.plugins.multiproc import process_initializer
+
+from . import interrupt
+
+#: what a failed node's traceback says when its worker process died
+WORKER_DIED = (
+    "the worker process running this node died ({error}); "
+    "if it ran out of memory, give the run more (--mem) or fewer processes (--nprocs)"
+)
+
+
+class SafeMultiProcPlugin(MultiProcPlugin):
+    """:class:`MultiProcPlugin` that ends on a dead worker or a recorded Ctrl-C."""
+
+    def _send_procs_to_workers(self, updatehash=False, graph=None):
+        _raise_if_interrupted()
+        return super()._send_procs_to_workers(updatehash=updatehash, graph=graph)
+
+    def _submit_job(self, node, updatehash=False):
+        _raise_if_interrupted()  # the deep copy just made may have swallowed the signal
+        try:
+            return super()._submit_job(node, updatehash=updatehash)
+        except BrokenProcessPool:  # a worker died earlier: its nodes have failed, go on
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = ProcessPoolExecutor(
+                max_workers=self.processors,
+                initializer=process_initializer,
+                initargs=(self._cwd,),
+                mp_context=multiprocessing.get_context(self.plugin_args.get("mp_context")),
+            )
+            return super()._submit_job(node, updatehash=updatehash)
+
+    def _get_result(self, taskid):
+        _raise_if_interrupted()
+        result = super()._get_result(taskid)
+        if result is not None:
+            return result
+        future = self._task_obj.get(taskid)
+        if future is None or not future.done() or future.cancelled():
+            return None
+        error = future.exception()
+        if error is None:  # finished; its callback is about to record the result
+            return None
+        message = WORKER_DIED.format(error=f"{type(error).__name__}: {error}".rstrip(": "))
+        return {"result": None, "traceback": [message], "taskid": taskid}
+
+
+def _raise_if_interrupted() -> None:
+    if interrupt.interrupted():
+        raise KeyboardInterrupt
