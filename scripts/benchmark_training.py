@@ -46,8 +46,9 @@ def main(argv=None) -> int:
     from lumbo_bids.model.dataset import patch_dataset
     from lumbo_bids.model.devices import select_strategy
     from lumbo_bids.model.finetune import learn_intensity, standardise_cases
-    from lumbo_bids.model.network import UNet3DConfig, build_unet3d
+    from lumbo_bids.model.network import build_unet3d
     from lumbo_bids.model.training import TrainConfig, train
+    from lumbo_bids.model.unet_config import UNet3DConfig
 
     base = _base_model_script()
     with tempfile.TemporaryDirectory() as tmp:

@@ -173,8 +173,9 @@ def train_segmentation(train_raw, val_raw, args, run_dir: Path, synthetic=()):
     The best epoch is chosen on ``val_raw``: pass the training images themselves for a run whose
     held-out images must stay unseen."""
     from lumbo_bids.model.finetune import fine_tune
-    from lumbo_bids.model.network import UNet3DConfig, build_unet3d
+    from lumbo_bids.model.network import build_unet3d
     from lumbo_bids.model.training import TrainConfig
+    from lumbo_bids.model.unet_config import UNet3DConfig
 
     arch = UNet3DConfig(base_filters=args.base_filters, patch_size=PATCH_SIZE)
     cfg = TrainConfig(
@@ -236,8 +237,9 @@ def _validation_card(args, raw, subjects, dice: dict, loso: dict) -> dict:
 
 def train_localiser(cases, args, run_dir: Path):
     from lumbo_bids.model.localiser_tuning import localiser_train_config
-    from lumbo_bids.model.network import UNet2DConfig, build_unet2d
+    from lumbo_bids.model.network import build_unet2d
     from lumbo_bids.model.training import train
+    from lumbo_bids.model.unet_config import UNet2DConfig
 
     arch = UNet2DConfig(base_filters=8, depth=2, dilation_layers=2, patch_size=LOCALISER_PATCH)
     cfg = localiser_train_config(

@@ -18,6 +18,7 @@ import pytest
 import lumbo_bids.model as model_pkg
 from lumbo_bids.errors import ExitCode, LumboError
 from lumbo_bids.model import artifact as art
+from lumbo_bids.model import unet_config
 from lumbo_bids.model.architectures import ARCHITECTURES
 from lumbo_bids.model.artifact import ArtifactError, load_artifact, save_artifact
 
@@ -304,7 +305,7 @@ def test_refuses_to_overwrite_a_non_artifact_directory(tmp_path: Path, tiny_mode
 def test_unet3d_dispatches_to_network_module_lazily(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model: keras.Model
 ) -> None:
-    """``unet3d`` goes through ``network.UNet3DConfig.from_dict`` and ``network.build_unet3d``."""
+    """``unet3d`` goes through ``unet_config.UNet3DConfig.from_dict`` and ``network.build_unet3d``."""
     seen: list[Any] = []
 
     class FakeConfig:
@@ -320,8 +321,9 @@ def test_unet3d_dispatches_to_network_module_lazily(
         return build_tiny({"filters": cfg.filters})
 
     fake = types.ModuleType("lumbo_bids.model.network")
-    fake.UNet3DConfig, fake.build_unet3d = FakeConfig, build_unet3d
+    fake.build_unet3d = build_unet3d
     monkeypatch.setitem(sys.modules, "lumbo_bids.model.network", fake)
+    monkeypatch.setattr(unet_config, "UNet3DConfig", FakeConfig)
     monkeypatch.setattr(model_pkg, "network", fake, raising=False)
     unet = {"name": "unet3d", "config": {"filters": 3}}
     out = save_artifact(tiny_model, tmp_path / "u", manifest(architecture=unet))
@@ -346,8 +348,8 @@ def test_real_network_round_trip(tmp_path: Path, arch: str, config: dict[str, An
     """The shipped architectures dispatch to ``lumbo_bids.model.network`` and round-trip."""
     network = pytest.importorskip("lumbo_bids.model.network")
     cfg_class, build = {
-        "unet3d": (network.UNet3DConfig, network.build_unet3d),
-        "unet2d": (network.UNet2DConfig, network.build_unet2d),
+        "unet3d": (unet_config.UNet3DConfig, network.build_unet3d),
+        "unet2d": (unet_config.UNet2DConfig, network.build_unet2d),
     }[arch]
     keras.utils.set_random_seed(21)
     model = build(cfg_class.from_dict(config))

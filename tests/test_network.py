@@ -10,13 +10,12 @@ import pytest
 
 from lumbo_bids.model.network import (
     TemperatureScaling,
-    UNet2DConfig,
-    UNet3DConfig,
     build_unet2d,
     build_unet3d,
     encoder_layer_names,
     freeze_depth,
 )
+from lumbo_bids.model.unet_config import UNet2DConfig, UNet3DConfig
 
 TINY_3D = UNet3DConfig(base_filters=4, depth=3, patch_size=(16, 16, 16))
 TINY_2D = UNet2DConfig(base_filters=4, depth=2, dilation_layers=2, patch_size=(32, 32))

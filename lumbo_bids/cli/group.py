@@ -193,7 +193,8 @@ def tune_segmentation(config, init, train_raw, val_raw, cfg, state_dir: Path, ke
     epoch) and score it again: ``(FineTuned, Dice before)``. ``key`` names the run's data folder
     in the work dir; ``resume`` defaults to ``--resume``."""
     from ..model.finetune import evaluate_cases, fine_tune
-    from ..model.network import UNet3DConfig, build_unet3d
+    from ..model.network import build_unet3d
+    from ..model.unet_config import UNet3DConfig
     from .progress import epoch_progress, training_outcome
 
     inference = replace(init.plan, patch_size=cfg.patch_size)

@@ -9,12 +9,13 @@ Builder = Callable[[dict[str, Any]], Any]
 
 
 def _network_builder(build: str, config_class: str) -> Builder:
-    """A builder calling ``network.<build>(network.<config_class>.from_dict(config))``, lazily."""
+    """A builder calling ``network.<build>(unet_config.<config_class>.from_dict(config))``, lazily
+    (importing :mod:`.network` imports Keras)."""
 
     def builder(config: dict[str, Any]) -> Any:
-        from . import network
+        from . import network, unet_config
 
-        return getattr(network, build)(getattr(network, config_class).from_dict(config))
+        return getattr(network, build)(getattr(unet_config, config_class).from_dict(config))
 
     return builder
 

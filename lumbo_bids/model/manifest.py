@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .architectures import ARCHITECTURES
+from .inference import BLENDS
 
 FORMAT = "lumbo_bids-model"
 FORMAT_VERSION = 1
@@ -17,7 +18,6 @@ MANIFEST_NAME = "model.json"
 WEIGHTS_NAME = "weights.weights.h5"
 TASKS = ("segmentation", "localisation")
 INTENSITY_METHODS = ("robust", "nyul", "percentile")
-BLENDS = ("gaussian", "uniform")
 
 
 def _is_number(value: Any) -> bool:

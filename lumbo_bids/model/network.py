@@ -46,8 +46,7 @@ Layers get descriptive names: ``input``, ``enc{l}_conv{k}``, ``enc{l}_bn{k}``,
 builders, so the layers of SCT's saved Keras-2 models pair with ours one for
 one, in order (:func:`lumbo_bids.model.sct_h5.load_keras2_h5` relies on it).
 
-The config dataclasses live in :mod:`lumbo_bids.model.unet_config` and are
-re-exported here.
+The config dataclasses live in :mod:`lumbo_bids.model.unet_config` (import them from there).
 """
 
 from __future__ import annotations
