@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import __version__
-from .errors import ExitCode, LumboError
+from .errors import ExitCode, LumboError, MissingInputError, OutputError, UsageError
 from .model import options
 
 LEVELS = ("participant", "group")
@@ -116,25 +116,22 @@ class Config:
                 ExitCode.UNKNOWN_LEVEL,
             )
         if not self.bids_dir.is_dir():
-            raise LumboError(f"BIDS_DIR {self.bids_dir} does not exist or is not a folder", ExitCode.NO_INPUT)
+            raise MissingInputError(f"BIDS_DIR {self.bids_dir} does not exist or is not a folder")
         bids = self.bids_dir.resolve()
         suggestion = bids / "derivatives" / "lumbo_bids"
         out = self.output_dir.resolve()
         if out == bids:
-            raise LumboError(
+            raise UsageError(
                 f"OUTPUT_DIR {self.output_dir} is the BIDS dataset itself; use e.g. {suggestion}",
-                ExitCode.USAGE,
             )
         if bids in out.parents and not _is_derivatives_subfolder(out, bids):
-            raise LumboError(
+            raise UsageError(
                 f"OUTPUT_DIR {self.output_dir} is inside the BIDS dataset; use e.g. {suggestion}",
-                ExitCode.USAGE,
             )
         work = self.work_dir.resolve()
         if work == bids or bids in work.parents:
-            raise LumboError(
+            raise UsageError(
                 f"--work-dir {self.work_dir} is inside the BIDS dataset {self.bids_dir}; put it elsewhere",
-                ExitCode.USAGE,
             )
         for label, path in (
             ("--bids-filter-file", self.bids_filter_file),
@@ -144,7 +141,7 @@ class Config:
             ("--qc-ratings", self.qc_ratings),
         ):
             if path is not None and not path.exists():
-                raise LumboError(f"{label} {path} does not exist", ExitCode.NO_INPUT)
+                raise MissingInputError(f"{label} {path} does not exist")
         for label, path in (("OUTPUT_DIR", self.output_dir), ("--work-dir", self.work_dir)):
             try:
                 path.mkdir(parents=True, exist_ok=True)
@@ -152,7 +149,7 @@ class Config:
                 probe.touch()
                 probe.unlink()
             except OSError as exc:
-                raise LumboError(f"cannot create or write {label} {path}: {exc.strerror}", ExitCode.CANT_CREATE) from None
+                raise OutputError(f"cannot create or write {label} {path}: {exc.strerror}") from None
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self), default=str))

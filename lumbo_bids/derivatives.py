@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from . import __version__
-from .errors import ExitCode, LumboError, output_error
+from .errors import OutputError, output_error
 from .utils.numbers import dumps_json
 
 CODE_URL = "https://github.com/lumbo-bids/lumbo_bids"
@@ -323,7 +323,7 @@ def write_dataset_files(output_dir: Path, bids_dir: Path, raw_description: dict)
         if wanted != existing:
             atomic_write_text(ignore_path, "\n".join(wanted) + "\n")
     except OSError as exc:
-        raise LumboError(f"cannot write to OUTPUT_DIR {output_dir}: {exc.strerror}", ExitCode.CANT_CREATE) from None
+        raise OutputError(f"cannot write to OUTPUT_DIR {output_dir}: {exc.strerror}") from None
 
 
 def read_json(path: Path) -> dict | None:

@@ -1,7 +1,15 @@
-"""Exit codes of the BIDS Apps draft specification (BEP027) and the errors that carry one."""
+"""The library's domain errors and the exit codes (BIDS Apps draft, BEP027) they map to.
+
+Library code raises the error that says *what* went wrong (:class:`UsageError`,
+:class:`MissingInputError`, :class:`InvalidInputError`, :class:`OutputError`, ...), with a
+one-line message naming the file; it never chooses an exit code nor names a command-line
+option. The CLI adds which option named the file (:func:`named`) and exits with the error's
+code (:class:`ExitCode`, one table here).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from enum import IntEnum
@@ -40,10 +48,52 @@ class LumboError(Exception):
         return type(self), (self.args[0], self.code)
 
 
+class UsageError(LumboError):
+    """A setting is wrong: an option's value, a file of settings (exit 64)."""
+
+    code = ExitCode.USAGE
+
+
+class InvalidInputError(LumboError):
+    """An input exists but cannot be used: unreadable, inconsistent, the wrong kind (exit 65)."""
+
+    code = ExitCode.BAD_DATA
+
+
+class MissingInputError(LumboError):
+    """An input the run needs does not exist (exit 66)."""
+
+    code = ExitCode.NO_INPUT
+
+
+class NothingSelectedError(LumboError):
+    """The dataset and the selection leave nothing to process (exit 18)."""
+
+    code = ExitCode.NOTHING_SELECTED
+
+
+class InvalidDatasetError(LumboError):
+    """The BIDS validator finds errors in the dataset (exit 16)."""
+
+    code = ExitCode.VALIDATION_FAILED
+
+
 class OutputError(LumboError):
     """A derivative cannot be written into OUTPUT_DIR (disk full, quota, read-only, permission)."""
 
     code = ExitCode.CANT_CREATE
+
+
+@contextlib.contextmanager
+def named(option: str):
+    """Prefix the message of a :class:`LumboError` raised inside with ``option``: the CLI says
+    which of its options named the file (``--search spec.json: not valid JSON``)."""
+    try:
+        yield
+    except LumboError as exc:
+        if type(exc).__reduce__ is not LumboError.__reduce__:  # a richer error: keep it whole
+            raise
+        raise type(exc)(f"{option} {exc}", exc.code) from None
 
 
 #: ``errno`` values that mean "the output cannot be created" (exit 73) when writing OUTPUT_DIR

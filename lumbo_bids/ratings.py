@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import ExitCode, LumboError
+from .errors import InvalidInputError, MissingInputError
 
 RATINGS = ("pass", "fail", "unrated")
 COLUMNS = ("image", "rating", "note")
@@ -25,10 +25,9 @@ def _header(path: Path, line: str) -> list[str]:
     header = [name.strip().lower() for name in line.lstrip("\ufeff").split("\t")]
     missing = [name for name in ("image", "rating") if name not in header]
     if missing:
-        raise LumboError(
+        raise InvalidInputError(
             f"{path}, row 1: the header must name the columns image, rating and note (tab-separated); "
             f"missing {', '.join(missing)} in {line.strip()!r}",
-            ExitCode.BAD_DATA,
         )
     return header
 
@@ -41,11 +40,11 @@ def read_ratings(path: Path) -> dict[str, tuple[str, str]]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise LumboError(f"QC ratings file {path} does not exist", ExitCode.NO_INPUT) from None
+        raise MissingInputError(f"QC ratings file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise LumboError(f"QC ratings file {path} cannot be read: {exc}", ExitCode.BAD_DATA) from None
+        raise InvalidInputError(f"QC ratings file {path} cannot be read: {exc}") from None
     if not lines or not lines[0].strip():
-        raise LumboError(f"{path}, row 1: empty file; expected the header image, rating, note", ExitCode.BAD_DATA)
+        raise InvalidInputError(f"{path}, row 1: empty file; expected the header image, rating, note")
     header = _header(path, lines[0])
     ratings: dict[str, tuple[str, str]] = {}
     rows: dict[str, int] = {}
@@ -56,19 +55,19 @@ def read_ratings(path: Path) -> dict[str, tuple[str, str]]:
         if len(fields) == len(header) - 1 and header[-1] == "note":
             fields.append("")  # a trailing empty note whose tab a spreadsheet dropped
         if len(fields) != len(header):
-            raise LumboError(
-                f"{path}, row {number}: {len(fields)} tab-separated field(s), the header has {len(header)}", ExitCode.BAD_DATA
+            raise InvalidInputError(
+                f"{path}, row {number}: {len(fields)} tab-separated field(s), the header has {len(header)}",
             )
         row = dict(zip(header, fields))
         image, rating = _image_name(row["image"]), row["rating"].strip().lower()
         if not image:
-            raise LumboError(f"{path}, row {number}: the image name is empty", ExitCode.BAD_DATA)
+            raise InvalidInputError(f"{path}, row {number}: the image name is empty")
         if rating not in RATINGS:
-            raise LumboError(
-                f"{path}, row {number}: rating {row['rating']!r} of {image} is not one of {', '.join(RATINGS)}", ExitCode.BAD_DATA
+            raise InvalidInputError(
+                f"{path}, row {number}: rating {row['rating']!r} of {image} is not one of {', '.join(RATINGS)}",
             )
         if image in rows:
-            raise LumboError(f"{path}, row {number}: {image} was already rated in row {rows[image]}", ExitCode.BAD_DATA)
+            raise InvalidInputError(f"{path}, row {number}: {image} was already rated in row {rows[image]}")
         rows[image] = number
         ratings[image] = (rating, row.get("note", "").strip())
     return ratings

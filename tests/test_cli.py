@@ -148,3 +148,14 @@ def test_crash_summary_gives_the_message_and_its_exit_code(tmp_path, error, code
     failure = summarise_crash(crash)
     assert failure.text == f"lumbo_bids_wf.sub_01_wf.ds_mask: {error.split(': ', 1)[1]}"
     assert failure.code == code
+
+
+def test_named_prefixes_the_option_and_keeps_type_and_code():
+    from lumbo_bids.errors import ExitCode, MissingInputError, UsageError, named
+
+    with pytest.raises(UsageError) as error, named("--search"):
+        raise UsageError("spec.json: not valid JSON")
+    assert str(error.value) == "--search spec.json: not valid JSON" and error.value.code == ExitCode.USAGE
+    with pytest.raises(MissingInputError) as error, named("--bids-filter-file"):
+        raise MissingInputError("f.json does not exist")
+    assert error.value.code == ExitCode.NO_INPUT and str(error.value).startswith("--bids-filter-file f.json")

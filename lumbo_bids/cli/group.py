@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ExitCode, LumboError
+from ..errors import ExitCode, LumboError, named
 
 LOGGER = logging.getLogger("lumbo_bids.group")
 
@@ -38,7 +38,8 @@ def run_group(config, inputs: dict) -> ExitCode:
     if config.search is not None:
         from ..model.search import load_search_spec, subject_folds
 
-        search_spec = load_search_spec(config.search)
+        with named("--search"):
+            search_spec = load_search_spec(config.search)
         subject_folds([a.subject for a in anats], search_spec.folds, search_spec.seed)  # enough subjects?
     else:
         train_subjects, val_subjects = split_subjects(

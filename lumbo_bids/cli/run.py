@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..errors import ExitCode, LumboError
+from ..errors import ExitCode, LumboError, named
 
 LOGGER = logging.getLogger("lumbo_bids")
 
@@ -169,9 +169,11 @@ def _select_inputs(config, labels_dir_given: bool) -> tuple[dict, dict]:
 
     check_input_options(config, labels_dir_given)
     raw_description = bids.read_dataset_description(config.bids_dir)
-    filters = bids.load_filters(config.bids_filter_file)
+    with named("--bids-filter-file"):
+        filters = bids.load_filters(config.bids_filter_file)
     layout = bids.build_layout(config.bids_dir, config.bids_database_dir)
-    bids.check_filters(layout, filters, config.bids_filter_file)
+    with named("--bids-filter-file"):
+        bids.check_filters(layout, filters, config.bids_filter_file)
     subjects = bids.select_subjects(layout, config.participant_label)
     if not config.skip_bids_validation:
         bids.validate_dataset(config.bids_dir, subjects)

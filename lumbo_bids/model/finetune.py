@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..errors import ExitCode, LumboError
+from ..errors import InvalidInputError, UsageError
 
 LOGGER = logging.getLogger("lumbo_bids.group")
 
@@ -43,25 +43,23 @@ def split_subjects(
     if explicit:
         unknown = sorted(set(explicit) - set(subjects))
         if unknown:
-            raise LumboError(
+            raise UsageError(
                 f"--validation-subjects {', '.join(unknown)} have no image with a manual mask "
                 f"(subjects with masks: {', '.join(subjects)})",
-                ExitCode.USAGE,
             )
         val = sorted(set(explicit))
     else:
         if len(subjects) < 2:
-            raise LumboError(
+            raise InvalidInputError(
                 f"fine-tuning needs at least 2 subjects with manual masks for a subject-wise "
                 f"validation split; found {len(subjects)} ({', '.join(subjects) or 'none'})",
-                ExitCode.BAD_DATA,
             )
         n_val = min(len(subjects) - 1, max(1, round(fraction * len(subjects))))
         rng = np.random.default_rng(seed)
         val = sorted(rng.choice(subjects, size=n_val, replace=False).tolist())
     train = [s for s in subjects if s not in val]
     if not train:
-        raise LumboError("every subject is in the validation set: nothing left to train on", ExitCode.USAGE)
+        raise UsageError("every subject is in the validation set: nothing left to train on")
     return train, val
 
 

@@ -36,7 +36,7 @@ import h5py
 import keras
 import numpy as np
 
-from ..errors import ExitCode, LumboError
+from ..errors import InvalidInputError, LumboError, MissingInputError
 from .network import build_unet2d
 from .unet_config import UNet2DConfig
 
@@ -60,7 +60,7 @@ _NOT_CTR = "not a deepseg_sc 2D centerline U-Net (SCT nn_architecture_ctr)"
 
 
 def _not_ctr(path: PathLike, detail: str) -> LumboError:
-    return LumboError(f"{path}: {_NOT_CTR}: {detail}", ExitCode.BAD_DATA)
+    return InvalidInputError(f"{path}: {_NOT_CTR}: {detail}")
 
 
 # --------------------------------------------------------------------------- file access
@@ -68,16 +68,16 @@ def _not_ctr(path: PathLike, detail: str) -> LumboError:
 def _open(path: PathLike) -> Iterator[h5py.File]:
     """Open an HDF5 file read-only; a missing, non-HDF5 or truncated file is a one-line error naming it."""
     if not Path(path).is_file():
-        raise LumboError(f"{path}: no such file", ExitCode.NO_INPUT)
+        raise MissingInputError(f"{path}: no such file")
     try:
         handle = h5py.File(path, "r")
     except (OSError, ValueError) as exc:
-        raise LumboError(f"{path}: not a readable HDF5 file ({exc})", ExitCode.BAD_DATA) from exc
+        raise InvalidInputError(f"{path}: not a readable HDF5 file ({exc})") from exc
     try:
         with handle:
             yield handle
     except (OSError, KeyError, RuntimeError) as exc:
-        raise LumboError(f"{path}: corrupt or truncated Keras HDF5 file ({exc})", ExitCode.BAD_DATA) from exc
+        raise InvalidInputError(f"{path}: corrupt or truncated Keras HDF5 file ({exc})") from exc
 
 
 def _text(value: Any) -> str:
@@ -86,7 +86,7 @@ def _text(value: Any) -> str:
 
 def _attr_names(node: h5py.HLObject, key: str, path: PathLike) -> list[str]:
     if key not in node.attrs:
-        raise LumboError(f"{path}: missing HDF5 attribute {key!r} on {node.name!r}", ExitCode.BAD_DATA)
+        raise InvalidInputError(f"{path}: missing HDF5 attribute {key!r} on {node.name!r}")
     return [_text(n) for n in np.atleast_1d(node.attrs[key])]
 
 
@@ -96,34 +96,34 @@ def _read_layers(handle: h5py.File, path: PathLike) -> list[dict[str, Any]]:
     if not version.startswith("2."):
         raise _not_ctr(path, f"saved by Keras {version or 'of unknown version'}, not Keras 2")
     if "model_config" not in handle.attrs:
-        raise LumboError(f"{path}: missing HDF5 attribute 'model_config' (a weights-only file?)", ExitCode.BAD_DATA)
+        raise InvalidInputError(f"{path}: missing HDF5 attribute 'model_config' (a weights-only file?)")
     try:
         config = json.loads(_text(handle.attrs["model_config"]))
     except json.JSONDecodeError as exc:
-        raise LumboError(f"{path}: attribute 'model_config' is not valid JSON ({exc})", ExitCode.BAD_DATA) from exc
+        raise InvalidInputError(f"{path}: attribute 'model_config' is not valid JSON ({exc})") from exc
     if not isinstance(config, dict) or config.get("class_name") not in ("Model", "Functional"):
         raise _not_ctr(path, f"model class {config.get('class_name') if isinstance(config, dict) else None!r}")
     layers = config.get("config", {}).get("layers")
     if not isinstance(layers, list) or not all(
         isinstance(la, dict) and "class_name" in la and "name" in la.get("config", {}) for la in layers
     ):
-        raise LumboError(f"{path}: model_config has no readable layer list", ExitCode.BAD_DATA)
+        raise InvalidInputError(f"{path}: model_config has no readable layer list")
     return layers
 
 
 def _read_weights(handle: h5py.File, path: PathLike) -> dict[str, dict[str, np.ndarray]]:
     """``{file layer: {weight name without prefix and ':0': array}}`` of the layers holding weights."""
     if "model_weights" not in handle:
-        raise LumboError(f"{path}: no 'model_weights' group", ExitCode.BAD_DATA)
+        raise InvalidInputError(f"{path}: no 'model_weights' group")
     group = handle["model_weights"]
     weights: dict[str, dict[str, np.ndarray]] = {}
     for layer in _attr_names(group, "layer_names", path):
         if layer not in group:
-            raise LumboError(f"{path}: layer {layer!r} listed in layer_names has no group", ExitCode.BAD_DATA)
+            raise InvalidInputError(f"{path}: layer {layer!r} listed in layer_names has no group")
         arrays = {}
         for name in _attr_names(group[layer], "weight_names", path):
             if name not in group[layer]:
-                raise LumboError(f"{path}: layer {layer!r}: weight {name!r} missing", ExitCode.BAD_DATA)
+                raise InvalidInputError(f"{path}: layer {layer!r}: weight {name!r} missing")
             arrays[name.rsplit("/", 1)[-1].split(":", 1)[0]] = np.asarray(group[layer][name])
         if arrays:
             weights[layer] = arrays
@@ -156,8 +156,8 @@ def _lambda_temperature(cfg: dict[str, Any], where: str) -> float:
         or not (isinstance(closure, list) and len(closure) == 1 and isinstance(closure[0], (int, float)))
         or closure[0] <= 0
     ):
-        raise LumboError(
-            f"{where}: unsupported Lambda (only SCT's 'lambda z: z / temperature', temperature > 0)", ExitCode.BAD_DATA
+        raise InvalidInputError(
+            f"{where}: unsupported Lambda (only SCT's 'lambda z: z / temperature', temperature > 0)",
         )
     return float(closure[0])
 
@@ -252,7 +252,7 @@ def _keras2_inputs(layer: dict[str, Any], path: PathLike) -> list[str]:
     try:
         return [str(item[0]) for node in nodes for item in node]
     except (TypeError, IndexError) as exc:
-        raise LumboError(f"{path}: layer {layer['name']!r}: unreadable inbound_nodes", ExitCode.BAD_DATA) from exc
+        raise InvalidInputError(f"{path}: layer {layer['name']!r}: unreadable inbound_nodes") from exc
 
 
 def _pair_layers(model: keras.Model, layers: list[dict[str, Any]], path: PathLike, channels_first: bool) -> dict[str, str]:
@@ -280,19 +280,19 @@ def _pair_layers(model: keras.Model, layers: list[dict[str, Any]], path: PathLik
 def _assign_weights(model: keras.Model, stored: dict[str, dict[str, np.ndarray]], names: dict[str, str], path: PathLike) -> None:
     unused = sorted(set(stored) - set(names.values()))
     if unused:
-        raise LumboError(f"{path}: weights stored for layers not in the model: {unused}", ExitCode.BAD_DATA)
+        raise InvalidInputError(f"{path}: weights stored for layers not in the model: {unused}")
     for layer in model.layers:
         src = names[layer.name]
         arrays = stored.get(src, {})
         variables = {v.name.rsplit("/", 1)[-1].split(":", 1)[0]: v for v in layer.weights}
         if set(variables) != set(arrays):
-            raise LumboError(
-                f"{path}: layer {src!r}: stored weights {sorted(arrays)}, expected {sorted(variables)}", ExitCode.BAD_DATA
+            raise InvalidInputError(
+                f"{path}: layer {src!r}: stored weights {sorted(arrays)}, expected {sorted(variables)}",
             )
         for key, array in arrays.items():
             if tuple(variables[key].shape) != array.shape:
                 shapes = f"{array.shape} in the file, {tuple(variables[key].shape)} expected"
-                raise LumboError(f"{path}: layer {src!r}: weight {key!r} has shape {shapes}", ExitCode.BAD_DATA)
+                raise InvalidInputError(f"{path}: layer {src!r}: weight {key!r} has shape {shapes}")
         for key, array in arrays.items():
             variables[key].assign(array.astype(variables[key].dtype))
 

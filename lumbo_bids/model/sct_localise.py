@@ -47,7 +47,7 @@ from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 from nibabel.processing import resample_from_to
 from scipy import ndimage
 
-from ..errors import ExitCode, LumboError
+from ..errors import InvalidInputError
 from ..geometry import Grid, resample_to_grid, resampled_grid
 
 __all__ = [
@@ -291,9 +291,8 @@ def sct_heatmap_on_grid(
     grid = Grid(tuple(np.shape(volume)), affine)
     codes = nib.aff2axcodes(grid.affine)
     if tuple(codes) != CTR_ORIENTATION:
-        raise LumboError(
+        raise InvalidInputError(
             f"SCT centerline models need an RPI volume (axes {''.join(CTR_ORIENTATION)}), got axes {''.join(codes)}",
-            ExitCode.BAD_DATA,
         )
     inplane = np.asarray(CTR_RESOLUTION_MM[:2], dtype=float)
     if np.allclose(grid.zooms[:2], inplane, atol=1e-3):

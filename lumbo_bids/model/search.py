@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ExitCode, LumboError
+from ..errors import InvalidInputError, LumboError, MissingInputError, UsageError
 
 LOGGER = logging.getLogger("lumbo_bids.search")
 
@@ -68,26 +68,26 @@ class SearchSpec:
 
 
 def load_search_spec(path: Path) -> SearchSpec:
-    """Read and check a spec file; every problem is one line naming the file (exit 64/66)."""
+    """Read and check a spec file; every problem is one line naming the file."""
     if not Path(path).is_file():
-        raise LumboError(f"--search {path}: no such file", ExitCode.NO_INPUT)
+        raise MissingInputError(f"{path}: no such file")
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise LumboError(f"--search {path}: not valid JSON ({exc.msg}, line {exc.lineno})", ExitCode.USAGE) from None
+        raise UsageError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
     if not isinstance(data, dict) or not isinstance(data.get("space"), dict) or not data["space"]:
-        raise LumboError(f"--search {path}: needs a non-empty object 'space'", ExitCode.USAGE)
+        raise UsageError(f"{path}: needs a non-empty object 'space'")
     for key, values in data["space"].items():
         if key not in SPACE_KEYS:
-            raise LumboError(f"--search {path}: unknown parameter '{key}' (known: {', '.join(SPACE_KEYS)})", ExitCode.USAGE)
+            raise UsageError(f"{path}: unknown parameter '{key}' (known: {', '.join(SPACE_KEYS)})")
         if not isinstance(values, list) or not values or not all(SPACE_KEYS[key](v) for v in values):
-            raise LumboError(f"--search {path}: 'space.{key}' must be a non-empty list of valid values", ExitCode.USAGE)
+            raise UsageError(f"{path}: 'space.{key}' must be a non-empty list of valid values")
     folds = data.get("folds", 3)
     if not isinstance(folds, int) or folds < 2:
-        raise LumboError(f"--search {path}: 'folds' must be an integer >= 2", ExitCode.USAGE)
+        raise UsageError(f"{path}: 'folds' must be an integer >= 2")
     extra = set(data) - {"space", "folds", "seed", "steps_per_epoch", "batch_size", "max_trials"}
     if extra:
-        raise LumboError(f"--search {path}: unknown key(s) {', '.join(sorted(extra))}", ExitCode.USAGE)
+        raise UsageError(f"{path}: unknown key(s) {', '.join(sorted(extra))}")
     return SearchSpec(
         space=data["space"], folds=folds, seed=int(data.get("seed", 42)),
         steps_per_epoch=int(data.get("steps_per_epoch", 50)), batch_size=int(data.get("batch_size", 4)),
@@ -99,10 +99,9 @@ def subject_folds(subjects: list[str], k: int, seed: int) -> list[list[str]]:
     """``k`` disjoint validation sets covering every subject once (shuffled with ``seed``)."""
     subjects = sorted(set(subjects))
     if len(subjects) < k:
-        raise LumboError(
+        raise InvalidInputError(
             f"{k}-fold cross-validation needs at least {k} subjects with manual masks; found {len(subjects)} "
             f"({', '.join(subjects)})",
-            ExitCode.BAD_DATA,
         )
     order = np.random.default_rng(seed).permutation(len(subjects))
     return [sorted(subjects[i] for i in order[f::k]) for f in range(k)]
@@ -159,7 +158,7 @@ def run_search_ray(
         from ray import tune
         from ray.tune.schedulers import ASHAScheduler
     except ImportError:
-        raise LumboError("--ray-address needs Ray: pip install 'lumbo_bids[ray]'", ExitCode.FAILURE) from None
+        raise LumboError("Ray is not installed: pip install 'lumbo_bids[ray]'") from None
     folds = subject_folds(subjects, spec.folds, spec.seed)
     trials = spec.trials()
     ordered = sorted(set(subjects))

@@ -9,7 +9,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ExitCode, LumboError
+from ..errors import InvalidInputError, MissingInputError, OutputError
 
 LOGGER = logging.getLogger("lumbo_bids.model")
 
@@ -66,7 +66,7 @@ def unpack_model(path: Path | None, work_dir: Path) -> Path | None:
             os.replace(staging, target)  # fails if another run unpacked it meanwhile: fine
         except OSError as exc:
             if not (target / MANIFEST_NAME).is_file():
-                raise LumboError(f"--model {path}: cannot unpack into {target}: {exc.strerror}", ExitCode.CANT_CREATE) from None
+                raise OutputError(f"--model {path}: cannot unpack into {target}: {exc.strerror}") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     LOGGER.info("--model %s: unpacked into %s", path, target)
@@ -81,7 +81,7 @@ def read_segmentation_model(path: Path | None) -> SegmentationModel:
     artifact = load_artifact(path)  # ArtifactError is a LumboError: one line, exit 65/66
     manifest = artifact.manifest
     if manifest.get("task") != "segmentation":
-        raise LumboError(f"--model {path}: a {manifest.get('task')!r} model, not a segmentation model", ExitCode.BAD_DATA)
+        raise InvalidInputError(f"--model {path}: a {manifest.get('task')!r} model, not a segmentation model")
     pre = manifest["preprocessing"]
     return SegmentationModel(
         path=artifact.path,
@@ -107,15 +107,15 @@ def bundled_localiser(segmentation: SegmentationModel) -> tuple[str, str, str] |
         return None
     where = f"--model {segmentation.path}"
     if not (isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("sha256"), str)):
-        raise LumboError(f"{where}: 'localiser' must name a sub-folder ('path') and its weights' 'sha256'", ExitCode.BAD_DATA)
+        raise InvalidInputError(f"{where}: 'localiser' must name a sub-folder ('path') and its weights' 'sha256'")
     path = (segmentation.path / entry["path"]).resolve()
     if segmentation.path.resolve() not in path.parents:
-        raise LumboError(f"{where}: its localiser {entry['path']!r} is not inside the model folder", ExitCode.BAD_DATA)
+        raise InvalidInputError(f"{where}: its localiser {entry['path']!r} is not inside the model folder")
     artifact = load_artifact(path)  # missing or corrupt: one line, exit 65/66
     if artifact.manifest.get("task") != "localisation":
-        raise LumboError(f"{where}: {path} is a {artifact.manifest.get('task')!r} model, not a localiser", ExitCode.BAD_DATA)
+        raise InvalidInputError(f"{where}: {path} is a {artifact.manifest.get('task')!r} model, not a localiser")
     if artifact.checksum != entry["sha256"]:
-        raise LumboError(f"{where}: {path} is not the localiser the model was saved with (sha256 differs)", ExitCode.BAD_DATA)
+        raise InvalidInputError(f"{where}: {path} is not the localiser the model was saved with (sha256 differs)")
     return str(path), artifact.checksum, f"lumbo_bids {artifact.manifest.get('name', 'localiser')}, bundled with --model"
 
 
@@ -136,7 +136,7 @@ def choose_localiser(
             fallback = sct_models / "t2_ctr.h5"
             if not fallback.is_file():
                 what = f"{wanted.name} not" if wanted == fallback else f"neither {wanted.name} nor {fallback.name}"
-                raise LumboError(f"--sct-models {sct_models}: {what} found", ExitCode.NO_INPUT)
+                raise MissingInputError(f"--sct-models {sct_models}: {what} found")
             LOGGER.warning("--sct-models: no %s for %s images, using %s", wanted.name, contrast, fallback.name)
             wanted = fallback
         return str(wanted), sha256_file(wanted), f"SCT {wanted.name}"
@@ -150,10 +150,9 @@ def choose_models(config, contrast: str, needs_localiser: bool = True) -> ModelC
     """Models for one image of ``contrast`` (artifacts are verified here, before any work)."""
     segmentation = read_segmentation_model(config.model)
     if segmentation.contrasts and contrast not in segmentation.contrasts:
-        raise LumboError(
+        raise InvalidInputError(
             f"--model {segmentation.path} supports {', '.join(segmentation.contrasts)}, not {contrast}: "
             "restrict the inputs with --bids-filter-file",
-            ExitCode.BAD_DATA,
         )
     if needs_localiser:
         localiser, checksum, description = choose_localiser(contrast, config.sct_models, segmentation)

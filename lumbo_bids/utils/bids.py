@@ -14,7 +14,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ExitCode, LumboError
+from ..errors import (
+    InvalidDatasetError,
+    InvalidInputError,
+    LumboError,
+    MissingInputError,
+    NothingSelectedError,
+    UsageError,
+)
 
 LOGGER = logging.getLogger("lumbo_bids.bids")
 
@@ -57,37 +64,36 @@ class AnatInput:
 def read_dataset_description(bids_dir: Path) -> dict:
     """Return the raw dataset's description, or raise a one-line :class:`LumboError`."""
     if not bids_dir.is_dir():
-        raise LumboError(f"BIDS_DIR {bids_dir} does not exist or is not a folder", ExitCode.NO_INPUT)
+        raise MissingInputError(f"BIDS_DIR {bids_dir} does not exist or is not a folder")
     description = bids_dir / "dataset_description.json"
     if not description.is_file():
-        raise LumboError(f"{description} is missing: {bids_dir} is not a BIDS dataset", ExitCode.NO_INPUT)
+        raise MissingInputError(f"{description} is missing: {bids_dir} is not a BIDS dataset")
     try:
         data = json.loads(description.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LumboError(f"{description} is not valid JSON ({exc})", ExitCode.BAD_DATA) from None
+        raise InvalidInputError(f"{description} is not valid JSON ({exc})") from None
     if not isinstance(data, dict) or "Name" not in data or "BIDSVersion" not in data:
-        raise LumboError(f"{description} must be a JSON object with 'Name' and 'BIDSVersion'", ExitCode.BAD_DATA)
+        raise InvalidInputError(f"{description} must be a JSON object with 'Name' and 'BIDSVersion'")
     return data
 
 
 def load_filters(path: Path | None) -> dict:
-    """Read a ``--bids-filter-file``: ``{"anat": {pybids entity: value(s)}}``."""
+    """Read a filter file (``--bids-filter-file``): ``{"anat": {pybids entity: value(s)}}``."""
     if path is None:
         return {}
     if not path.is_file():
-        raise LumboError(f"--bids-filter-file {path} does not exist", ExitCode.NO_INPUT)
+        raise MissingInputError(f"{path} does not exist")
     try:
         filters = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise LumboError(f"--bids-filter-file {path} is not valid JSON ({exc})", ExitCode.USAGE) from None
+        raise UsageError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(filters, dict) or not all(isinstance(v, dict) for v in filters.values()):
-        raise LumboError(
-            f"--bids-filter-file {path} must map input names (e.g. 'anat') to pybids queries",
-            ExitCode.USAGE,
+        raise UsageError(
+            f"{path} must map input names (e.g. 'anat') to pybids queries",
         )
     unknown = set(filters) - {"anat"}
     if unknown:
-        raise LumboError(f"--bids-filter-file {path}: unknown input(s) {sorted(unknown)}; known: 'anat'", ExitCode.USAGE)
+        raise UsageError(f"{path}: unknown input(s) {sorted(unknown)}; known: 'anat'")
     return filters
 
 
@@ -97,18 +103,18 @@ _FILTER_SCALARS = (str, int, float, bool, type(None))
 
 
 def check_filters(layout, filters: dict, path: Path | None) -> None:
-    """Refuse unknown entities and odd values in a ``--bids-filter-file`` (one line, exit 64)."""
+    """Refuse unknown entities and odd values in a filter file (:class:`UsageError`)."""
     known = set(layout.get_entities()) | _QUERY_KEYWORDS
     for name, query in filters.items():
         for key, value in query.items():
             if key not in known:
                 close = difflib.get_close_matches(key, sorted(known), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise LumboError(f"--bids-filter-file {path}: {name}: {key!r} is not a BIDS entity{hint}", ExitCode.USAGE)
+                raise UsageError(f"{path}: {name}: {key!r} is not a BIDS entity{hint}")
             values = value if isinstance(value, list) else [value]
             if not all(isinstance(v, _FILTER_SCALARS) for v in values):
-                raise LumboError(
-                    f"--bids-filter-file {path}: {name}: {key!r} must be a value or a list of values", ExitCode.USAGE
+                raise UsageError(
+                    f"{path}: {name}: {key!r} must be a value or a list of values",
                 )
 
 
@@ -129,14 +135,13 @@ def select_subjects(layout, requested: list[str] | None) -> list[str]:
     available = sorted(layout.get_subjects())
     if not requested:
         if not available:
-            raise LumboError(f"no subject folder (sub-*) found in {layout.root}", ExitCode.NOTHING_SELECTED)
+            raise NothingSelectedError(f"no subject folder (sub-*) found in {layout.root}")
         return available
     missing = sorted(set(requested) - set(available))
     if missing:
-        raise LumboError(
+        raise UsageError(
             f"participant label(s) not found in {layout.root}: {', '.join(missing)} "
             f"(available: {', '.join(available) or 'none'})",
-            ExitCode.USAGE,
         )
     return sorted(dict.fromkeys(requested))
 
@@ -210,7 +215,7 @@ def collect_anat(
         try:
             files = layout.get(subject=subject, return_type="object", **query)
         except (ValueError, TypeError) as exc:  # pybids refuses the query (filters are checked first)
-            raise LumboError(f"invalid BIDS query {query}: {exc}", ExitCode.USAGE) from None
+            raise UsageError(f"invalid BIDS query {query}: {exc}") from None
         items = []
         for bids_file in sorted(files, key=lambda f: f.path):
             entities = bids_file.get_entities()
@@ -228,10 +233,9 @@ def collect_anat(
         if items:
             found[subject] = items
     if not found:
-        raise LumboError(
+        raise NothingSelectedError(
             f"the BIDS filters selected no anatomical image in {bids_dir} "
             f"(query: {json.dumps({k: v for k, v in query.items()}, default=str)})",
-            ExitCode.NOTHING_SELECTED,
         )
     return found
 
@@ -244,10 +248,7 @@ def validate_dataset(bids_dir: Path, subjects: list[str]) -> None:
     """
     executable = shutil.which("bids-validator-deno") or str(Path(sys.executable).parent / "bids-validator-deno")
     if not Path(executable).exists():
-        raise LumboError(
-            "bids-validator-deno is not installed: install it or pass --skip-bids-validation",
-            ExitCode.FAILURE,
-        )
+        raise LumboError("bids-validator-deno is not installed: install it or pass --skip-bids-validation")
     with tempfile.TemporaryDirectory(prefix="lumbo_bids_validate_") as tmp:
         view = Path(tmp) / bids_dir.name
         view.mkdir()
@@ -281,16 +282,14 @@ def validate_dataset(bids_dir: Path, subjects: list[str]) -> None:
     except (json.JSONDecodeError, KeyError):
         raise LumboError(
             f"bids-validator-deno failed on {bids_dir} (exit {proc.returncode}): "
-            f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}",
-            ExitCode.FAILURE,
+            f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}"
         ) from None
     if errors:
         codes = sorted({e.get("code", "?") for e in errors})
         first = errors[0]
         where = first.get("location", "")
-        raise LumboError(
+        raise InvalidDatasetError(
             f"BIDS validation of {bids_dir} failed with {len(errors)} error(s) ({', '.join(codes)}); "
-            f"first: {first.get('code')} at {where}. Fix the dataset or pass --skip-bids-validation",
-            ExitCode.VALIDATION_FAILED,
+            f"first: {first.get('code')} at {where}. Fix the dataset or pass --skip-bids-validation"
         )
     LOGGER.info("bids-validator-deno: %s is valid for %d subject(s)", bids_dir, len(subjects))

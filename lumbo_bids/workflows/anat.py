@@ -39,17 +39,7 @@ def init_anat_seg_wf(config, anat, models, name: str):
         omp_nthreads=config.omp_nthreads,
     )
     centerline_method = "manual mask" if use_mask else f"automatic ({models.localiser_name})"
-    standardise = pe.Node(Standardise(intensity=seg.intensity), name="standardise")
-    segment = pe.Node(
-        Segment(model=str(seg.path), model_checksum=seg.checksum, tta=config.tta, omp_nthreads=config.omp_nthreads),
-        name="segment",
-        mem_gb=2.0,
-        n_procs=config.omp_nthreads,
-    )
-    if config.overlap is not None:
-        segment.inputs.overlap = config.overlap
-    postprocess = pe.Node(Postprocess(threshold=config.threshold or seg.threshold), name="postprocess")
-    to_native = pe.Node(ToNative(reference_file=str(anat.path), threshold=0.5), name="to_native")
+    standardise, segment, postprocess, to_native = _segmentation_nodes(config, anat, seg)
 
     workflow.connect([
         (preproc_wf, standardise, [("outputnode.out_stack", "in_stack")]),
@@ -73,7 +63,32 @@ def init_anat_seg_wf(config, anat, models, name: str):
             ("outputnode.input_warnings", "inputnode.input_warnings"),
         ]),
     ])  # fmt: skip
-    # -- QC failure flags (lumbo_bids.qc) from the probability, the mask and the crop: mask sidecar
+    _connect_qc_flags(workflow, preproc_wf, segment, postprocess, ds_wf, use_mask)
+    if anat.mask is not None:
+        _connect_evaluation(workflow, preproc_wf, to_native, ds_wf)
+    if config.save_probseg:
+        _connect_probseg(workflow, anat, preproc_wf, segment, ds_wf)
+    return workflow
+
+
+def _segmentation_nodes(config, anat, seg):
+    """Standardise -> segment -> post-process -> back to the source grid, as ``seg`` plans."""
+    standardise = pe.Node(Standardise(intensity=seg.intensity), name="standardise")
+    segment = pe.Node(
+        Segment(model=str(seg.path), model_checksum=seg.checksum, tta=config.tta, omp_nthreads=config.omp_nthreads),
+        name="segment",
+        mem_gb=2.0,
+        n_procs=config.omp_nthreads,
+    )
+    if config.overlap is not None:
+        segment.inputs.overlap = config.overlap
+    postprocess = pe.Node(Postprocess(threshold=config.threshold or seg.threshold), name="postprocess")
+    to_native = pe.Node(ToNative(reference_file=str(anat.path), threshold=0.5), name="to_native")
+    return standardise, segment, postprocess, to_native
+
+
+def _connect_qc_flags(workflow, preproc_wf, segment, postprocess, ds_wf, use_mask: bool) -> None:
+    """QC failure flags (:mod:`lumbo_bids.qc`) from the probability, the mask and the crop."""
     qc_flags = pe.Node(QCFlags(), name="qc_flags")
     workflow.connect([
         (segment, qc_flags, [("prob_stack", "prob_stack")]),
@@ -83,19 +98,24 @@ def init_anat_seg_wf(config, anat, models, name: str):
     ])  # fmt: skip
     support = ("outputnode.mask_stack", "support_stack") if use_mask else ("outputnode.heatmap_file", "heatmap_file")
     workflow.connect(preproc_wf, support[0], qc_flags, support[1])  # where the centerline was seen
-    if anat.mask is not None:
-        evaluate = pe.Node(EvaluateMask(), name="evaluate")
-        workflow.connect([
-            (to_native, evaluate, [("out_file", "in_file")]),
-            (preproc_wf, evaluate, [("outputnode.mask_native", "reference_file")]),
-            (preproc_wf, ds_wf, [("outputnode.mask_file", "inputnode.preproc_mask")]),
-            (evaluate, ds_wf, [("out_tsv", "inputnode.evaluation"), ("metadata", "inputnode.evaluation_meta")]),
-        ])  # fmt: skip
-    if config.save_probseg:
-        to_native_prob = pe.Node(ToNative(reference_file=str(anat.path)), name="to_native_prob")
-        workflow.connect([
-            (segment, to_native_prob, [("prob_stack", "in_stack")]),
-            (preproc_wf, to_native_prob, [("outputnode.geometry_json", "geometry_json")]),
-            (to_native_prob, ds_wf, [("out_file", "inputnode.probseg")]),
-        ])  # fmt: skip
-    return workflow
+
+
+def _connect_evaluation(workflow, preproc_wf, to_native, ds_wf) -> None:
+    """The mask scored against the manual mask, on the source grid."""
+    evaluate = pe.Node(EvaluateMask(), name="evaluate")
+    workflow.connect([
+        (to_native, evaluate, [("out_file", "in_file")]),
+        (preproc_wf, evaluate, [("outputnode.mask_native", "reference_file")]),
+        (preproc_wf, ds_wf, [("outputnode.mask_file", "inputnode.preproc_mask")]),
+        (evaluate, ds_wf, [("out_tsv", "inputnode.evaluation"), ("metadata", "inputnode.evaluation_meta")]),
+    ])  # fmt: skip
+
+
+def _connect_probseg(workflow, anat, preproc_wf, segment, ds_wf) -> None:
+    """The network's probability, back on the source grid (``--save-probseg``)."""
+    to_native_prob = pe.Node(ToNative(reference_file=str(anat.path)), name="to_native_prob")
+    workflow.connect([
+        (segment, to_native_prob, [("prob_stack", "in_stack")]),
+        (preproc_wf, to_native_prob, [("outputnode.geometry_json", "geometry_json")]),
+        (to_native_prob, ds_wf, [("out_file", "inputnode.probseg")]),
+    ])  # fmt: skip

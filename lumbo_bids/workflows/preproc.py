@@ -45,13 +45,7 @@ def init_anat_preproc_wf(
     """
     workflow = pe.Workflow(name=name)
     outputnode = pe.Node(niu.IdentityInterface(fields=OUTPUT_FIELDS), name="outputnode")
-    validate = pe.Node(ValidateAnat(in_file=str(anat.path)), name="validate")
-    if anat.mask is not None:
-        validate.inputs.mask_file = str(anat.mask)
-    reorient = pe.Node(Reorient(), name="reorient")
-    resample = pe.Node(Resample(resolution=resolution), name="resample")
-    centerline = pe.Node(Centerline(), name="centerline")
-    crop = pe.Node(CropAroundCenterline(native_file=str(anat.path), crop_size=tuple(crop_size)), name="crop")
+    validate, reorient, resample, centerline, crop = _image_nodes(anat, resolution, crop_size)
     workflow.connect([
         (validate, reorient, [("in_file", "in_file")]),
         (validate, outputnode, [("input_warnings", "input_warnings")]),
@@ -75,15 +69,7 @@ def init_anat_preproc_wf(
         ]),
     ])  # fmt: skip
     if anat.mask is not None:
-        reorient_mask = pe.Node(Reorient(is_mask=True), name="reorient_mask")
-        resample_mask = pe.Node(Resample(resolution=resolution, is_mask=True), name="resample_mask")
-        workflow.connect([
-            (validate, reorient_mask, [("mask_file", "in_file")]),
-            (validate, outputnode, [("mask_file", "mask_native")]),
-            (reorient_mask, resample_mask, [("out_file", "in_file")]),
-            (resample_mask, crop, [("out_file", "mask_file")]),
-            (resample_mask, outputnode, [("out_file", "mask_resampled")]),
-        ])  # fmt: skip
+        resample_mask = _connect_manual_mask(workflow, validate, crop, outputnode, resolution)
     if use_mask:
         if anat.mask is None:
             raise ValueError(f"{anat.path}: no manual mask to take the centerline from")
@@ -91,15 +77,46 @@ def init_anat_preproc_wf(
     else:
         if localiser is None:
             raise ValueError(f"{anat.path}: no manual mask and no cord localiser")
-        localise = pe.Node(
-            LocaliseCord(model=str(localiser[0]), model_checksum=localiser[1], omp_nthreads=omp_nthreads),
-            name="localise",
-            mem_gb=2.0,
-            n_procs=omp_nthreads,
-        )
-        workflow.connect([
-            (resample, localise, [("out_file", "in_file")]),
-            (localise, centerline, [("heatmap_file", "heatmap_file")]),
-            (localise, outputnode, [("heatmap_file", "heatmap_file")]),
-        ])  # fmt: skip
+        _connect_localiser(workflow, resample, centerline, outputnode, localiser, omp_nthreads)
     return workflow
+
+
+def _image_nodes(anat, resolution: float, crop_size: tuple[int, int]):
+    """Validate -> reorient -> resample, the centerline and the crop around it."""
+    validate = pe.Node(ValidateAnat(in_file=str(anat.path)), name="validate")
+    if anat.mask is not None:
+        validate.inputs.mask_file = str(anat.mask)
+    reorient = pe.Node(Reorient(), name="reorient")
+    resample = pe.Node(Resample(resolution=resolution), name="resample")
+    centerline = pe.Node(Centerline(), name="centerline")
+    crop = pe.Node(CropAroundCenterline(native_file=str(anat.path), crop_size=tuple(crop_size)), name="crop")
+    return validate, reorient, resample, centerline, crop
+
+
+def _connect_manual_mask(workflow, validate, crop, outputnode, resolution: float):
+    """The manual mask through the image's reorientation and resampling, into the crop."""
+    reorient_mask = pe.Node(Reorient(is_mask=True), name="reorient_mask")
+    resample_mask = pe.Node(Resample(resolution=resolution, is_mask=True), name="resample_mask")
+    workflow.connect([
+        (validate, reorient_mask, [("mask_file", "in_file")]),
+        (validate, outputnode, [("mask_file", "mask_native")]),
+        (reorient_mask, resample_mask, [("out_file", "in_file")]),
+        (resample_mask, crop, [("out_file", "mask_file")]),
+        (resample_mask, outputnode, [("out_file", "mask_resampled")]),
+    ])  # fmt: skip
+    return resample_mask
+
+
+def _connect_localiser(workflow, resample, centerline, outputnode, localiser, omp_nthreads: int) -> None:
+    """The localiser's heat-map (on the resampled image) as the centerline's source."""
+    localise = pe.Node(
+        LocaliseCord(model=str(localiser[0]), model_checksum=localiser[1], omp_nthreads=omp_nthreads),
+        name="localise",
+        mem_gb=2.0,
+        n_procs=omp_nthreads,
+    )
+    workflow.connect([
+        (resample, localise, [("out_file", "in_file")]),
+        (localise, centerline, [("heatmap_file", "heatmap_file")]),
+        (localise, outputnode, [("heatmap_file", "heatmap_file")]),
+    ])  # fmt: skip
