@@ -389,3 +389,32 @@ def _check_kept_and_sort(page) -> None:
     assert page.eval_on_selector_all("#images tbody tr", "rows => rows.map(r => r.dataset.subject)")[:2] == ["01", "03"]
     page.click(f'a[href="#img-{STEM["02"]}"]')  # the annotate-next link makes that image current
     assert _current(page) == "sub-02_ses-1_T1w"
+
+
+def test_report_figures_are_redrawn_only_when_their_inputs_change(tmp_path, monkeypatch):
+    from lumbo_bids.reports import figures as figures_module
+    from lumbo_bids.reports.figures import figure_path
+
+    out, raw, cache = tmp_path / "out", tmp_path / "raw", tmp_path / "work"
+    subject, session, suffix, shape, zooms, flags, dice, morph = CASES[0]
+    anat = _anat(raw, subject, session, suffix, shape, zooms)
+    _derivatives(out, anat, flags, dice, morph)
+    drawn = []
+    real = figures_module.sagittal_figure
+    monkeypatch.setattr(figures_module, "sagittal_figure", lambda *a, **k: drawn.append(1) or real(*a, **k))
+    report = write_subject_report(out, subject, [anat], "05mm", [], {"Run": "1"}, cache_dir=cache)
+    first = report.read_text()
+    assert len(drawn) == 2  # with and without the overlay
+    write_subject_report(out, subject, [anat], "05mm", [], {"Run": "1"}, cache_dir=cache)
+    assert len(drawn) == 2 and report.read_text() == first  # nothing changed: read back
+    # a figure damaged or removed in OUTPUT_DIR is drawn again
+    sagittal = figure_path(out, subject, STEM["01"], "sagittal")
+    sagittal.write_bytes(b"not a png")
+    write_subject_report(out, subject, [anat], "05mm", [], {"Run": "1"}, cache_dir=cache)
+    assert len(drawn) == 4 and report.read_text() == first
+    # a new mask: new figures
+    mask = image_output_path(out, anat, "mask")
+    image = nib.load(mask)
+    nib.save(nib.Nifti1Image(np.zeros(image.shape, np.uint8), image.affine), mask)
+    write_subject_report(out, subject, [anat], "05mm", [], {"Run": "1"}, cache_dir=cache)
+    assert len(drawn) == 6 and report.read_text() != first

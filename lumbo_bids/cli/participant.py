@@ -306,7 +306,7 @@ def write_reports(config, inputs: dict, failures: dict[str, list[Failure]], seco
         report = subject_report_path(config.output_dir, subject)
         lines = [f.text for f in failures.get(subject, [])]
         try:
-            write_subject_report(config.output_dir, subject, anats, res, lines, run_info)
+            write_subject_report(config.output_dir, subject, anats, res, lines, run_info, cache_dir=config.work_dir)
         except OSError as exc:
             if (error := output_error(exc)) is None:
                 LOGGER.warning("sub-%s: could not write the report %s: %s", subject, report, exc)

@@ -10,12 +10,15 @@ single self-contained file: figures are embedded, no script, no external URL.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
+import json
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from .. import __version__
 from ..derivatives import atomic_write_bytes, atomic_write_text, image_output_path, read_json, subject_report_path
 
 _STYLE = """
@@ -71,27 +74,68 @@ def _shown(value) -> object:
     return "n/a" if value is None else value
 
 
-def write_figures(output_dir: Path, anat, res: str) -> dict[tuple[str, bool], bytes]:
+def write_figures(output_dir: Path, anat, res: str, cache_dir: Path | None = None) -> dict[tuple[str, bool], bytes]:
     """Draw the image's sagittal view and axial slices, with and without the overlay, and
-    write them where :func:`~.figures.figure_path` says; their PNG bytes by ``(view, overlay)``."""
+    write them where :func:`~.figures.figure_path` says; their PNG bytes by ``(view, overlay)``.
+
+    With ``cache_dir`` (in the work dir), figures whose inputs (the source image, the mask, the
+    centerline, the crop, this version of lumbo_bids) have not changed since they were drawn
+    are read back instead of drawn again: a rerun with nothing to do redraws nothing."""
     from .figures import axial_mosaic, figure_path, sagittal_figure
 
     def deriv(key: str) -> Path:
         return image_output_path(output_dir, anat, key, res)
 
     mask_path = deriv("mask")
+    stem = mask_path.name.replace("_mask.nii.gz", "")
+    paths = {(view, overlay): figure_path(output_dir, anat.subject, stem, view, overlay)
+             for overlay in (True, False) for view in ("sagittal", "axial")}  # fmt: skip
+    stamp = Path(cache_dir) / "report_figures" / f"{stem}.json" if cache_dir is not None else None
+    key = _figures_key(anat.path, [mask_path, deriv("centerline_csv"), deriv("preproc")])
+    if stamp is not None and (figures := _cached_figures(stamp, key, paths)) is not None:
+        return figures
     source = nib.load(anat.path)
     data = np.asanyarray(source.dataobj, dtype=np.float32)
     data = data[..., 0] if data.ndim == 4 else data
     mask = np.asanyarray(nib.load(mask_path).dataobj) > 0
     centerline, corners = _centerline(deriv("centerline_csv")), _crop_corners(deriv("preproc"))
-    stem = mask_path.name.replace("_mask.nii.gz", "")
     figures = {}
     for overlay in (True, False):
         figures["sagittal", overlay] = sagittal_figure(data, mask, source.affine, centerline, corners, anat.stem, overlay)
         figures["axial", overlay] = axial_mosaic(data, mask, source.affine, overlay=overlay)
-    for (view, overlay), png in figures.items():
-        atomic_write_bytes(figure_path(output_dir, anat.subject, stem, view, overlay), png)
+    for view_overlay, png in figures.items():
+        atomic_write_bytes(paths[view_overlay], png)
+    if stamp is not None:
+        digests = {str(paths[k]): hashlib.sha256(png).hexdigest() for k, png in figures.items()}
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(stamp, json.dumps({"key": key, "figures": digests}))
+    return figures
+
+
+def _figures_key(source: Path, derivatives: list[Path]) -> str:
+    """What the figures are drawn from: the source's identity (path, size, modification time:
+    hashing a large image on every rerun would cost what the cache saves), the derivatives'
+    content (small files) and this version of lumbo_bids."""
+    digest = hashlib.sha256(__version__.encode())
+    info = source.stat()
+    digest.update(f"{source.resolve()}|{info.st_size}|{info.st_mtime_ns}".encode())
+    for path in derivatives:
+        digest.update(hashlib.sha256(path.read_bytes()).digest() if path.is_file() else b"-")
+    return digest.hexdigest()
+
+
+def _cached_figures(stamp: Path, key: str, paths: dict) -> dict[tuple[str, bool], bytes] | None:
+    """The figures recorded in ``stamp`` when they were drawn from ``key`` and are intact."""
+    try:
+        recorded = json.loads(stamp.read_text(encoding="utf-8"))
+        if recorded.get("key") != key:
+            return None
+        figures = {k: path.read_bytes() for k, path in paths.items()}
+    except (OSError, ValueError):
+        return None
+    digests = recorded.get("figures", {})
+    if any(digests.get(str(paths[k])) != hashlib.sha256(png).hexdigest() for k, png in figures.items()):
+        return None
     return figures
 
 
@@ -120,7 +164,7 @@ def _facts(output_dir: Path, anat, mask_meta: dict) -> tuple[list[tuple[str, obj
     return facts, evaluation
 
 
-def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
+def image_section(output_dir: Path, anat, res: str, cache_dir: Path | None = None) -> tuple[str, list[str]]:
     """HTML of one image's section (its heading's id: the mask's name without ``_mask.nii.gz``,
     the study page's link target) and its warnings."""
     mask_path = image_output_path(output_dir, anat, "mask", res)
@@ -133,7 +177,7 @@ def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
     recorded = [f"{path.name}: {text}" for path, text in recorded_warnings(output_dir, anat)]
     warnings = list(recorded)
     mask_meta = read_json(image_output_path(output_dir, anat, "mask", extension=".json")) or {}
-    figures = write_figures(output_dir, anat, res)
+    figures = write_figures(output_dir, anat, res, cache_dir)
     if not (np.asanyarray(nib.load(mask_path).dataobj) > 0).any():
         warnings.append(f"{anat.path.name}: the cord mask is empty")
     facts, evaluation = _facts(output_dir, anat, mask_meta)
@@ -156,11 +200,14 @@ def image_section(output_dir: Path, anat, res: str) -> tuple[str, list[str]]:
     return body, warnings
 
 
-def write_subject_report(output_dir: Path, subject: str, anats: list, res: str, failures: list[str], run_info: dict) -> Path:
-    """Write ``OUTPUT_DIR/sub-<subject>.html`` (atomically) and return its path."""
+def write_subject_report(
+    output_dir: Path, subject: str, anats: list, res: str, failures: list[str], run_info: dict, cache_dir: Path | None = None
+) -> Path:
+    """Write ``OUTPUT_DIR/sub-<subject>.html`` (atomically) and return its path; ``cache_dir``:
+    see :func:`write_figures`."""
     sections, warnings = [], []
     for anat in anats:
-        section, found = image_section(output_dir, anat, res)
+        section, found = image_section(output_dir, anat, res, cache_dir)
         sections.append(section)
         warnings += found
     summary = _table([(k, v) for k, v in run_info.items()])
