@@ -156,7 +156,10 @@ def test_participant_localises_with_the_fine_tuned_localiser(group_run, tmp_path
     assert "centerline: localiser" in proc.stderr
     mask = seg_out / "sub-sctLumbar" / "anat" / "sub-sctLumbar_space-orig_label-SC_desc-T2w_mask.nii.gz"
     meta = json.loads(mask.with_suffix("").with_suffix(".json").read_text())
-    assert meta["CenterlineMethod"] == "automatic (lumbo_bids lumbo_bids-cord-localiser-finetuned, bundled with --model)"
+    assert (
+        meta["CenterlineMethod"]
+        == "automatic (lumbo_bids lumbo_bids-cord-localiser-finetuned, bundled with the segmentation model)"
+    )
     assert np.asanyarray(nib.load(mask).dataobj).sum() > 0
 
 

@@ -104,7 +104,7 @@ def model_with_localiser(tmp_path) -> Path:
 def test_a_bundled_localiser_is_chosen_unless_sct_models_are_given(model_with_localiser, tmp_path):
     seg = read_segmentation_model(model_with_localiser)
     path, _, description = choose_localiser("T2w", None, seg)
-    assert Path(path) == (model_with_localiser / "localiser").resolve() and "bundled with --model" in description
+    assert Path(path) == (model_with_localiser / "localiser").resolve() and "bundled with the segmentation model" in description
     sct = tmp_path / "sct"
     sct.mkdir()
     (sct / "t2_ctr.h5").write_bytes(b"not read here")

@@ -144,7 +144,8 @@ def _run_level(config, raw_description: dict, inputs: dict) -> ExitCode:
     from ..derivatives import write_dataset_files
     from ..model.selection import unpack_model
 
-    config.model = unpack_model(config.model, config.work_dir)  # kept in the work dir, see there
+    with named("--model"):
+        config.model = unpack_model(config.model, config.work_dir)  # kept in the work dir, see there
     if config.clean_workdir and config.nipype_dir.exists():
         LOGGER.info("removing %s (--clean-workdir)", config.nipype_dir)
         shutil.rmtree(config.nipype_dir)

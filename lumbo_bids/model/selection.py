@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -9,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InvalidInputError, MissingInputError, OutputError
+from ..errors import InvalidInputError, MissingInputError, OutputError, named
 
 LOGGER = logging.getLogger("lumbo_bids.model")
 
@@ -66,10 +67,10 @@ def unpack_model(path: Path | None, work_dir: Path) -> Path | None:
             os.replace(staging, target)  # fails if another run unpacked it meanwhile: fine
         except OSError as exc:
             if not (target / MANIFEST_NAME).is_file():
-                raise OutputError(f"--model {path}: cannot unpack into {target}: {exc.strerror}") from None
+                raise OutputError(f"{path}: cannot unpack into {target}: {exc.strerror}") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    LOGGER.info("--model %s: unpacked into %s", path, target)
+    LOGGER.info("%s: unpacked into %s", path, target)
     return target
 
 
@@ -81,7 +82,7 @@ def read_segmentation_model(path: Path | None) -> SegmentationModel:
     artifact = load_artifact(path)  # ArtifactError is a LumboError: one line, exit 65/66
     manifest = artifact.manifest
     if manifest.get("task") != "segmentation":
-        raise InvalidInputError(f"--model {path}: a {manifest.get('task')!r} model, not a segmentation model")
+        raise InvalidInputError(f"{path}: a {manifest.get('task')!r} model, not a segmentation model")
     pre = manifest["preprocessing"]
     return SegmentationModel(
         path=artifact.path,
@@ -105,7 +106,7 @@ def bundled_localiser(segmentation: SegmentationModel) -> tuple[str, str, str] |
     entry = segmentation.localiser
     if not entry:
         return None
-    where = f"--model {segmentation.path}"
+    where = str(segmentation.path)
     if not (isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("sha256"), str)):
         raise InvalidInputError(f"{where}: 'localiser' must name a sub-folder ('path') and its weights' 'sha256'")
     path = (segmentation.path / entry["path"]).resolve()
@@ -116,7 +117,11 @@ def bundled_localiser(segmentation: SegmentationModel) -> tuple[str, str, str] |
         raise InvalidInputError(f"{where}: {path} is a {artifact.manifest.get('task')!r} model, not a localiser")
     if artifact.checksum != entry["sha256"]:
         raise InvalidInputError(f"{where}: {path} is not the localiser the model was saved with (sha256 differs)")
-    return str(path), artifact.checksum, f"lumbo_bids {artifact.manifest.get('name', 'localiser')}, bundled with --model"
+    return (
+        str(path),
+        artifact.checksum,
+        f"lumbo_bids {artifact.manifest.get('name', 'localiser')}, bundled with the segmentation model",
+    )
 
 
 def choose_localiser(
@@ -136,8 +141,8 @@ def choose_localiser(
             fallback = sct_models / "t2_ctr.h5"
             if not fallback.is_file():
                 what = f"{wanted.name} not" if wanted == fallback else f"neither {wanted.name} nor {fallback.name}"
-                raise MissingInputError(f"--sct-models {sct_models}: {what} found")
-            LOGGER.warning("--sct-models: no %s for %s images, using %s", wanted.name, contrast, fallback.name)
+                raise MissingInputError(f"{sct_models}: {what} found")
+            LOGGER.warning("%s: no %s for %s images, using %s", sct_models, wanted.name, contrast, fallback.name)
             wanted = fallback
         return str(wanted), sha256_file(wanted), f"SCT {wanted.name}"
     if segmentation is not None and (bundled := bundled_localiser(segmentation)) is not None:
@@ -149,11 +154,7 @@ def choose_localiser(
 def choose_models(config, contrast: str, needs_localiser: bool = True) -> ModelChoice:
     """Models for one image of ``contrast`` (artifacts are verified here, before any work)."""
     segmentation = read_segmentation_model(config.model)
-    if segmentation.contrasts and contrast not in segmentation.contrasts:
-        raise InvalidInputError(
-            f"--model {segmentation.path} supports {', '.join(segmentation.contrasts)}, not {contrast}: "
-            "restrict the inputs with --bids-filter-file",
-        )
+    check_contrast(segmentation, contrast)
     if needs_localiser:
         localiser, checksum, description = choose_localiser(contrast, config.sct_models, segmentation)
     else:
@@ -161,8 +162,24 @@ def choose_models(config, contrast: str, needs_localiser: bool = True) -> ModelC
     return ModelChoice(segmentation, localiser, checksum, description)
 
 
+def check_contrast(segmentation: SegmentationModel, contrast: str) -> None:
+    """Refuse an image of a contrast the model was not made for."""
+    if segmentation.contrasts and contrast not in segmentation.contrasts:
+        raise InvalidInputError(
+            f"{segmentation.path} supports {', '.join(segmentation.contrasts)}, not {contrast}: "
+            "restrict the inputs with --bids-filter-file",
+        )
+
+
 def check_models(config, inputs: dict) -> None:
-    """Verify every model the run will need (``--model``, ``--sct-models``), before any work."""
+    """Verify every model the run will need, before any work; an error names the option that
+    gave the model (``--model``, ``--sct-models``)."""
     needs = {(anat.contrast, anat.mask is None or config.ignore_manual_centerline) for anats in inputs.values() for anat in anats}
+    with named("--model"):
+        segmentation = read_segmentation_model(config.model)
+        bundled_localiser(segmentation)
+        for contrast, _ in sorted(needs):
+            check_contrast(segmentation, contrast)
     for contrast, needs_localiser in sorted(needs):
-        choose_models(config, contrast, needs_localiser)
+        with named("--sct-models") if config.sct_models is not None else contextlib.nullcontext():
+            choose_models(config, contrast, needs_localiser)
