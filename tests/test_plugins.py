@@ -55,16 +55,18 @@ def _workflow(base_dir, *functions) -> pe.Workflow:
 
 
 def test_a_dead_worker_fails_its_node_and_the_others_still_run(tmp_path, deadline):
-    # n0 and n2 run after the worker of n1 died: the broken pool is replaced
-    workflow = _workflow(tmp_path, _double, _die, _double, _double)
+    # the nodes submitted after the worker of n1 died run in a fresh pool; a node in flight in the
+    # other worker when the pool broke (at most one, with 2 processes) is failed with n1
+    workflow = _workflow(tmp_path, _double, _die, _double, _double, _double)
     with pytest.raises(RuntimeError) as error:
         run_workflow(workflow, CONFIG)
     assert "worker process running this node died" in str(error.value.__cause__ or error.value)
-    for k in (0, 2, 3):
-        assert (tmp_path / "wf" / f"n{k}" / f"result_n{k}.pklz").exists()
+    finished = [k for k in (0, 2, 3, 4) if (tmp_path / "wf" / f"n{k}" / f"result_n{k}.pklz").exists()]
+    assert len(finished) >= 3, finished
     assert not (tmp_path / "wf" / "n1" / "result_n1.pklz").exists()
-    (crash_file,) = (tmp_path / "crash").glob("crash-*.pklz")
-    assert "n1" in crash_file.name
+    crashed = sorted(path.name.split("-")[4] for path in (tmp_path / "crash").glob("crash-*.pklz"))
+    # every node is done or failed (the one in flight may have finished before its result was lost)
+    assert "n1" in crashed and len(crashed) <= 2 and all(f"n{k}" in crashed for k in (0, 2, 3, 4) if k not in finished)
 
 
 def test_a_ctrl_c_swallowed_by_the_node_copy_stops_the_scheduler(tmp_path, monkeypatch, deadline):
@@ -98,3 +100,30 @@ def test_the_scheduler_is_the_safe_one(tmp_path, monkeypatch):
     monkeypatch.setattr(pe.Workflow, "run", lambda self, plugin: seen.append(plugin))
     run_workflow(_workflow(tmp_path, _double), CONFIG)
     assert isinstance(seen[0], SafeMultiProcPlugin)
+
+
+def _chain(base_dir, length: int) -> pe.Workflow:
+    workflow = pe.Workflow(name="chain", base_dir=str(base_dir))
+    workflow.config["execution"].update({"poll_sleep_duration": 0.01, "crashdump_dir": str(base_dir / "crash")})
+    nodes = [pe.Node(Function(input_names=["x"], output_names=["y"], function=_double), name=f"c{k}") for k in range(length)]
+    nodes[0].inputs.x = 1
+    for a, b in zip(nodes, nodes[1:]):
+        workflow.connect(a, "y", b, "x")
+    return workflow
+
+
+def test_a_cached_rerun_is_cleared_in_one_poll(tmp_path, monkeypatch, deadline):
+    # Nipype reserves CPUs for a ready node before finding it cached and keeps them for that poll:
+    # a rerun then needs about one poll per n_procs nodes
+    polls = []
+    send = SafeMultiProcPlugin._send_procs_to_workers
+    monkeypatch.setattr(SafeMultiProcPlugin, "_send_procs_to_workers", lambda self, **kw: polls.append(1) or send(self, **kw))
+    run_workflow(_chain(tmp_path, 3), CONFIG)
+    first = len(polls)
+    polls.clear()
+    run_workflow(_chain(tmp_path, 12), CONFIG)  # 3 cached nodes, then 9 to run
+    assert (tmp_path / "chain" / "c11" / "result_c11.pklz").exists()
+    polls.clear()
+    result = run_workflow(_chain(tmp_path, 12), CONFIG)
+    assert len(polls) == 1, (first, len(polls))
+    assert {node.name for node in result.nodes()} == {f"c{k}" for k in range(12)}

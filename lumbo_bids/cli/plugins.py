@@ -1,4 +1,5 @@
-"""Nipype's MultiProc scheduler, made safe against two ways it can wait forever.
+"""Nipype's MultiProc scheduler, made safe against two ways it can wait forever, and quick
+on a rerun.
 
 1. **A worker that dies.** MultiProc records a node's result from its future's done-callback,
    which assumes the future holds a result. When a worker process dies (killed by the
@@ -11,6 +12,13 @@
    ``__deepcopy__`` has a bare ``except: pass``: a SIGINT that lands there is lost (and the
    half-copied node then kills the worker that unpickles it). :mod:`.interrupt` still records
    the signal, so the scheduler checks that record on every poll, before anything is submitted.
+
+And **a cached rerun in one poll**: MultiProc reserves a ready node's CPUs and memory *before*
+looking in the cache, and does not give them back when the node turns out to be cached; so each
+poll clears at most ``n_procs`` cached nodes, and a rerun of a study with nothing to do takes one
+poll per couple of nodes (each poll's bookkeeping growing with the graph: quadratic in the study's
+size). Here every ready node whose result is cached is cleared first, with the nodes that become
+ready then, before any resource is counted.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+import numpy as np
+from nipype.pipeline.engine import MapNode
 from nipype.pipeline.plugins import MultiProcPlugin
 from nipype.pipeline.plugins.multiproc import process_initializer
 
@@ -36,7 +46,26 @@ class SafeMultiProcPlugin(MultiProcPlugin):
 
     def _send_procs_to_workers(self, updatehash=False, graph=None):
         _raise_if_interrupted()
+        if not updatehash:
+            self._clear_cached(graph)
         return super()._send_procs_to_workers(updatehash=updatehash, graph=graph)
+
+    def _clear_cached(self, graph) -> None:
+        """Mark every ready, cached node done (Nipype's own check: ``_local_hash_check``), and
+        again for the nodes that this makes ready, until none is left."""
+        while True:
+            ready = np.flatnonzero(~self.proc_done & (self.depidx.sum(axis=0) == 0).__array__())
+            cleared = False
+            for jobid in ready:
+                if isinstance(self.procs[jobid], MapNode):
+                    continue  # expanded into sub-nodes by Nipype's own loop
+                self.proc_done[jobid] = self.proc_pending[jobid] = True
+                if self._local_hash_check(jobid, graph):
+                    cleared = True
+                else:  # to be run: Nipype's loop schedules it as usual
+                    self.proc_done[jobid] = self.proc_pending[jobid] = False
+            if not cleared:
+                return
 
     def _submit_job(self, node, updatehash=False):
         _raise_if_interrupted()  # the deep copy just made may have swallowed the signal
