@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ExitCode, LumboError, named
+from ..errors import ExitCode, LumboError, MissingInputError, named
 
 LOGGER = logging.getLogger("lumbo_bids.group")
 
@@ -73,7 +73,7 @@ def select_images(config, inputs: dict) -> tuple[list, set[str]]:
     if excluded:
         LOGGER.warning("group: left out, rated fail in %s: %s", config.qc_ratings, ", ".join(a.stem for a in excluded))
     if not anats:
-        raise LumboError(f"--qc-ratings {config.qc_ratings}: every image with a manual mask is rated fail", ExitCode.NO_INPUT)
+        raise MissingInputError(f"--qc-ratings {config.qc_ratings}: every image with a manual mask is rated fail")
     return anats, {image for image, (rating, _) in ratings.items() if rating == "fail"}
 
 

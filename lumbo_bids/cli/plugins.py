@@ -50,6 +50,10 @@ class SafeMultiProcPlugin(MultiProcPlugin):
     """:class:`MultiProcPlugin` that ends on a dead worker or a recorded Ctrl-C, and clears cached
     nodes at once."""
 
+    def __init__(self, plugin_args=None):
+        super().__init__(plugin_args=plugin_args)
+        self._uncached: set[int] = set()  # ready nodes found not cached: waiting for a worker
+
     def run(self, graph, config, updatehash=False):
         gc.collect()
         gc.freeze()
@@ -66,18 +70,20 @@ class SafeMultiProcPlugin(MultiProcPlugin):
 
     def _clear_cached(self, graph) -> None:
         """Mark every ready, cached node done (Nipype's own check: ``_local_hash_check``), and
-        again for the nodes that this makes ready, until none is left."""
+        again for the nodes that this makes ready, until none is left. A ready node found not
+        cached is not hashed again while it waits for a worker (its inputs are final)."""
         while True:
             ready = np.flatnonzero(~self.proc_done & (self.depidx.sum(axis=0) == 0).__array__())
             cleared = False
             for jobid in ready:
-                if isinstance(self.procs[jobid], MapNode):
-                    continue  # expanded into sub-nodes by Nipype's own loop
+                if jobid in self._uncached or isinstance(self.procs[jobid], MapNode):
+                    continue  # MapNodes are expanded into sub-nodes by Nipype's own loop
                 self.proc_done[jobid] = self.proc_pending[jobid] = True
                 if self._local_hash_check(jobid, graph):
                     cleared = True
                 else:  # to be run: Nipype's loop schedules it as usual
                     self.proc_done[jobid] = self.proc_pending[jobid] = False
+                    self._uncached.add(jobid)
             if not cleared:
                 return
 

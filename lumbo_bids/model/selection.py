@@ -178,8 +178,8 @@ def check_models(config, inputs: dict) -> None:
     with named("--model"):
         segmentation = read_segmentation_model(config.model)
         bundled_localiser(segmentation)
-        for contrast, _ in sorted(needs):
+        for contrast in sorted({contrast for contrast, _ in needs}):
             check_contrast(segmentation, contrast)
-    for contrast, needs_localiser in sorted(needs):
+    for contrast in sorted({contrast for contrast, needs_localiser in needs if needs_localiser}):
         with named("--sct-models") if config.sct_models is not None else contextlib.nullcontext():
-            choose_models(config, contrast, needs_localiser)
+            choose_localiser(contrast, config.sct_models, segmentation)

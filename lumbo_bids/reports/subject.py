@@ -81,7 +81,7 @@ def write_figures(output_dir: Path, anat, res: str, cache_dir: Path | None = Non
     With ``cache_dir`` (in the work dir), figures whose inputs (the source image, the mask, the
     centerline, the crop, this version of lumbo_bids) have not changed since they were drawn
     are read back instead of drawn again: a rerun with nothing to do redraws nothing."""
-    from .figures import axial_mosaic, figure_path, sagittal_figure
+    from .figures import VIEWS, axial_mosaic, figure_path, sagittal_figure
 
     def deriv(key: str) -> Path:
         return image_output_path(output_dir, anat, key, res)
@@ -89,11 +89,13 @@ def write_figures(output_dir: Path, anat, res: str, cache_dir: Path | None = Non
     mask_path = deriv("mask")
     stem = mask_path.name.replace("_mask.nii.gz", "")
     paths = {(view, overlay): figure_path(output_dir, anat.subject, stem, view, overlay)
-             for overlay in (True, False) for view in ("sagittal", "axial")}  # fmt: skip
-    stamp = Path(cache_dir) / "report_figures" / f"{stem}.json" if cache_dir is not None else None
-    key = _figures_key(anat.path, [mask_path, deriv("centerline_csv"), deriv("preproc")])
-    if stamp is not None and (figures := _cached_figures(stamp, key, paths)) is not None:
-        return figures
+             for overlay in (True, False) for view in VIEWS}  # fmt: skip
+    stamp = key = None
+    if cache_dir is not None:
+        stamp = Path(cache_dir) / "report_figures" / f"{stem}.json"
+        key = _figures_key(anat.path, [mask_path, deriv("centerline_csv"), deriv("preproc")])
+        if (figures := _cached_figures(stamp, key, paths)) is not None:
+            return figures
     source = nib.load(anat.path)
     data = np.asanyarray(source.dataobj, dtype=np.float32)
     data = data[..., 0] if data.ndim == 4 else data
