@@ -177,7 +177,7 @@ def train_segmentation(train_raw, val_raw, args, run_dir: Path, synthetic=()):
     from lumbo_bids.model.training import TrainConfig
     from lumbo_bids.model.unet_config import UNet3DConfig
 
-    arch = UNet3DConfig(base_filters=args.base_filters, patch_size=PATCH_SIZE)
+    arch = UNet3DConfig(base_filters=args.base_filters, slice_context=args.slice_context, patch_size=PATCH_SIZE)
     cfg = TrainConfig(
         epochs=args.seg_epochs,
         steps_per_epoch=args.seg_steps,
@@ -260,6 +260,10 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=REPO / "work" / "base_model")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--base-filters", type=int, default=8)
+    parser.add_argument(
+        "--slice-context", choices=("3d", "2.5d", "2d"), default="3d",
+        help="segmentation kernels across slices (lumbo_bids.model.unet_config.UNet3DConfig)",
+    )  # fmt: skip
     parser.add_argument("--seg-epochs", type=int, default=30)
     parser.add_argument("--seg-steps", type=int, default=25)
     parser.add_argument("--loc-epochs", type=int, default=20)

@@ -129,6 +129,35 @@ def test_unet3d_transpose_upsampling_and_labels() -> None:
     assert model(np.zeros((2, 16, 8, 12, 1), "float32")).shape == (2, 16, 8, 12, 2)
 
 
+@pytest.mark.parametrize("context,reach", [("2d", 0), ("2.5d", 1), ("3d", None)])
+def test_unet3d_slice_context_bounds_what_a_slice_sees(context: str, reach: int | None) -> None:
+    """A change on one axial slice moves the output of exactly the slices the context allows:
+    that slice alone ("2d"), its neighbours too ("2.5d": only the first kernel spans slices),
+    far beyond ("3d")."""
+    model = build_unet3d(UNet3DConfig(base_filters=4, depth=3, slice_context=context, patch_size=(16, 16, 16)))
+    x = np.random.default_rng(1).normal(size=(1, 16, 16, 16, 1)).astype("float32")
+    changed = x.copy()
+    changed[0, :, :, 8] += 3.0
+    diff = np.abs(np.asarray(model(changed, training=False)) - np.asarray(model(x, training=False)))
+    moved = np.flatnonzero(diff.max(axis=(0, 1, 2, 4)) > 1e-6)
+    if reach is None:
+        assert moved.min() < 6 and moved.max() > 10
+    else:
+        assert moved.tolist() == list(range(8 - reach, 9 + reach))
+    assert model.output_shape == (None, None, None, None, 1)
+
+
+def test_unet3d_slice_context_config() -> None:
+    assert UNet3DConfig.from_dict({k: v for k, v in TINY_3D.to_dict().items() if k != "slice_context"}) == TINY_3D
+    flat = UNet3DConfig(base_filters=4, slice_context="2d", patch_size=(16, 16, 16))
+    assert UNet3DConfig.from_dict(json.loads(json.dumps(flat.to_dict()))) == flat
+    assert (flat.kernel(), flat.kernel(first=True), flat.pool) == ((3, 3, 1), (3, 3, 1), (2, 2, 1))
+    assert UNet3DConfig(slice_context="2.5d").kernel(first=True) == (3, 3, 3)
+    assert build_unet3d(flat).count_params() < build_unet3d(TINY_3D).count_params() / 2
+    with pytest.raises(ValueError, match="slice_context"):
+        UNet3DConfig(slice_context="4d")
+
+
 # --------------------------------------------------------------------------- 2D architecture
 def test_unet2d_t2_reproduces_sct_ctr_structure() -> None:
     model = build_unet2d(UNet2DConfig.sct_ctr("t2"))

@@ -105,7 +105,7 @@ def _conv_bn_relu(
     index: int,
     *,
     ndim: int,
-    kernel_size: int = 3,
+    kernel_size: int | tuple[int, ...] = 3,
     dilation: int = 1,
     batch_norm: bool = True,
     dropout: float = 0.0,
@@ -138,23 +138,23 @@ def build_unet3d(cfg: UNet3DConfig | None = None) -> keras.Model:
         spatial size with ``n_labels`` sigmoid channels.
     """
     cfg = cfg or UNet3DConfig()
-    block = dict(ndim=3, kernel_size=cfg.kernel_size, batch_norm=cfg.batch_norm, dropout=cfg.dropout)
+    block = dict(ndim=3, kernel_size=cfg.kernel(), batch_norm=cfg.batch_norm, dropout=cfg.dropout)
     inputs = keras.Input((None, None, None, cfg.in_channels), name="input")
     x = inputs
     skips = []
     for level in range(cfg.depth):
         filters = cfg.base_filters * 2**level
-        x = _conv_bn_relu(x, filters, f"enc{level}", 1, **block)
+        x = _conv_bn_relu(x, filters, f"enc{level}", 1, **{**block, "kernel_size": cfg.kernel(first=level == 0)})
         x = _conv_bn_relu(x, filters * 2, f"enc{level}", 2, **block)
         if level < cfg.depth - 1:
             skips.append((x, filters * 2))
-            x = keras.layers.MaxPooling3D(cfg.pool_size, name=f"enc{level}_pool")(x)
+            x = keras.layers.MaxPooling3D(cfg.pool, name=f"enc{level}_pool")(x)
     for level in range(cfg.depth - 2, -1, -1):
         skip, filters = skips[level]
         if cfg.upsampling == "nearest":
-            x = keras.layers.UpSampling3D(cfg.pool_size, name=f"dec{level}_up")(x)
+            x = keras.layers.UpSampling3D(cfg.pool, name=f"dec{level}_up")(x)
         else:
-            x = keras.layers.Conv3DTranspose(x.shape[-1], cfg.pool_size, strides=cfg.pool_size, name=f"dec{level}_up")(x)
+            x = keras.layers.Conv3DTranspose(x.shape[-1], cfg.pool, strides=cfg.pool, name=f"dec{level}_up")(x)
         x = keras.layers.Concatenate(name=f"dec{level}_concat")([x, skip])
         x = _conv_bn_relu(x, filters, f"dec{level}", 1, **block)
         x = _conv_bn_relu(x, filters, f"dec{level}", 2, **block)

@@ -66,6 +66,14 @@ class UNet3DConfig(_JsonConfig):
         Convolution kernel and pooling / up-sampling factor (SCT 3 and 2).
     upsampling : {"nearest", "transpose"}
         ``UpSampling3D`` (SCT) or a learned ``Conv3DTranspose``.
+    slice_context : {"3d", "2.5d", "2d"}
+        What a convolution sees along the slice axis (the last spatial axis, inferior ->
+        superior in RPI): ``"3d"`` (SCT's ``-kernel 3d``) every kernel and pooling is
+        isotropic; ``"2d"`` kernels are ``k x k x 1`` and pooling ``p x p x 1``, so every axial
+        slice is segmented on its own (SCT's ``-kernel 2d`` idea, in this U-Net); ``"2.5d"`` as
+        ``"2d"`` except the first convolution, ``k x k x k``, which sees the neighbouring slices.
+        In-plane convolutions cost a ``k``-th of the FLOPs, and thick-slice images carry little
+        information across slices.
     patch_size : tuple of int
         Training patch in voxels (SCT 48x48x48 at 0.5 mm). The network itself
         accepts any spatial size divisible by :attr:`size_multiple`.
@@ -80,13 +88,28 @@ class UNet3DConfig(_JsonConfig):
     kernel_size: int = 3
     pool_size: int = 2
     upsampling: Literal["nearest", "transpose"] = "nearest"
+    slice_context: Literal["3d", "2.5d", "2d"] = "3d"
     patch_size: tuple[int, int, int] = (48, 48, 48)
 
     def __post_init__(self) -> None:
         _check_common(self.base_filters, self.depth, self.dropout, self.pool_size)
         if self.upsampling not in ("nearest", "transpose"):
             raise ValueError(f"upsampling must be 'nearest' or 'transpose', got {self.upsampling!r}")
+        if self.slice_context not in ("3d", "2.5d", "2d"):
+            raise ValueError(f"slice_context must be '3d', '2.5d' or '2d', got {self.slice_context!r}")
         _check_patch(self.patch_size, 3, self.size_multiple)
+
+    def kernel(self, first: bool = False) -> tuple[int, int, int]:
+        """The convolution kernel (the network's very first one when ``first``)."""
+        k = self.kernel_size
+        across = k if self.slice_context == "3d" or (first and self.slice_context == "2.5d") else 1
+        return (k, k, across)
+
+    @property
+    def pool(self) -> tuple[int, int, int]:
+        """The pooling / up-sampling factor per axis (none along the slices unless ``"3d"``)."""
+        p = self.pool_size
+        return (p, p, p if self.slice_context == "3d" else 1)
 
     @property
     def size_multiple(self) -> int:
