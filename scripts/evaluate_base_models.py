@@ -86,10 +86,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
+    from train_base_model import masked_images, prepare_case
+
     from lumbo_bids.metrics import dice
     from lumbo_bids.model.artifact import load_artifact
     from lumbo_bids.model.predictor import Predictor
-    from train_base_model import masked_images, prepare_case
 
     args.work.mkdir(parents=True, exist_ok=True)
     cases = [prepare_case(anat, args.work)[0] for anat in masked_images(args.bids)]
