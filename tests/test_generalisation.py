@@ -239,3 +239,32 @@ def test_fine_tuning_keeps_a_robust_plan_and_learns_nyul_landmarks_otherwise(tmp
     learned = learn_intensity(cases, None)  # older models: landmarks from the training images
     assert learned["method"] == "nyul" and len(learned["standard"]) == len(learned["percentiles"])
     assert learned["standard"][0] == 0.0 and learned["standard"][-1] == 100.0
+
+
+def test_evaluation_acquisitions_are_thick_box_slices_and_calibrated_noise():
+    """scripts/evaluate_base_models.py: a 3 mm box-profile acquisition averages blocks of 6
+    slices (then interpolates between them) along z only; Rician noise has the asked sigma."""
+    import sys
+
+    sys.path.insert(0, str(LABEL_MAPS.parents[1] / "scripts"))
+    from evaluate_base_models import box_resolution, rician
+
+    image = np.zeros((4, 4, 36), np.float32)
+    image[..., 1::2] = 2.0  # alternating slices: a thick slice sees their mean
+    thick = box_resolution(image, (1, 1, 6))
+    assert thick.shape == image.shape
+    np.testing.assert_allclose(thick[..., 3:-3], 1.0, atol=1e-5)
+    ramp = np.broadcast_to(np.arange(36, dtype=np.float32), (4, 4, 36))
+    np.testing.assert_allclose(box_resolution(ramp, (1, 1, 6))[..., 3:-3], ramp[..., 3:-3], atol=0.51)
+    in_plane = np.zeros((12, 12, 4), np.float32)
+    in_plane[::2] = 2.0
+    np.testing.assert_allclose(box_resolution(in_plane, (2, 1, 1))[1:-1], 1.0, atol=1e-5)
+    np.testing.assert_array_equal(box_resolution(in_plane, (1, 1, 6)), in_plane)  # too few slices: as is
+
+    background = np.zeros((64, 64, 64), np.float32)
+    cord = np.zeros_like(background, bool)
+    cord[:8] = True
+    background[:8] = 80.0
+    noisy = rician(background, cord, snr=8.0, seed=0)  # sigma = 80 / 8 = 10
+    assert abs(noisy[16:].mean() - 10.0 * np.sqrt(np.pi / 2)) < 0.2  # Rayleigh where there is no signal
+    np.testing.assert_array_equal(noisy, rician(background, cord, snr=8.0, seed=0))
