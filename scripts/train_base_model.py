@@ -353,7 +353,8 @@ def main(argv=None) -> int:
     tuned, cfg, arch = train_segmentation(real, real, args, args.work / "segmentation", synthetic)
     # every real image (fine_tune scored them already, unless it saw none: synthetic only)
     in_sample = tuned.validation_dice if real else evaluate(tuned, raw, cfg)
-    LOGGER.info("segmentation: in-sample Dice %s", json.dumps({k: round(v, 3) for k, v in in_sample.items()}))
+    kind = "in-sample" if real else "held-out (no real image trained on)"
+    LOGGER.info("segmentation: %s Dice %s", kind, json.dumps({k: round(v, 3) for k, v in in_sample.items()}))
     seconds = round(time.time() - started, 1)
     loso = {}
     if args.loso and not args.synthetic_only:
