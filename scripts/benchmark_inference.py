@@ -6,7 +6,7 @@ automatic path, worst case) -> centerline -> crop -> standardise -> segment (sli
 -> post-process -> back to native. Prints seconds per step, the total, and peak RSS; the same
 pure functions the Nipype interfaces call, without Nipype's process overhead.
 
-Usage: .venv/bin/python scripts/benchmark_inference.py [--dataset DIR] [--threads N]
+Usage: .venv/bin/python scripts/benchmark_inference.py [--dataset DIR] [--threads N] [--model DIR]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, default=REPO / "examples" / "ds-spine-mini")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--model", type=Path, help="segmentation artifact to time (default: the shipped one)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
     from lumbo_bids.postproc import postprocess
     from lumbo_bids.utils.images import read_volume
 
-    seg = load_artifact(SHIPPED_SEGMENTATION)
+    seg = load_artifact(args.model or SHIPPED_SEGMENTATION)
     pre = seg.preprocessing
     started = time.perf_counter()
     predictor = Predictor.from_artifact(seg)
