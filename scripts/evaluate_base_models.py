@@ -110,11 +110,25 @@ def main(argv=None) -> int:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t")
         writer.writeheader()
         writer.writerows(rows)
-    for path in args.models:
-        for condition in CONDITIONS:
-            scores = [float(r["dice"]) for r in rows if r["model"] == str(path) and r["condition"] == condition]
-            print(f"{path}\t{condition}\tworst {min(scores):.3f}\tmean {np.mean(scores):.3f}")
+    print(markdown_table(rows))
     return 0
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """One row per image as acquired, then worst / mean per condition; one column per model."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    images = list(dict.fromkeys(r["image"] for r in rows))
+    score = {(r["model"], r["image"], r["condition"]): float(r["dice"]) for r in rows}
+    lines = ["| image | " + " | ".join(models) + " |", "| --- |" + " --- |" * len(models)]
+    for image in images:
+        lines.append(f"| {image} | " + " | ".join(f"{score[m, image, 'as_acquired']:.3f}" for m in models) + " |")
+    for condition in CONDITIONS:
+        cells = []
+        for m in models:
+            values = [score[m, image, condition] for image in images]
+            cells.append(f"{min(values):.3f} / {np.mean(values):.3f}")
+        lines.append(f"| worst / mean, {condition} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
