@@ -30,6 +30,7 @@ Usage::
     .venv/bin/python scripts/train_base_model.py                  # ~25 min on 2 CPU cores (the shipped models)
     .venv/bin/python scripts/train_base_model.py --real-images --synthetic-fraction 0.8 --loso --skip-localiser --out /tmp/mixed
     .venv/bin/python scripts/train_base_model.py --real-images --no-synthetic --loso --skip-localiser --out /tmp/ablation
+    .venv/bin/python scripts/train_base_model.py --no-synthetic --loso-only --skip-localiser --out /tmp/dr_only
 """
 
 from __future__ import annotations
@@ -210,6 +211,18 @@ def evaluate(tuned, cases, cfg) -> dict:
     return evaluate_cases(tuned.result.model, cases, InferencePlan(cfg.patch_size, tuned.intensity))
 
 
+def leave_one_subject_out(raw, subjects, args, synthetic) -> dict:
+    """Dice of every real image, segmented by the recipe trained (and its epoch chosen) without its subject."""
+    loso = {}
+    for held_out in subjects:
+        train_raw = [c for c in raw if c.subject != held_out]
+        fold, cfg, _ = train_segmentation(train_raw, train_raw, args, args.work / f"loso_{held_out}", synthetic)
+        scores = evaluate(fold, [c for c in raw if c.subject == held_out], cfg)
+        LOGGER.info("leave-%s-out Dice: %s", held_out, json.dumps({k: round(v, 3) for k, v in scores.items()}))
+        loso.update(scores)
+    return loso
+
+
 def _validation_card(args, raw, subjects, dice: dict, loso: dict) -> dict:
     """The model card's account of how the Dice figures were obtained."""
     if args.synthetic_only:
@@ -275,11 +288,17 @@ def main(argv=None) -> int:
     parser.add_argument("--no-synthetic", action="store_true", help="train on the real images only (implies --real-images)")
     parser.add_argument("--domain-randomisation", type=float, default=1.0, help="0 switches it off (ablation)")
     parser.add_argument("--loso", action="store_true", help="also run leave-one-subject-out evaluation")
+    parser.add_argument(
+        "--loso-only", action="store_true",
+        help="only the leave-one-subject-out runs (no model written): OUT/loso_dice.json",
+    )  # fmt: skip
     parser.add_argument("--skip-localiser", action="store_true")
     parser.add_argument("--skip-segmentation", action="store_true")
     parser.add_argument("--progress", action="store_true", help="Keras progress bars")
     args = parser.parse_args(argv)
     args.synthetic_only = not (args.real_images or args.no_synthetic)
+    if args.loso_only and args.synthetic_only:
+        parser.error("--loso-only needs --real-images or --no-synthetic (a synthetic-only run holds out every real image)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
     from lumbo_bids.model.artifact import save_artifact
@@ -348,6 +367,12 @@ def main(argv=None) -> int:
         "seed": args.seed,
     }
     synthetic += phantoms
+    if args.loso_only:
+        loso = leave_one_subject_out(raw, subjects, args, synthetic)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "loso_dice.json").write_text(json.dumps({"command": sys.argv, "seed": args.seed, "dice": loso}, indent=1))
+        LOGGER.info("wrote %s", args.out / "loso_dice.json")
+        return 0
     real = [] if args.synthetic_only else raw
     started = time.time()
     tuned, cfg, arch = train_segmentation(real, real, args, args.work / "segmentation", synthetic)
@@ -356,14 +381,7 @@ def main(argv=None) -> int:
     kind = "in-sample" if real else "held-out (no real image trained on)"
     LOGGER.info("segmentation: %s Dice %s", kind, json.dumps({k: round(v, 3) for k, v in in_sample.items()}))
     seconds = round(time.time() - started, 1)
-    loso = {}
-    if args.loso and not args.synthetic_only:
-        for held_out in subjects:
-            train_raw = [c for c in raw if c.subject != held_out]
-            fold = train_segmentation(train_raw, train_raw, args, args.work / f"loso_{held_out}", synthetic)[0]
-            scores = evaluate(fold, [c for c in raw if c.subject == held_out], cfg)
-            LOGGER.info("leave-%s-out Dice: %s", held_out, json.dumps({k: round(v, 3) for k, v in scores.items()}))
-            loso.update(scores)
+    loso = leave_one_subject_out(raw, subjects, args, synthetic) if args.loso and not args.synthetic_only else {}
     manifest = {
         "name": "lumbo_bids-cord-seg",
         "version": __version__,
