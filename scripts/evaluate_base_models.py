@@ -42,7 +42,10 @@ LOGGER = logging.getLogger("lumbo_bids.evaluate")
 
 def box_resolution(image: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
     """``image`` acquired with voxels ``factors`` times larger (box profile: each thick voxel is
-    the mean of ``f`` thin ones), then linearly interpolated back onto its grid."""
+    the mean of ``f`` thin ones), then linearly interpolated back onto its grid (as
+    :func:`lumbo_bids.model.augment.simulate_resolution` does after its Gaussian profile)."""
+    from lumbo_bids.model.augment import interpolate_samples
+
     out = image.astype(np.float32, copy=True)
     for axis, f in enumerate(factors):
         n = out.shape[axis]
@@ -52,11 +55,7 @@ def box_resolution(image: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
         moved = np.moveaxis(out, axis, -1)
         samples = moved[..., : blocks * f].reshape(*moved.shape[:-1], blocks, f).mean(axis=-1)
         centres = np.arange(blocks) * f + (f - 1) / 2  # where each thick voxel sits on the thin grid
-        index = np.interp(np.arange(n), centres, np.arange(blocks))  # clamped at both ends
-        lo = np.floor(index).astype(int)
-        hi = np.minimum(lo + 1, blocks - 1)
-        w = (index - lo).astype(np.float32)
-        out = np.moveaxis(samples[..., lo] * (1 - w) + samples[..., hi] * w, -1, axis)
+        out = np.moveaxis(interpolate_samples(samples, centres, n, axis=-1), -1, axis)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 

@@ -51,6 +51,7 @@ from lumbo_bids import __version__  # noqa: E402
 from lumbo_bids.model.localise import LOCALISER_INTENSITY as INTENSITY  # noqa: E402  (one plan for both models)
 from lumbo_bids.model.localiser_tuning import LOCALISER_PATCH, LOCALISER_RESOLUTION  # noqa: E402
 from lumbo_bids.model.predictor import DEFAULT_INFERENCE  # noqa: E402
+from lumbo_bids.model.unet_config import SLICE_CONTEXTS  # noqa: E402
 
 LOGGER = logging.getLogger("lumbo_bids.base_model")
 RESOLUTION = 0.5
@@ -274,7 +275,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--base-filters", type=int, default=8)
     parser.add_argument(
-        "--slice-context", choices=("3d", "2.5d", "2d"), default="3d",
+        "--slice-context", choices=SLICE_CONTEXTS, default="3d",
         help="segmentation kernels across slices (lumbo_bids.model.unet_config.UNet3DConfig)",
     )  # fmt: skip
     parser.add_argument("--seg-epochs", type=int, default=30)
@@ -367,10 +368,12 @@ def main(argv=None) -> int:
         "seed": args.seed,
     }
     synthetic += phantoms
+    reproduce = " ".join(["scripts/train_base_model.py", *(sys.argv[1:] if argv is None else argv)])
     if args.loso_only:
         loso = leave_one_subject_out(raw, subjects, args, synthetic)
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "loso_dice.json").write_text(json.dumps({"command": sys.argv, "seed": args.seed, "dice": loso}, indent=1))
+        record = {"reproduce": reproduce, "seed": args.seed, "dice": loso}
+        (args.out / "loso_dice.json").write_text(json.dumps(record, indent=1))
         LOGGER.info("wrote %s", args.out / "loso_dice.json")
         return 0
     real = [] if args.synthetic_only else raw
@@ -404,7 +407,7 @@ def main(argv=None) -> int:
             hyperparameters=cfg.to_dict(),
             epochs_run=tuned.result.epochs_run,
             seconds=seconds,
-            reproduce=" ".join(["scripts/train_base_model.py", *(sys.argv[1:] if argv is None else argv)]),
+            reproduce=reproduce,
         ),
     }
     save_artifact(tuned.result.model, args.out / "cord_seg", manifest)

@@ -279,15 +279,20 @@ def simulate_resolution(image: np.ndarray, factors: tuple[float, ...]) -> np.nda
         if positions[-1] < n - 1:
             positions = np.append(positions, n - 1)
         samples = np.take(out, np.rint(positions).astype(int), axis=axis)
-        index = np.interp(np.arange(n), positions, np.arange(positions.size))
-        lo = np.floor(index).astype(int)
-        hi = np.minimum(lo + 1, positions.size - 1)
-        w = (index - lo).astype(np.float32)
-        shape = [1] * out.ndim
-        shape[axis] = n
-        w = w.reshape(shape)
-        out = np.take(samples, lo, axis=axis) * (1 - w) + np.take(samples, hi, axis=axis) * w
+        out = interpolate_samples(samples, positions, n, axis)
     return out.astype(np.float32)
+
+
+def interpolate_samples(samples: np.ndarray, positions: np.ndarray, n: int, axis: int) -> np.ndarray:
+    """Linear interpolation along ``axis`` from ``samples`` taken at (increasing, fractional)
+    voxel ``positions`` back to every voxel ``0 .. n-1``, held constant beyond the first and last."""
+    index = np.interp(np.arange(n), positions, np.arange(positions.size))
+    lo = np.floor(index).astype(int)
+    hi = np.minimum(lo + 1, positions.size - 1)
+    shape = [1] * samples.ndim
+    shape[axis] = n
+    w = (index - lo).astype(np.float32).reshape(shape)
+    return np.take(samples, lo, axis=axis) * (1 - w) + np.take(samples, hi, axis=axis) * w
 
 
 def bias_field(shape: tuple[int, ...], std: float, rng: np.random.Generator) -> np.ndarray:

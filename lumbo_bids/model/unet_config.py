@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
-__all__ = ["SCT_CTR_PARAMS", "UNet2DConfig", "UNet3DConfig"]
+__all__ = ["SCT_CTR_PARAMS", "SLICE_CONTEXTS", "UNet2DConfig", "UNet3DConfig"]
 
 #: SCT's centerline-model settings per contrast (``core.py::find_centerline``,
 #: ``dct_params_ctr``): (features, dilation_layers); depth is always 2.
@@ -25,6 +25,10 @@ SCT_CTR_PARAMS: dict[str, tuple[int, int]] = {
     "t1": (24, 3),
     "dwi": (8, 2),
 }
+
+
+#: what a :class:`UNet3DConfig` kernel may see across slices (its ``slice_context``)
+SLICE_CONTEXTS = ("3d", "2.5d", "2d")
 
 
 class _JsonConfig:
@@ -95,8 +99,8 @@ class UNet3DConfig(_JsonConfig):
         _check_common(self.base_filters, self.depth, self.dropout, self.pool_size)
         if self.upsampling not in ("nearest", "transpose"):
             raise ValueError(f"upsampling must be 'nearest' or 'transpose', got {self.upsampling!r}")
-        if self.slice_context not in ("3d", "2.5d", "2d"):
-            raise ValueError(f"slice_context must be '3d', '2.5d' or '2d', got {self.slice_context!r}")
+        if self.slice_context not in SLICE_CONTEXTS:
+            raise ValueError(f"slice_context must be one of {SLICE_CONTEXTS}, got {self.slice_context!r}")
         _check_patch(self.patch_size, 3, self.size_multiple)
 
     def kernel(self, first: bool = False) -> tuple[int, int, int]:
