@@ -80,7 +80,9 @@ def main(argv=None) -> int:
     parser.add_argument("models", nargs="+", type=Path, help="model artifact folders (cord_seg)")
     parser.add_argument("--bids", type=Path, default=REPO / "examples" / "ds-spine-mini")
     parser.add_argument("--work", type=Path, default=REPO / "work" / "evaluate")
-    parser.add_argument("--out", type=Path, required=True, help="TSV: model, image, condition, dice")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="TSV: model, image, condition, dice, volume_ratio (predicted / manual)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
@@ -101,9 +103,18 @@ def main(argv=None) -> int:
     for path in args.models:
         predictor = Predictor.from_artifact(load_artifact(path))
         for (name, condition), (image, mask) in stacks.items():
-            score = float(dice(predictor.segment(image), mask))
-            LOGGER.info("%s %s %s: Dice %.3f", path, name, condition, score)
-            rows.append({"model": str(path), "image": name, "condition": condition, "dice": f"{score:.4f}"})
+            predicted = predictor.segment(image)
+            score, ratio = float(dice(predicted, mask)), float(predicted.sum() / mask.sum())
+            LOGGER.info("%s %s %s: Dice %.3f, volume %.2f x manual", path, name, condition, score, ratio)
+            rows.append(
+                {
+                    "model": str(path),
+                    "image": name,
+                    "condition": condition,
+                    "dice": f"{score:.4f}",
+                    "volume_ratio": f"{ratio:.4f}",
+                }
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t")
@@ -114,7 +125,8 @@ def main(argv=None) -> int:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """One row per image as acquired, then worst / mean per condition; one column per model."""
+    """One row per image as acquired, then worst / mean per condition, then the range of the
+    predicted / manual volume ratio over all images and conditions; one column per model."""
     models = list(dict.fromkeys(r["model"] for r in rows))
     images = list(dict.fromkeys(r["image"] for r in rows))
     score = {(r["model"], r["image"], r["condition"]): float(r["dice"]) for r in rows}
@@ -127,6 +139,12 @@ def markdown_table(rows: list[dict]) -> str:
             values = [score[m, image, condition] for image in images]
             cells.append(f"{min(values):.3f} / {np.mean(values):.3f}")
         lines.append(f"| worst / mean, {condition} | " + " | ".join(cells) + " |")
+    if all("volume_ratio" in r for r in rows):
+        cells = []
+        for m in models:
+            ratios = [float(r["volume_ratio"]) for r in rows if r["model"] == m]
+            cells.append(f"{min(ratios):.2f} / {np.median(ratios):.2f} / {max(ratios):.2f}")
+        lines.append("| volume / manual, min / median / max | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

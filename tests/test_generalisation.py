@@ -268,3 +268,22 @@ def test_evaluation_acquisitions_are_thick_box_slices_and_calibrated_noise():
     noisy = rician(background, cord, snr=8.0, seed=0)  # sigma = 80 / 8 = 10
     assert abs(noisy[16:].mean() - 10.0 * np.sqrt(np.pi / 2)) < 0.2  # Rayleigh where there is no signal
     np.testing.assert_array_equal(noisy, rician(background, cord, snr=8.0, seed=0))
+
+
+def test_evaluation_table_gives_worst_mean_and_the_volume_ratio_range():
+    """scripts/evaluate_base_models.py: per model, worst / mean Dice per condition and the
+    min / median / max of predicted over manual volume across every image and condition."""
+    import sys
+
+    sys.path.insert(0, str(LABEL_MAPS.parents[1] / "scripts"))
+    from evaluate_base_models import CONDITIONS, markdown_table
+
+    rows = [
+        {"model": "m", "image": image, "condition": condition, "dice": f"{dice}", "volume_ratio": f"{ratio}"}
+        for image, dice, ratio in (("a", 0.8, 0.5), ("b", 0.9, 1.0))
+        for condition in CONDITIONS
+    ]
+    table = markdown_table(rows).splitlines()
+    assert table[2:4] == ["| a | 0.800 |", "| b | 0.900 |"]
+    assert "| worst / mean, as_acquired | 0.800 / 0.850 |" in table
+    assert table[-1] == "| volume / manual, min / median / max | 0.50 / 0.75 / 1.00 |"
