@@ -21,6 +21,9 @@ Usage::
 
     .venv/bin/python scripts/evaluate_base_models.py lumbo_bids/data/models/cord_seg work/arch/*/models/cord_seg \\
         --out work/arch/evaluation.tsv
+
+``--ensemble`` adds a column: the mean of the given models' probabilities, thresholded and
+post-processed as the first model's plan says (e.g. two seeds of one recipe).
 """
 
 from __future__ import annotations
@@ -83,14 +86,19 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--out", type=Path, required=True, help="TSV: model, image, condition, dice, volume_ratio (predicted / manual)"
     )
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="also score the mean of the models' probabilities (the first model's threshold and post-processing)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
     from train_base_model import masked_images, prepare_case
 
-    from lumbo_bids.metrics import dice
     from lumbo_bids.model.artifact import load_artifact
     from lumbo_bids.model.predictor import Predictor
+    from lumbo_bids.postproc import postprocess
 
     args.work.mkdir(parents=True, exist_ok=True)
     cases = [prepare_case(anat, args.work)[0] for anat in masked_images(args.bids)]
@@ -99,22 +107,20 @@ def main(argv=None) -> int:
         image, mask = np.load(case.image), np.load(case.mask) > 0
         for condition, degrade in CONDITIONS.items():
             stacks[case.name, condition] = (degrade(image, mask), mask)
-    rows = []
+    rows, probabilities, threshold = [], {}, None
     for path in args.models:
         predictor = Predictor.from_artifact(load_artifact(path))
+        threshold = predictor.plan.threshold if threshold is None else threshold
         for (name, condition), (image, mask) in stacks.items():
-            predicted = predictor.segment(image)
-            score, ratio = float(dice(predicted, mask)), float(predicted.sum() / mask.sum())
-            LOGGER.info("%s %s %s: Dice %.3f, volume %.2f x manual", path, name, condition, score, ratio)
-            rows.append(
-                {
-                    "model": str(path),
-                    "image": name,
-                    "condition": condition,
-                    "dice": f"{score:.4f}",
-                    "volume_ratio": f"{ratio:.4f}",
-                }
-            )
+            probability = predictor.probability(predictor.standardise(image))  # Predictor.segment, in two steps
+            if args.ensemble:
+                probabilities.setdefault((name, condition), []).append(probability)
+            rows.append(score(str(path), name, condition, postprocess(probability, threshold=predictor.plan.threshold), mask))
+    if args.ensemble:
+        label = "mean of " + " + ".join(str(path) for path in args.models)
+        for (name, condition), members in probabilities.items():
+            predicted = postprocess(np.mean(members, axis=0), threshold=threshold)
+            rows.append(score(label, name, condition, predicted, stacks[name, condition][1]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t")
@@ -122,6 +128,15 @@ def main(argv=None) -> int:
         writer.writerows(rows)
     print(markdown_table(rows))
     return 0
+
+
+def score(model: str, name: str, condition: str, predicted: np.ndarray, mask: np.ndarray) -> dict:
+    """One TSV row: the Dice of ``predicted`` against ``mask`` and their volume ratio."""
+    from lumbo_bids.metrics import dice
+
+    value, ratio = float(dice(predicted, mask)), float(predicted.sum() / mask.sum())
+    LOGGER.info("%s %s %s: Dice %.3f, volume %.2f x manual", model, name, condition, value, ratio)
+    return {"model": model, "image": name, "condition": condition, "dice": f"{value:.4f}", "volume_ratio": f"{ratio:.4f}"}
 
 
 def markdown_table(rows: list[dict]) -> str:

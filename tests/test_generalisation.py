@@ -276,7 +276,14 @@ def test_evaluation_table_gives_worst_mean_and_the_volume_ratio_range():
     import sys
 
     sys.path.insert(0, str(LABEL_MAPS.parents[1] / "scripts"))
-    from evaluate_base_models import CONDITIONS, markdown_table
+    from evaluate_base_models import CONDITIONS, markdown_table, score
+
+    mask = np.zeros((4, 4, 4), bool)
+    mask[:2] = True
+    predicted = np.zeros_like(mask)
+    predicted[:1] = True  # half the manual volume, all of it inside: Dice 2 * 16 / (32 + 16)
+    row = score("m", "a", "as_acquired", predicted, mask)
+    assert (row["dice"], row["volume_ratio"]) == ("0.6667", "0.5000")
 
     rows = [
         {"model": "m", "image": image, "condition": condition, "dice": f"{dice}", "volume_ratio": f"{ratio}"}
