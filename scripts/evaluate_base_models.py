@@ -144,14 +144,14 @@ def markdown_table(rows: list[dict]) -> str:
     predicted / manual volume ratio over all images and conditions; one column per model."""
     models = list(dict.fromkeys(r["model"] for r in rows))
     images = list(dict.fromkeys(r["image"] for r in rows))
-    score = {(r["model"], r["image"], r["condition"]): float(r["dice"]) for r in rows}
+    dice_of = {(r["model"], r["image"], r["condition"]): float(r["dice"]) for r in rows}
     lines = ["| image | " + " | ".join(models) + " |", "| --- |" + " --- |" * len(models)]
     for image in images:
-        lines.append(f"| {image} | " + " | ".join(f"{score[m, image, 'as_acquired']:.3f}" for m in models) + " |")
+        lines.append(f"| {image} | " + " | ".join(f"{dice_of[m, image, 'as_acquired']:.3f}" for m in models) + " |")
     for condition in CONDITIONS:
         cells = []
         for m in models:
-            values = [score[m, image, condition] for image in images]
+            values = [dice_of[m, image, condition] for image in images]
             cells.append(f"{min(values):.3f} / {np.mean(values):.3f}")
         lines.append(f"| worst / mean, {condition} | " + " | ".join(cells) + " |")
     if all("volume_ratio" in r for r in rows):
