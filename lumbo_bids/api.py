@@ -57,7 +57,6 @@ def segment_image(image, model=None, mask=None, localiser=None, tta: bool = Fals
     from .model.artifact import load_artifact
     from .model.predictor import Predictor
     from .model.selection import SHIPPED_SEGMENTATION
-    from .postproc import postprocess
     from .preprocess import Preprocessor
     from .utils.images import check_same_grid, interpret_mask, make_image
 
@@ -73,7 +72,7 @@ def segment_image(image, model=None, mask=None, localiser=None, tta: bool = Fals
     case = preprocessor.run_case(load_volume(img), img.affine, manual)
     predictor = Predictor.from_artifact(artifact)
     probability = predictor.probability(predictor.standardise(case.stack), tta=tta)
-    cord = postprocess(probability, threshold=predictor.plan.threshold)
+    cord = predictor.mask(probability)
     native_mask = to_native(cord.astype(np.float32), case.geometry, order=1, threshold=0.5).astype(np.uint8)
     native_prob = to_native(probability, case.geometry, order=1).astype(np.float32)
     method = "manual mask" if manual is not None else "localiser"

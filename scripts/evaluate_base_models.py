@@ -98,7 +98,6 @@ def main(argv=None) -> int:
 
     from lumbo_bids.model.artifact import load_artifact
     from lumbo_bids.model.predictor import Predictor
-    from lumbo_bids.postproc import postprocess
 
     args.work.mkdir(parents=True, exist_ok=True)
     cases = [prepare_case(anat, args.work)[0] for anat in masked_images(args.bids)]
@@ -107,20 +106,19 @@ def main(argv=None) -> int:
         image, mask = np.load(case.image), np.load(case.mask) > 0
         for condition, degrade in CONDITIONS.items():
             stacks[case.name, condition] = (degrade(image, mask), mask)
-    rows, probabilities, threshold = [], {}, None
+    rows, probabilities, first = [], {}, None
     for path in args.models:
         predictor = Predictor.from_artifact(load_artifact(path))
-        threshold = predictor.plan.threshold if threshold is None else threshold
+        first = predictor if first is None else first
         for (name, condition), (image, mask) in stacks.items():
-            probability = predictor.probability(predictor.standardise(image))  # Predictor.segment, in two steps
+            probability = predictor.probability(predictor.standardise(image))  # Predictor.segment, keeping the probability
             if args.ensemble:
                 probabilities.setdefault((name, condition), []).append(probability)
-            rows.append(score(str(path), name, condition, postprocess(probability, threshold=predictor.plan.threshold), mask))
+            rows.append(score(str(path), name, condition, predictor.mask(probability), mask))
     if args.ensemble:
         label = "mean of " + " + ".join(str(path) for path in args.models)
         for (name, condition), members in probabilities.items():
-            predicted = postprocess(np.mean(members, axis=0), threshold=threshold)
-            rows.append(score(label, name, condition, predicted, stacks[name, condition][1]))
+            rows.append(score(label, name, condition, first.mask(np.mean(members, axis=0)), stacks[name, condition][1]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t")

@@ -127,7 +127,6 @@ def segment_dataset(bids: Path, automatic: bool = False) -> dict[str, dict]:
     from lumbo_bids.model.artifact import load_artifact
     from lumbo_bids.model.predictor import Predictor
     from lumbo_bids.model.selection import SHIPPED_LOCALISER, SHIPPED_SEGMENTATION, read_segmentation_model
-    from lumbo_bids.postproc import postprocess
     from lumbo_bids.preprocess import Preprocessor
     from lumbo_bids.qc import support_from_heatmap
     from lumbo_bids.utils.bids import find_manual_mask
@@ -149,7 +148,7 @@ def segment_dataset(bids: Path, automatic: bool = False) -> dict[str, dict]:
             stack, heat, geometry = automatic_case(preprocessor, data, affine, manual)
             support = support_from_heatmap(heat, resolution)
         prob = predictor.probability(predictor.standardise(stack))
-        mask = postprocess(prob, threshold=predictor.plan.threshold)
+        mask = predictor.mask(prob)
         name = image.name.removesuffix(".nii.gz")
         cases[name] = {
             "prob": prob.astype(np.float32), "mask": mask, "image": stack, "support": support,

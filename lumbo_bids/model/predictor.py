@@ -2,7 +2,7 @@
 
 :class:`InferencePlan` is the typed, frozen part of a model's manifest that inference needs
 (patch size, intensity standardisation, sliding-window overlap and blending, threshold);
-:class:`Predictor` applies it: standardise -> sliding-window probability -> post-processing.
+:class:`Predictor` applies it: standardise -> sliding-window probability -> post-processing (``mask``).
 The Nipype nodes (``Standardise``, ``Segment``, ``Postprocess``), validation during
 fine-tuning, the search folds and the scripts all go through it, so the Dice that fine-tuning
 reports is computed exactly as the participant level segments.
@@ -88,8 +88,12 @@ class Predictor:
             tta_flips=tta,
         )
 
-    def segment(self, stack: np.ndarray) -> np.ndarray:
-        """Binary cord mask (bool) of a raw cropped stack: standardise, predict, post-process."""
+    def mask(self, probability: np.ndarray) -> np.ndarray:
+        """Binary cord mask (bool) of a probability map: the plan's threshold, then post-processing."""
         from ..postproc import postprocess
 
-        return postprocess(self.probability(self.standardise(stack)), threshold=self.plan.threshold)
+        return postprocess(probability, threshold=self.plan.threshold)
+
+    def segment(self, stack: np.ndarray) -> np.ndarray:
+        """Binary cord mask (bool) of a raw cropped stack: standardise, predict, post-process."""
+        return self.mask(self.probability(self.standardise(stack)))
