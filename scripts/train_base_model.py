@@ -125,16 +125,16 @@ def label_map_cases(label_dir: Path, out_dir: Path) -> list:
     return cases
 
 
-def phantom_cases(n: int, out_dir: Path, seed: int) -> list:
-    """``n`` procedural lumbar label maps (conus, cauda equina: :func:`lumbo_bids.model.synth.lumbar_phantom`),
-    120 mm long crops at 0.5 mm, as synthetic cases."""
+def phantom_cases(n: int, out_dir: Path, seed: int, dorsal_roots: float = 0.0) -> list:
+    """``n`` procedural lumbar label maps (conus, cauda equina: :func:`lumbo_bids.model.synth.lumbar_phantom`,
+    a share ``dorsal_roots`` with the roots in a dorsal bundle), 120 mm long crops at 0.5 mm, as synthetic cases."""
     from lumbo_bids.model.cases import TrainingCase
     from lumbo_bids.model.synth import CORD, lumbar_phantom
 
     rng = np.random.default_rng([seed, 7])
     cases = []
     for k in range(n):
-        labels = lumbar_phantom((*CROP_SIZE, 240), rng, RESOLUTION)
+        labels = lumbar_phantom((*CROP_SIZE, 240), rng, RESOLUTION, dorsal_roots)
         image, mask = out_dir / f"phantom{k:02d}_labels.npy", out_dir / f"phantom{k:02d}_labels_cord.npy"
         np.save(image, labels)
         np.save(mask, (labels == CORD).astype(np.uint8))
@@ -284,6 +284,10 @@ def main(argv=None) -> int:
     parser.add_argument("--loc-steps", type=int, default=40)
     parser.add_argument("--label-maps", type=Path, default=REPO / "examples" / "label-maps-spinegeneric")
     parser.add_argument("--phantoms", type=int, default=10, help="procedural lumbar label maps (conus, cauda equina)")
+    parser.add_argument(
+        "--dorsal-roots", type=float, default=0.0,
+        help="share of the phantoms whose nerve roots lie in one dorsal bundle (supine patients)",
+    )  # fmt: skip
     parser.add_argument("--real-images", action="store_true", help="also train the segmentation on the real images")
     parser.add_argument("--synthetic-fraction", type=float, default=0.4, help="share of synthetic patches (--real-images)")
     parser.add_argument("--no-synthetic", action="store_true", help="train on the real images only (implies --real-images)")
@@ -361,10 +365,11 @@ def main(argv=None) -> int:
         "cases": [c.name for c in synthetic],
         "licence": "MIT (spine-generic)",
     }
-    phantoms = [] if args.no_synthetic else phantom_cases(args.phantoms, data_dir, args.seed)
+    phantoms = [] if args.no_synthetic else phantom_cases(args.phantoms, data_dir, args.seed, args.dorsal_roots)
     dataset["synthetic_phantoms"] = {
         "count": len(phantoms),
         "generator": "lumbo_bids.model.synth.lumbar_phantom",
+        "dorsal_roots": args.dorsal_roots,
         "seed": args.seed,
     }
     synthetic += phantoms

@@ -170,6 +170,24 @@ def test_lumbar_phantom_has_a_conus_and_roots_below_it():
     assert len(set(tips)) >= 3  # the conus is at a random level
 
 
+def test_lumbar_phantom_roots_are_scattered_or_in_a_dorsal_bundle():
+    offsets = []  # mean posterior offset (mm) of the roots from the canal's centre, slice by slice
+    for seed in range(8):
+        labels = lumbar_phantom((64, 64, 240), np.random.default_rng(seed), dorsal_roots=0.5)
+        roots, canal = labels == ROOTS, np.isin(labels, (CORD, CSF, ROOTS))
+        ys = np.arange(64, dtype=float)[None, :]
+        per_slice = [
+            (ys * roots[:, :, z]).sum() / roots[:, :, z].sum() - (ys * canal[:, :, z]).sum() / canal[:, :, z].sum()
+            for z in np.flatnonzero(roots.any(axis=(0, 1)))
+        ]
+        offsets.append(0.5 * float(np.mean(per_slice)))
+    offsets = np.array(offsets)
+    assert (offsets < -2.0).sum() >= 2  # bundles against the posterior wall (-y in RPI)
+    assert (np.abs(offsets) < 1.0).sum() >= 2  # roots spread over the whole canal
+    with pytest.raises(ValueError, match="dorsal_roots"):
+        lumbar_phantom((64, 64, 240), np.random.default_rng(0), dorsal_roots=1.5)
+
+
 def test_synthetic_fraction_sets_the_share_of_synthetic_patches(tmp_path):
     cord, csf = _cord_and_csf((40, 40, 60))
     np.save(tmp_path / "labels.npy", derive_labels(cord, csf))

@@ -69,13 +69,19 @@ def _smooth_walk(n: int, amplitude: float, rng: np.random.Generator) -> np.ndarr
     return walk * (amplitude / peak) if peak > 0 else walk
 
 
-def lumbar_phantom(shape: tuple[int, int, int], rng: np.random.Generator, voxel_mm: float = 0.5) -> np.ndarray:
+def lumbar_phantom(
+    shape: tuple[int, int, int], rng: np.random.Generator, voxel_mm: float = 0.5, dorsal_roots: float = 0.0
+) -> np.ndarray:
     """A random label map of the lumbar canal: conus medullaris, cauda equina, CSF, shells.
 
     The canal (an ellipse of 6-9 x 5-8 mm semi-axes) and the cord (3-5 x 2.5-4 mm) follow smooth
     random courses along z; the cord tapers over 8-25 mm to a conus tip at a random level
     (in a quarter of the phantoms above the field of view: roots only) and 10-30 nerve roots
-    (0.4-1 mm radius) run in the CSF around the conus and below it.
+    (0.4-1 mm radius) run in the CSF around the conus and below it: scattered over the canal,
+    or (with probability ``dorsal_roots``) gathered in a bundle of 1-3 mm spread against
+    the posterior wall, where they settle in a supine patient and where, on a T2w image, they
+    look most like a continuation of the cord. With ``dorsal_roots`` 0 the random stream (and so
+    the phantom of a seed) is the one of the recipe before dorsal bundles existed.
 
     Returns
     -------
@@ -102,10 +108,21 @@ def lumbar_phantom(shape: tuple[int, int, int], rng: np.random.Generator, voxel_
     cord = (ellipse <= 1.0) & (scale > 0.05) & canal
     roots = np.zeros(shape, dtype=bool)
     top = min(nz, tip + taper + rng.uniform(5, 40) * mm)
+    if not 0.0 <= dorsal_roots <= 1.0:
+        raise ValueError(f"dorsal_roots must be in [0, 1], got {dorsal_roots}")
+    dorsal = dorsal_roots > 0 and rng.random() < dorsal_roots
+    if dorsal:  # angle, relative radius and spread of the bundle
+        bundle = rng.uniform(-0.5, 0.5) - np.pi / 2, rng.uniform(0.3, 0.7), rng.uniform(1.0, 3.0) * mm
     for _ in range(int(rng.integers(10, 31))):
-        angle, radius = rng.uniform(0, 2 * np.pi), np.sqrt(rng.uniform(0.05, 0.8))
-        rx = cx + radius * canal_r[0] * np.cos(angle) + _smooth_walk(nz, 1.5 * mm, rng)
-        ry = cy + radius * canal_r[1] * np.sin(angle) + _smooth_walk(nz, 1.5 * mm, rng)
+        if dorsal:  # a bundle against the posterior wall (-y in RPI), as the roots settle in a supine patient
+            bx, by = bundle[1] * canal_r[0] * np.cos(bundle[0]), bundle[1] * canal_r[1] * np.sin(bundle[0])
+            offset = rng.normal(0.0, bundle[2], 2)
+            rx = cx + bx + offset[0] + _smooth_walk(nz, 0.5 * mm, rng)
+            ry = cy + by + offset[1] + _smooth_walk(nz, 0.5 * mm, rng)
+        else:
+            angle, radius = rng.uniform(0, 2 * np.pi), np.sqrt(rng.uniform(0.05, 0.8))
+            rx = cx + radius * canal_r[0] * np.cos(angle) + _smooth_walk(nz, 1.5 * mm, rng)
+            ry = cy + radius * canal_r[1] * np.sin(angle) + _smooth_walk(nz, 1.5 * mm, rng)
         extent = z < top * rng.uniform(0.7, 1.0)
         roots |= (((xs - rx) ** 2 + (ys - ry) ** 2) <= (rng.uniform(0.4, 1.0) * mm) ** 2) & extent & canal
     return _with_shells(canal, voxel_mm, {CSF: canal, ROOTS: roots & ~cord, CORD: cord})
