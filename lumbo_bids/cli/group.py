@@ -193,9 +193,8 @@ def tune_segmentation(config, init, train_raw, val_raw, cfg, state_dir: Path, ke
     """Score ``init`` on ``val_raw`` (unless ``before`` has its scores), fine-tune it (one line per
     epoch) and score it again: ``(FineTuned, Dice before)``. ``key`` names the run's data folder
     in the work dir; ``resume`` defaults to ``--resume``."""
+    from ..model.architectures import ARCHITECTURES
     from ..model.finetune import evaluate_cases, fine_tune
-    from ..model.network import build_unet3d
-    from ..model.unet_config import UNet3DConfig
     from .progress import epoch_progress, training_outcome
 
     inference = replace(init.plan, patch_size=cfg.patch_size)
@@ -204,8 +203,8 @@ def tune_segmentation(config, init, train_raw, val_raw, cfg, state_dir: Path, ke
         LOGGER.info("validation Dice before fine-tuning: %s", _fmt(before))
 
     def model_fn():
-        if config.from_scratch:
-            return build_unet3d(UNet3DConfig.from_dict(init.manifest["architecture"]["config"]))
+        if config.from_scratch:  # the initial model's architecture (a network or an ensemble), new weights
+            return ARCHITECTURES[init.architecture](dict(init.architecture_config))
         return init.build_model()
 
     plan = None if config.from_scratch else init.manifest["preprocessing"].get("intensity")

@@ -20,8 +20,24 @@ def _network_builder(build: str, config_class: str) -> Builder:
     return builder
 
 
+def normalised_config(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the defaults of its config class filled in (older manifests omit newer keys)."""
+    from . import unet_config
+
+    classes = {"unet3d": unet_config.UNet3DConfig, "unet2d": unet_config.UNet2DConfig}
+    return classes[name].from_dict(dict(config)).to_dict() if name in classes else dict(config)
+
+
+def _ensemble(config: dict[str, Any]) -> Any:
+    """The mean of several networks (:func:`lumbo_bids.model.ensemble.build_ensemble`)."""
+    from .ensemble import build_ensemble
+
+    return build_ensemble(config)
+
+
 #: architecture name -> ``builder(config_dict) -> keras.Model``; add entries for plugins / tests
 ARCHITECTURES: dict[str, Builder] = {
     "unet3d": _network_builder("build_unet3d", "UNet3DConfig"),
     "unet2d": _network_builder("build_unet2d", "UNet2DConfig"),
+    "ensemble": _ensemble,
 }

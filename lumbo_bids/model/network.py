@@ -220,7 +220,8 @@ def freeze_depth(model: keras.Model, mode: FreezeMode) -> list[str]:
     Parameters
     ----------
     model : keras.Model
-        A model from :func:`build_unet3d` or :func:`build_unet2d`.
+        A model from :func:`build_unet3d` or :func:`build_unet2d`, or an ensemble of them
+        (each member frozen alike; names returned as ``member/layer``).
     mode : {"none", "encoder", "all_but_last"}
         ``"none"``: every layer trainable; ``"encoder"``: the layers of
         :func:`encoder_layer_names` frozen (their batch-norm layers then run in
@@ -233,6 +234,10 @@ def freeze_depth(model: keras.Model, mode: FreezeMode) -> list[str]:
         Names of the layers left frozen. The model must be (re)compiled after
         this for the change to affect training.
     """
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if nested:  # an ensemble (:mod:`lumbo_bids.model.ensemble`): freeze every member alike
+        model.trainable = True
+        return [f"{net.name}/{name}" for net in nested for name in freeze_depth(net, mode)]
     names = [layer.name for layer in model.layers]
     if mode == "none":
         frozen: set[str] = set()

@@ -89,11 +89,11 @@ class Predictor:
         )
 
     def mask(self, probability: np.ndarray) -> np.ndarray:
-        """Binary cord mask (bool) of a probability map: the plan's threshold, then post-processing."""
+        """Binary cord mask (uint8 0 / 1) of a probability map: the plan's threshold, then post-processing."""
         from ..postproc import postprocess
 
         return postprocess(probability, threshold=self.plan.threshold)
 
     def segment(self, stack: np.ndarray) -> np.ndarray:
-        """Binary cord mask (bool) of a raw cropped stack: standardise, predict, post-process."""
+        """Binary cord mask (uint8 0 / 1) of a raw cropped stack: standardise, predict, post-process."""
         return self.mask(self.probability(self.standardise(stack)))
