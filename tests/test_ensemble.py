@@ -80,7 +80,7 @@ def test_members_that_differ_are_refused_in_one_line(tmp_path):
     wider = _member(tmp_path, 2, {**TINY, "base_filters": 4})
     with pytest.raises(ArtifactError) as err:
         ensemble_artifact([first, wider], tmp_path / "ensemble")
-    assert "\n" not in str(err.value) and "member 1 differs from member 0 in 'architecture'" in str(err.value)
+    assert "\n" not in str(err.value) and str(err.value).startswith(f"{wider}: differs from member 0 in 'architecture'")
     with pytest.raises(ArtifactError, match="at least 2 members"):
         ensemble_artifact([first], tmp_path / "ensemble")
     assert not (tmp_path / "ensemble").exists()
@@ -139,3 +139,19 @@ def test_an_ensemble_fine_tunes_like_a_single_network(tmp_path):
     reloaded = load_artifact(saved).build_model()
     for a, b in zip(reloaded.get_weights(), result.model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_make_ensemble_script_writes_a_loadable_ensemble(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_ensemble", Path(__file__).parents[1] / "scripts" / "make_ensemble.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    members = [str(_member(tmp_path, seed)) for seed in (1, 2)]
+    assert script.main([*members, "--overlap", "0.25", "--out", str(tmp_path / "ens")]) == 0
+    artifact = load_artifact(tmp_path / "ens")
+    assert artifact.overlap == 0.25 and artifact.architecture_config["members"] == 2
+    assert artifact.manifest["training"]["reproduce"].startswith("scripts/make_ensemble.py ")
+    wider = str(_member(tmp_path, 3, {**TINY, "base_filters": 4}))
+    assert script.main([members[0], wider, "--out", str(tmp_path / "bad")]) != 0
+    assert not (tmp_path / "bad").exists()

@@ -67,8 +67,9 @@ def members_of(model: Any) -> list[Any]:
     return nested or [model]
 
 
-def _same_plan(manifests: Sequence[dict[str, Any]]) -> str | None:
-    """What differs between the members' architecture / preprocessing / inference, if anything."""
+def _same_plan(manifests: Sequence[dict[str, Any]]) -> tuple[int, str] | None:
+    """``(member, what)``: the first member whose architecture / preprocessing / inference / task /
+    contrasts differ from member 0's; ``None`` when they all agree."""
     from .architectures import normalised_config
 
     def arch(m: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -77,10 +78,10 @@ def _same_plan(manifests: Sequence[dict[str, Any]]) -> str | None:
     first = manifests[0]
     for k, other in enumerate(manifests[1:], start=1):
         if arch(other) != arch(first):
-            return f"member {k} differs from member 0 in 'architecture'"
+            return k, "differs from member 0 in 'architecture'"
         for key in ("preprocessing", "inference", "task", "contrasts"):
             if other.get(key) != first.get(key):
-                return f"member {k} differs from member 0 in {key!r}"
+                return k, f"differs from member 0 in {key!r}"
     return None
 
 
@@ -110,8 +111,8 @@ def ensemble_artifact(
     if len(members) < 2:
         raise ArtifactError(out_dir, f"an ensemble needs at least 2 members, got {len(members)}")
     loaded = [load_artifact(m) for m in members]
-    if problem := _same_plan([a.manifest for a in loaded]):
-        raise ArtifactError(loaded[0].origin, problem)
+    if differs := _same_plan([a.manifest for a in loaded]):
+        raise ArtifactError(loaded[differs[0]].origin, f"{differs[1]} ({loaded[0].origin})")
     if loaded[0].architecture == "ensemble":
         raise ArtifactError(loaded[0].origin, "members must be single networks, not ensembles")
     first = loaded[0].manifest
