@@ -31,9 +31,15 @@ sys.path.insert(0, str(REPO))
 
 
 def conv_flops(model, patch) -> float:
-    """Multiply-adds x 2 of every (transposed) convolution of ``model`` on one ``patch``."""
+    """Multiply-adds x 2 of every (transposed) convolution of ``model`` on one ``patch`` (of every
+    member, for an ensemble)."""
     import keras
 
+    from lumbo_bids.model.ensemble import members_of
+
+    nets = members_of(model)
+    if nets != [model]:
+        return sum(conv_flops(net, patch) for net in nets)
     probe = keras.Model(model.inputs, [layer.output for layer in model.layers if _is_conv(layer)])
     shapes = [tuple(t.shape) for t in probe.compute_output_spec(keras.KerasTensor((1, *patch, 1)))]
     total = 0.0
