@@ -14,7 +14,10 @@ held-out figure. The localiser is trained on those real images:
   around the manual-mask centerline at 0.5 mm; intensities standardised by the robust
   per-image z-score, patches domain-randomised (contrast, resolution, artefacts:
   :mod:`lumbo_bids.model.augment`), label maps turned into new synthetic images every draw
-  (:mod:`lumbo_bids.model.synth`).
+  (:mod:`lumbo_bids.model.synth`; ``--dorsal-roots 0.5``: half of the lumbar phantoms with
+  their nerve roots in a dorsal bundle). The shipped ``cord_seg`` is a seed ensemble: this
+  recipe run with ``--seed 42``, ``43`` and ``44``, joined by ``scripts/make_ensemble.py``
+  (the mean of the three networks' probabilities; see its docstring).
 * ``cord_localiser`` — the deepseg_sc 2D centerline U-Net on 1 mm axial windows of the whole
   field of view, trained with the same domain randomisation to output a Gaussian heat-map
   around the cord (images without a manual mask are localised with it).
@@ -27,7 +30,11 @@ the held-out Dice of each image goes into the model card. ``--real-images --no-s
 
 Usage::
 
-    .venv/bin/python scripts/train_base_model.py                  # ~25 min on 2 CPU cores (the shipped models)
+    .venv/bin/python scripts/train_base_model.py --dorsal-roots 0.5 --seed 42 --out work/s42   # ~22 min on 2 CPU cores
+    .venv/bin/python scripts/train_base_model.py --dorsal-roots 0.5 --seed 43 --skip-localiser --out work/s43
+    .venv/bin/python scripts/train_base_model.py --dorsal-roots 0.5 --seed 44 --skip-localiser --out work/s44
+    .venv/bin/python scripts/make_ensemble.py work/s42/cord_seg work/s43/cord_seg work/s44/cord_seg \
+        --overlap 0.25 --out work/shipped/cord_seg                 # the shipped cord_seg
     .venv/bin/python scripts/train_base_model.py --real-images --synthetic-fraction 0.8 --loso --skip-localiser --out /tmp/mixed
     .venv/bin/python scripts/train_base_model.py --real-images --no-synthetic --loso --skip-localiser --out /tmp/ablation
     .venv/bin/python scripts/train_base_model.py --no-synthetic --loso-only --skip-localiser --out /tmp/dr_only
