@@ -34,7 +34,7 @@ Usage::
     .venv/bin/python scripts/train_base_model.py --dorsal-roots 0.5 --seed 43 --skip-localiser --out work/s43
     .venv/bin/python scripts/train_base_model.py --dorsal-roots 0.5 --seed 44 --skip-localiser --out work/s44
     .venv/bin/python scripts/make_ensemble.py work/s42/cord_seg work/s43/cord_seg work/s44/cord_seg \
-        --overlap 0.25 --out work/shipped/cord_seg                 # the shipped cord_seg
+        --overlap 0.1 --out work/shipped/cord_seg                  # the shipped cord_seg
     .venv/bin/python scripts/train_base_model.py --real-images --synthetic-fraction 0.8 --loso --skip-localiser --out /tmp/mixed
     .venv/bin/python scripts/train_base_model.py --real-images --no-synthetic --loso --skip-localiser --out /tmp/ablation
     .venv/bin/python scripts/train_base_model.py --no-synthetic --loso-only --skip-localiser --out /tmp/dr_only

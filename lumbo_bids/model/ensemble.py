@@ -142,7 +142,7 @@ def ensemble_artifact(
                     "training": a.manifest.get("training", {}),
                 }
                 for a in loaded
-            ],  # fmt: skip
+            ],
         },
     )
     return save_artifact(model, out_dir, manifest)

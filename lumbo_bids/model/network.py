@@ -234,8 +234,10 @@ def freeze_depth(model: keras.Model, mode: FreezeMode) -> list[str]:
         Names of the layers left frozen. The model must be (re)compiled after
         this for the change to affect training.
     """
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if nested:  # an ensemble (:mod:`lumbo_bids.model.ensemble`): freeze every member alike
+    from .ensemble import members_of
+
+    nested = members_of(model)
+    if nested != [model]:  # an ensemble: freeze every member alike
         model.trainable = True
         return [f"{net.name}/{name}" for net in nested for name in freeze_depth(net, mode)]
     names = [layer.name for layer in model.layers]

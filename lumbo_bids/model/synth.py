@@ -88,6 +88,8 @@ def lumbar_phantom(
     numpy.ndarray
         uint8 labels (classes of this module), ``shape``; the cord is ``labels == CORD``.
     """
+    if not 0.0 <= dorsal_roots <= 1.0:
+        raise ValueError(f"dorsal_roots must be in [0, 1], got {dorsal_roots}")
     nx, ny, nz = shape
     mm = 1.0 / voxel_mm
     xs = np.arange(nx, dtype=np.float32)[:, None, None]
@@ -108,15 +110,13 @@ def lumbar_phantom(
     cord = (ellipse <= 1.0) & (scale > 0.05) & canal
     roots = np.zeros(shape, dtype=bool)
     top = min(nz, tip + taper + rng.uniform(5, 40) * mm)
-    if not 0.0 <= dorsal_roots <= 1.0:
-        raise ValueError(f"dorsal_roots must be in [0, 1], got {dorsal_roots}")
     dorsal = dorsal_roots > 0 and rng.random() < dorsal_roots
-    if dorsal:  # angle, relative radius and spread of the bundle
-        bundle = rng.uniform(-0.5, 0.5) - np.pi / 2, rng.uniform(0.3, 0.7), rng.uniform(1.0, 3.0) * mm
+    if dorsal:  # a bundle against the posterior wall (-y in RPI), as the roots settle in a supine patient
+        where, depth, spread = rng.uniform(-0.5, 0.5) - np.pi / 2, rng.uniform(0.3, 0.7), rng.uniform(1.0, 3.0) * mm
+        bx, by = depth * canal_r[0] * np.cos(where), depth * canal_r[1] * np.sin(where)  # the bundle's centre
     for _ in range(int(rng.integers(10, 31))):
-        if dorsal:  # a bundle against the posterior wall (-y in RPI), as the roots settle in a supine patient
-            bx, by = bundle[1] * canal_r[0] * np.cos(bundle[0]), bundle[1] * canal_r[1] * np.sin(bundle[0])
-            offset = rng.normal(0.0, bundle[2], 2)
+        if dorsal:
+            offset = rng.normal(0.0, spread, 2)
             rx = cx + bx + offset[0] + _smooth_walk(nz, 0.5 * mm, rng)
             ry = cy + by + offset[1] + _smooth_walk(nz, 0.5 * mm, rng)
         else:
