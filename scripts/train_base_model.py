@@ -132,16 +132,25 @@ def label_map_cases(label_dir: Path, out_dir: Path) -> list:
     return cases
 
 
-def phantom_cases(n: int, out_dir: Path, seed: int, dorsal_roots: float = 0.0) -> list:
-    """``n`` procedural lumbar label maps (conus, cauda equina: :func:`lumbo_bids.model.synth.lumbar_phantom`,
-    a share ``dorsal_roots`` with the roots in a dorsal bundle), 120 mm long crops at 0.5 mm, as synthetic cases."""
-    from lumbo_bids.model.cases import TrainingCase
-    from lumbo_bids.model.synth import CORD, lumbar_phantom
+PHANTOM_MODELS = {"tube": "lumbar_phantom", "conus": "conus_phantom"}
 
+
+def phantom_cases(n: int, out_dir: Path, seed: int, dorsal_roots: float = 0.0, model: str = "tube") -> list:
+    """``n`` procedural lumbar label maps, 120 mm long crops at 0.5 mm, as synthetic cases.
+
+    ``model``: ``"tube"`` (:func:`lumbo_bids.model.synth.lumbar_phantom`: a tube that tapers to a
+    conus among roots, a share ``dorsal_roots`` of them in a dorsal bundle) or ``"conus"``
+    (:func:`lumbo_bids.model.synth.conus_phantom`: enlargement, conus taper, filum, roots leaving
+    the cord beside the conus)."""
+    from lumbo_bids.model import synth
+    from lumbo_bids.model.cases import TrainingCase
+
+    draw = getattr(synth, PHANTOM_MODELS[model])
+    CORD = synth.CORD
     rng = np.random.default_rng([seed, 7])
     cases = []
     for k in range(n):
-        labels = lumbar_phantom((*CROP_SIZE, 240), rng, RESOLUTION, dorsal_roots)
+        labels = draw((*CROP_SIZE, 240), rng, RESOLUTION, dorsal_roots)
         image, mask = out_dir / f"phantom{k:02d}_labels.npy", out_dir / f"phantom{k:02d}_labels_cord.npy"
         np.save(image, labels)
         np.save(mask, (labels == CORD).astype(np.uint8))
@@ -199,6 +208,8 @@ def train_segmentation(train_raw, val_raw, args, run_dir: Path, synthetic=()):
         cord_fraction=0.8,
         augmentation_strength=1.0,
         domain_randomisation=args.domain_randomisation,
+        thick_axes=args.thick_axes,
+        grey_matter=args.grey_matter,
         synthetic_fraction=None if args.synthetic_only else args.synthetic_fraction,
         patch_size=PATCH_SIZE,
         val_patches_per_case=4,
@@ -295,6 +306,18 @@ def main(argv=None) -> int:
         "--dorsal-roots", type=float, default=0.0,
         help="share of the phantoms whose nerve roots lie in one dorsal bundle (supine patients)",
     )  # fmt: skip
+    parser.add_argument(
+        "--phantom-model", choices=sorted(PHANTOM_MODELS), default="tube",
+        help="lumbar phantoms: 'tube' (the recipe until 2026-12) or 'conus' (enlargement, conus taper, filum, roots beside it)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--thick-axes", choices=("axial", "any"), default="axial",
+        help="simulated thick slices along the cord axis only, or also sagittal and coronal (augment.THICK_AXES)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--grey-matter", type=float, default=0.0,
+        help="probability of a grey-matter core of its own intensity in a synthetic cord (synth.synthesise)",
+    )  # fmt: skip
     parser.add_argument("--real-images", action="store_true", help="also train the segmentation on the real images")
     parser.add_argument("--synthetic-fraction", type=float, default=0.4, help="share of synthetic patches (--real-images)")
     parser.add_argument("--no-synthetic", action="store_true", help="train on the real images only (implies --real-images)")
@@ -372,10 +395,12 @@ def main(argv=None) -> int:
         "cases": [c.name for c in synthetic],
         "licence": "MIT (spine-generic)",
     }
-    phantoms = [] if args.no_synthetic else phantom_cases(args.phantoms, data_dir, args.seed, args.dorsal_roots)
+    phantoms = (
+        [] if args.no_synthetic else phantom_cases(args.phantoms, data_dir, args.seed, args.dorsal_roots, args.phantom_model)
+    )
     dataset["synthetic_phantoms"] = {
         "count": len(phantoms),
-        "generator": "lumbo_bids.model.synth.lumbar_phantom",
+        "generator": f"lumbo_bids.model.synth.{PHANTOM_MODELS[args.phantom_model]}",
         "dorsal_roots": args.dorsal_roots,
         "seed": args.seed,
     }

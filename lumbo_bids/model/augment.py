@@ -15,7 +15,9 @@ plane (rotation and scaling), axis 2 the cord axis (small tilts only).
 :meth:`AugmentConfig.domain_randomised`): so that contrast, resolution and artefacts stop
 mattering, the image is mapped to [0, 1], passed through a random non-monotonic look-up table
 (or inverted, T1/T2-like), through a simulated acquisition (random slice thickness up to 5 mm
-and in-plane resolution up to 1.5 mm: partial-volume blur then back to the 0.5 mm grid; Gibbs
+and in-plane resolution up to 1.5 mm: partial-volume blur then back to the 0.5 mm grid; thick
+slices along the cord axis only, or with ``thick_axes="any"`` also sagittal and coronal ones,
+as most lumbar images are acquired, with a Gaussian or a box slice profile; Gibbs
 ringing from truncated k-space; a Nyquist ghost; a smooth multiplicative bias field; Rician
 noise) and finally standardised again with the robust z-score that inference uses
 (:func:`lumbo_bids.intensity.robust_standardise`).
@@ -68,6 +70,19 @@ class AugmentConfig:
         Probability of additive Gaussian noise.
     noise_std : float
         Largest noise standard deviation (drawn uniformly in ``[0, noise_std]``).
+    p_lut ... rician_std
+        Domain randomisation (module docstring); ``max_slice_factor`` and ``max_inplane_factor``
+        bound the simulated voxel size, in voxels of the patch.
+    sagittal_share, coronal_share : float
+        Of the simulated acquisitions (``p_lowres``), the share with thick slices along
+        left-right (sagittal, axis 0) and anterior-posterior (coronal, axis 1); the rest are
+        axial (thick along axis 2). Both 0: the thick axis is always axis 2 and the slice
+        thickness is drawn from 1 voxel up, as before these options existed (same random stream).
+        Otherwise the thick axis gets 2 to ``max_slice_factor`` voxels (1-5 mm at 0.5 mm), the
+        other two an in-plane size of 1 to ``max_inplane_factor``.
+    p_box_profile : float
+        With any-axis thick slices, probability of a box slice profile (2D TSE-like) instead of a
+        Gaussian one.
     """
 
     strength: float = 1.0
@@ -97,6 +112,9 @@ class AugmentConfig:
     p_ghost: float = 0.0
     p_rician: float = 0.0
     rician_std: float = 0.08
+    sagittal_share: float = 0.0
+    coronal_share: float = 0.0
+    p_box_profile: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -114,6 +132,8 @@ class AugmentConfig:
             raise ValueError("AugmentConfig.max_slice_factor and max_inplane_factor must be >= 1")
         if self.elastic_sigma <= 0:
             raise ValueError("AugmentConfig.elastic_sigma must be > 0")
+        if self.sagittal_share + self.coronal_share > 1.0:
+            raise ValueError("AugmentConfig.sagittal_share + coronal_share must be <= 1")
 
     @classmethod
     def identity(cls) -> AugmentConfig:
@@ -121,8 +141,15 @@ class AugmentConfig:
         return cls(p_flip=0.0, p_spatial=0.0, p_elastic=0.0, p_intensity=0.0, p_gamma=0.0, p_noise=0.0)
 
     @classmethod
-    def domain_randomised(cls, strength: float = 1.0, amount: float = 1.0) -> AugmentConfig:
-        """The default augmentation plus domain randomisation, its probabilities times ``amount``."""
+    def domain_randomised(cls, strength: float = 1.0, amount: float = 1.0, thick_axes: str = "axial") -> AugmentConfig:
+        """The default augmentation plus domain randomisation, its probabilities times ``amount``.
+
+        ``thick_axes``: ``"axial"`` simulates thick slices along the cord axis only (the recipe
+        before any-axis slices); ``"any"`` also as sagittal (40 %) and coronal (15 %) slices,
+        with a box slice profile half of the time (:data:`THICK_AXES`).
+        """
+        if thick_axes not in THICK_AXES:
+            raise ValueError(f"thick_axes must be one of {sorted(THICK_AXES)}, got {thick_axes!r}")
         if not 0.0 <= amount <= 1.0:
             raise ValueError(f"domain randomisation amount must be in [0, 1], got {amount}")
         probs = {
@@ -134,7 +161,7 @@ class AugmentConfig:
             "p_ghost": 0.15,
             "p_rician": 0.5,
         }
-        return cls(strength=strength, **{k: v * amount for k, v in probs.items()})
+        return cls(strength=strength, **{k: v * amount for k, v in probs.items()}, **THICK_AXES[thick_axes])
 
     @property
     def randomises_domain(self) -> bool:
@@ -177,6 +204,13 @@ class AugmentConfig:
         if unknown:
             raise ValueError(f"unknown AugmentConfig keys: {sorted(unknown)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+#: The slice orientations of simulated acquisitions (:meth:`AugmentConfig.domain_randomised`).
+THICK_AXES = {
+    "axial": {},
+    "any": {"sagittal_share": 0.4, "coronal_share": 0.15, "p_box_profile": 0.5},
+}
 
 
 def _rotation(ndim: int, angles_deg: dict[tuple[int, int], float]) -> np.ndarray:
@@ -263,18 +297,33 @@ def random_lut(unit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.interp(unit, np.linspace(0.0, 1.0, n), rng.uniform(0.0, 1.0, n)).astype(np.float32)
 
 
-def simulate_resolution(image: np.ndarray, factors: tuple[float, ...]) -> np.ndarray:
+def box_kernel(width: float) -> np.ndarray:
+    """A normalised box of ``width`` voxels (fractional ends weighted), odd length, centred."""
+    half = width / 2.0
+    reach = int(np.ceil(half - 0.5))
+    offsets = np.arange(-reach, reach + 1, dtype=np.float64)
+    weights = np.clip(half + 0.5 - np.abs(offsets), 0.0, 1.0)
+    return weights / weights.sum()
+
+
+def simulate_resolution(image: np.ndarray, factors: tuple[float, ...], profile: str = "gaussian") -> np.ndarray:
     """Partial-volume acquisition at ``factors`` times the voxel size, back on the same grid.
 
-    Along each axis with a factor ``f > 1``: a Gaussian slice profile of FWHM ``f`` voxels,
-    sampling every ``f`` voxels, then linear interpolation back to every voxel.
+    Along each axis with a factor ``f > 1``: a slice profile of width ``f`` voxels (``"gaussian"``:
+    FWHM ``f``; ``"box"``: the mean over ``f`` voxels, as a 2D TSE slice), sampling every ``f``
+    voxels, then linear interpolation back to every voxel.
     """
+    if profile not in ("gaussian", "box"):
+        raise ValueError(f"profile must be 'gaussian' or 'box', got {profile!r}")
     out = image.astype(np.float32, copy=True)
     for axis, f in enumerate(factors):
         n = out.shape[axis]
         if f <= 1.05 or n < 3:
             continue
-        out = ndimage.gaussian_filter1d(out, sigma=f / 2.3548, axis=axis, mode="nearest")
+        if profile == "box":
+            out = ndimage.convolve1d(out, box_kernel(f).astype(np.float32), axis=axis, mode="nearest")
+        else:
+            out = ndimage.gaussian_filter1d(out, sigma=f / 2.3548, axis=axis, mode="nearest")
         positions = np.arange(0.0, n - 1 + 1e-6, f)
         if positions[-1] < n - 1:
             positions = np.append(positions, n - 1)
@@ -317,6 +366,18 @@ def gibbs_ringing(image: np.ndarray, axis: int, keep: float) -> np.ndarray:
     return np.abs(np.fft.ifft(np.fft.ifftshift(spectrum, axes=axis), axis=axis)).astype(np.float32)
 
 
+def _thick_slices_any_axis(unit: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """A simulated 2D acquisition with thick slices along a random axis: sagittal (axis 0),
+    coronal (axis 1) or axial (axis 2; for a 2D axial window: in-plane voxels only)."""
+    u = rng.random()
+    thick = 0 if u < cfg.sagittal_share else (1 if u < cfg.sagittal_share + cfg.coronal_share else 2)
+    inplane = rng.uniform(1.0, cfg.max_inplane_factor)
+    factors = [inplane] * 3
+    factors[thick] = rng.uniform(min(2.0, cfg.max_slice_factor), cfg.max_slice_factor)
+    profile = "box" if rng.random() < cfg.p_box_profile else "gaussian"
+    return simulate_resolution(unit, tuple(factors[: unit.ndim]), profile)
+
+
 def _randomise_domain(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
     """Contrast, resolution and artefact randomisation (see the module docstring), restandardised."""
     from ..intensity import robust_standardise
@@ -327,9 +388,12 @@ def _randomise_domain(image: np.ndarray, rng: np.random.Generator, cfg: AugmentC
     if rng.random() < cfg.p_invert:
         unit = 1.0 - unit
     if rng.random() < cfg.p_lowres:
-        inplane = rng.uniform(1.0, cfg.max_inplane_factor)
-        factors = (inplane, inplane) + ((rng.uniform(1.0, cfg.max_slice_factor),) if image.ndim == 3 else ())
-        unit = simulate_resolution(unit, factors)
+        if cfg.sagittal_share > 0 or cfg.coronal_share > 0:
+            unit = _thick_slices_any_axis(unit, rng, cfg)
+        else:
+            inplane = rng.uniform(1.0, cfg.max_inplane_factor)
+            factors = (inplane, inplane) + ((rng.uniform(1.0, cfg.max_slice_factor),) if image.ndim == 3 else ())
+            unit = simulate_resolution(unit, factors)
     if rng.random() < cfg.p_bias and cfg.bias_std > 0:
         unit = unit * bias_field(unit.shape, cfg.bias_std, rng)
     if rng.random() < cfg.p_ringing:

@@ -74,6 +74,7 @@ def patch_dataset(
     training: bool = True,
     start_epoch: int = 0,
     synthetic_fraction: float | None = None,
+    grey_matter: float = 0.0,
 ):  # -> tf.data.Dataset
     """Batches of 3D training (or validation) patches, streamed from the cases' ``.npy`` files.
 
@@ -104,6 +105,9 @@ def patch_dataset(
         First epoch of the stream (a resumed run continues its sequence).
     synthetic_fraction : float, optional
         Share of the patches drawn from synthetic cases (default: even over all cases).
+    grey_matter : float
+        Probability that a synthetic image gets a grey-matter core of its own intensity inside
+        the cord (:func:`lumbo_bids.model.synth.synthesise`).
 
     Returns
     -------
@@ -112,7 +116,10 @@ def patch_dataset(
     """
     size = tuple(int(s) for s in patch_size)
     cases = list(cases)
-    args = (cases, size, patches_per_epoch, patches_per_case, cord_fraction, seed, training, start_epoch, synthetic_fraction)
+    args = (
+        cases, size, patches_per_epoch, patches_per_case, cord_fraction, seed, training, start_epoch, synthetic_fraction,
+        grey_matter,
+    )  # fmt: skip
     iter_patches(*args)  # validates the arguments now rather than at the first batch
     n_val = patches_per_case * len(cases)
     return _to_dataset(lambda: iter_patches(*args), n_val, size, batch_size, augment, binary=True, training=training)

@@ -63,12 +63,12 @@ def _stream(
         epoch += 1
 
 
-def _synthetic_patch(labels: np.ndarray, seed: int) -> np.ndarray:
+def _synthetic_patch(labels: np.ndarray, seed: int, grey_matter: float = 0.0) -> np.ndarray:
     """A new synthetic image of a label patch, standardised like a real one."""
     from ..intensity import robust_standardise
     from .synth import synthesise
 
-    image = synthesise(labels.astype(np.uint8), np.random.default_rng(seed))
+    image = synthesise(labels.astype(np.uint8), np.random.default_rng(seed), grey_matter=grey_matter)
     return robust_standardise(image, np.ones(image.shape, dtype=bool))  # a constant patch becomes zeros
 
 
@@ -82,6 +82,7 @@ def iter_patches(
     training: bool = True,
     start_epoch: int = 0,
     synthetic_fraction: float | None = None,
+    grey_matter: float = 0.0,
 ) -> Iterator[Sample]:
     """The raw (unaugmented) 3D patch stream behind :func:`~lumbo_bids.model.dataset.patch_dataset`.
 
@@ -119,7 +120,7 @@ def iter_patches(
     def sample(item: tuple) -> tuple[np.ndarray, np.ndarray]:
         image, mask = (extract_patch(v, item[1], size).astype(np.float32, copy=False) for v in volumes.pair(item[0]))
         if cases[item[0]].synthetic:
-            image = _synthetic_patch(image, item[2])
+            image = _synthetic_patch(image, item[2], grey_matter)
         return image, mask
 
     return _stream(plan, sample, seed, training, start_epoch)

@@ -128,6 +128,122 @@ def lumbar_phantom(
     return _with_shells(canal, voxel_mm, {CSF: canal, ROOTS: roots & ~cord, CORD: cord})
 
 
+#: Morphometry of :func:`conus_phantom` (mm, mm^2), from published adult morphometry and the one
+#: bundled manual mask that reaches the conus (``sub-PAM50small``, the PAM50 template: CSA about
+#: 40-45 mm^2 in the lower thoracic cord, 53-55 mm^2 at the lumbar enlargement 45-65 mm above the
+#: tip, rising about linearly over the 40 mm above the tip, a thin strand over the last 5 mm).
+CONUS_MORPHOMETRY = {
+    "enlargement_semi_axes_mm": ((3.8, 5.2), (2.8, 3.8)),  # left-right, anterior-posterior
+    "thoracic_scale": (0.8, 0.95),  # the thoracic cord's semi-axes / the enlargement's
+    "taper_mm": (10.0, 40.0),  # from the tip to the full enlargement
+    "taper_power": (1.0, 2.0),  # CSA ~ (distance above the tip / taper) ** power: 1 PAM50, 2 a cone
+    "enlargement_length_mm": (15.0, 40.0),  # full width above the taper before the thoracic cord
+    "filum_radius_mm": (0.4, 0.9),
+    "root_radius_mm": (0.4, 1.0),
+    "canal_semi_axes_mm": ((6.0, 10.0), (5.0, 8.5)),
+}
+
+
+def _in_range(rng: np.random.Generator, key: str) -> float:
+    low, high = CONUS_MORPHOMETRY[key]
+    return float(rng.uniform(low, high))
+
+
+def _smoothstep(t: np.ndarray) -> np.ndarray:
+    t = np.clip(t, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def conus_phantom(
+    shape: tuple[int, int, int], rng: np.random.Generator, voxel_mm: float = 0.5, dorsal_roots: float = 0.5
+) -> np.ndarray:
+    """A random label map of the lower cord as the anatomy lies: enlargement, conus, filum, roots.
+
+    Along z (inferior -> superior) the cord has the thoracic cross-section at the top, widens
+    into the lumbar enlargement, then tapers over ``taper_mm`` to a point, the conus tip: its CSA
+    falls as ``(distance above the tip / taper) ** power`` (:data:`CONUS_MORPHOMETRY`). The label
+    of the cord ends exactly at the tip. Below it the filum terminale (0.4-0.9 mm radius, not cord:
+    drawn as a root) continues the cord's course to the bottom. The nerve roots (12-40, 0.4-1 mm
+    radius) leave the cord *beside* the enlargement and the conus, at its antero- and
+    postero-lateral surface (ventral and dorsal roots), from well above the tip, and run down
+    around it, moving away from the cord over 10-40 mm to their place in the cauda equina:
+    spread over the canal (a prone patient, or a wide canal) or, with probability
+    ``dorsal_roots``, settled in a bundle against the posterior wall (supine). A share of the
+    roots enters from above the field of view (roots of higher segments passing the cord), some
+    leave the canal before the bottom (through a foramen). So just above the tip the cord is
+    surrounded by roots that touch it, and below it only roots and the filum remain. In a fifth
+    of the phantoms the tip lies above the field of view (cauda equina only), in a tenth below
+    it (cord only, with roots leaving it).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 labels (classes of this module), ``shape``; the cord is ``labels == CORD``.
+    """
+    if not 0.0 <= dorsal_roots <= 1.0:
+        raise ValueError(f"dorsal_roots must be in [0, 1], got {dorsal_roots}")
+    nx, ny, nz = shape
+    mm = 1.0 / voxel_mm
+    xs = np.arange(nx, dtype=np.float32)[:, None, None]
+    ys = np.arange(ny, dtype=np.float32)[None, :, None]
+    z = np.arange(nz, dtype=np.float32)
+    cx = (nx - 1) / 2 + _smooth_walk(nz, 3 * mm, rng)
+    cy = (ny - 1) / 2 + _smooth_walk(nz, 3 * mm, rng)
+    (la, lb), (aa, ab) = CONUS_MORPHOMETRY["canal_semi_axes_mm"]
+    canal_r = rng.uniform(la, lb) * mm, rng.uniform(aa, ab) * mm
+    canal = ((xs - cx) / canal_r[0]) ** 2 + ((ys - cy) / canal_r[1]) ** 2 <= 1.0
+    where = rng.random()
+    tip = nz + 1.0 if where < 0.2 else (-1.0 if where < 0.3 else rng.uniform(0.15, 0.75) * nz)
+    taper = _in_range(rng, "taper_mm") * mm
+    power = _in_range(rng, "taper_power")
+    enlargement_top = tip + taper + _in_range(rng, "enlargement_length_mm") * mm
+    (ea, eb), (fa, fb) = CONUS_MORPHOMETRY["enlargement_semi_axes_mm"]
+    semi = np.array([rng.uniform(ea, eb), rng.uniform(fa, fb)]) * mm
+    thoracic = _in_range(rng, "thoracic_scale")
+    # radius scale along z: 0 below the tip, the taper, the enlargement, then the thoracic cord
+    above = np.clip((z - tip) / taper, 0.0, 1.0)
+    scale = above ** (power / 2.0)  # semi-axes scale: CSA ~ above ** power
+    scale *= 1.0 - (1.0 - thoracic) * _smoothstep((z - enlargement_top) / (20 * mm))
+    ccx = cx + _smooth_walk(nz, 1 * mm, rng)
+    ccy = cy + rng.uniform(-1.5, 1.5) * mm + _smooth_walk(nz, 1 * mm, rng)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ellipse = ((xs - ccx) / (semi[0] * scale)) ** 2 + ((ys - ccy) / (semi[1] * scale)) ** 2
+    cord = (ellipse <= 1.0) & (scale > 0) & (z > tip) & canal
+    below = z <= tip
+    filum_r = _in_range(rng, "filum_radius_mm") * mm
+    roots = (((xs - ccx) ** 2 + (ys - ccy) ** 2) <= filum_r**2) & below & canal
+    dorsal = rng.random() < dorsal_roots
+    if dorsal:  # the bundle's centre, against the posterior wall (-y in RPI)
+        angle, depth = rng.uniform(-0.5, 0.5) - np.pi / 2, rng.uniform(0.45, 0.75)
+        bundle = depth * canal_r[0] * np.cos(angle), depth * canal_r[1] * np.sin(angle)
+        spread = rng.uniform(1.0, 3.0) * mm
+    for _ in range(int(rng.integers(12, 41))):
+        radius = _in_range(rng, "root_radius_mm") * mm
+        if dorsal:
+            dx, dy = np.asarray(bundle) + rng.normal(0.0, spread, 2)
+        else:
+            a, r = rng.uniform(0, 2 * np.pi), np.sqrt(rng.uniform(0.05, 0.8))
+            dx, dy = r * canal_r[0] * np.cos(a), r * canal_r[1] * np.sin(a)
+        side = rng.choice([-1.0, 1.0])  # left or right half of the cord
+        ventral = rng.random() < 0.5
+        theta = (rng.uniform(0.6, 1.2) if ventral else rng.uniform(1.9, 2.5)) * side  # from anterior (+y)
+        exit_level = rng.uniform(tip, min(enlargement_top, nz + 40 * mm)) if rng.random() < 0.75 else nz + 100 * mm
+        level = int(np.clip(np.rint(exit_level), 0, nz - 1))
+        s = float(scale[level]) if exit_level < nz else 1.0
+        surface = 1.0 + radius / max(float(semi.min() * max(s, 0.2)), 1.0)
+        ex = np.sin(theta) * semi[0] * s * surface
+        ey = np.cos(theta) * semi[1] * s * surface
+        descent = rng.uniform(10, 40) * mm
+        t = _smoothstep((exit_level - z) / descent)  # 0 at its exit from the cord, 1 in the cauda equina
+        rx = ccx + (1 - t) * ex + t * (cx - ccx + dx) + _smooth_walk(nz, 0.5 * mm, rng)
+        ry = ccy + (1 - t) * ey + t * (cy - ccy + dy) + _smooth_walk(nz, 0.5 * mm, rng)
+        extent = z <= exit_level
+        if rng.random() < 0.3:  # leaves the canal through a foramen before the bottom
+            extent &= z >= rng.uniform(0.0, 0.6) * min(exit_level, nz)
+        roots |= (((xs - rx) ** 2 + (ys - ry) ** 2) <= radius**2) & extent & canal
+    return _with_shells(canal, voxel_mm, {CSF: canal, ROOTS: roots & ~cord, CORD: cord})
+
+
 def _split_randomly(labels: np.ndarray, cls: int, parts: int, rng: np.random.Generator, sigma: float) -> np.ndarray:
     """Sub-class index (0..parts-1) of every voxel of class ``cls``, by quantiles of smooth noise."""
     noise = ndimage.gaussian_filter(rng.normal(size=labels.shape), sigma, mode="reflect")
@@ -139,25 +255,55 @@ def _split_randomly(labels: np.ndarray, cls: int, parts: int, rng: np.random.Gen
     return sub
 
 
-def synthesise(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def grey_matter_core(cord: np.ndarray, depth: float) -> np.ndarray:
+    """The inner part of the cord on every axial slice: voxels deeper than ``depth`` (0-1) of the
+    slice's largest in-plane distance to the cord's border (an elliptic core standing for the grey
+    matter, which is brighter than the white matter on T2*w and darker on T1w)."""
+    cord = np.asarray(cord, dtype=bool)
+    core = np.zeros_like(cord)
+    slices = np.flatnonzero(cord.any(axis=tuple(range(cord.ndim - 1)))) if cord.ndim == 3 else [None]
+    for z in slices:
+        plane = cord[..., z] if z is not None else cord
+        inside = ndimage.distance_transform_edt(plane)
+        deepest = float(inside.max())
+        if deepest >= 3.0:  # a core only where the cord is at least ~6 voxels across
+            if z is None:
+                core = inside > depth * deepest
+            else:
+                core[..., z] = inside > depth * deepest
+    return core
+
+
+def synthesise(labels: np.ndarray, rng: np.random.Generator, grey_matter: float = 0.0) -> np.ndarray:
     """One random image of a label map (float32 in about [0, 1], before domain randomisation).
 
     Every class (and each random sub-region of classes 4 and 5) gets a uniform random mean in
     [0, 1] and a random within-class texture (smoothed Gaussian noise); nerve roots get the
     cord's intensity half of the time (only their shape tells them apart); the result is
-    blurred by a random partial-volume kernel.
+    blurred by a random partial-volume kernel. With probability ``grey_matter`` the cord gets a
+    core (:func:`grey_matter_core`, 35-65 % deep) of its own intensity, half of the time the
+    CSF's: the cord's border is then its outer edge whatever lies inside (no draw is made when
+    ``grey_matter`` is 0, so the images of a seed are those of the recipe before it existed).
     """
     labels = np.asarray(labels)
     if labels.ndim not in (2, 3):
         raise ValueError(f"expected a 2D or 3D label map, got shape {labels.shape}")
+    if not 0.0 <= grey_matter <= 1.0:
+        raise ValueError(f"grey_matter must be in [0, 1], got {grey_matter}")
     codes = labels.astype(np.int64)
     for cls in (BONE, OUTER):
         sub = _split_randomly(labels, cls, int(rng.integers(1, 4)), rng, sigma=float(rng.uniform(2.0, 6.0)))
         codes = np.where(labels == cls, N_CLASSES + (cls - BONE) * 4 + sub, codes)
     n_codes = N_CLASSES + 8
+    core = grey_matter > 0 and rng.random() < grey_matter
+    if core:
+        codes = np.where(grey_matter_core(labels == CORD, rng.uniform(0.35, 0.65)), n_codes, codes)
+        n_codes += 1
     means = rng.uniform(0.0, 1.0, n_codes).astype(np.float32)
     if rng.random() < 0.5:
         means[ROOTS] = means[CORD]
+    if core and rng.random() < 0.5:
+        means[n_codes - 1] = means[CSF]
     stds = rng.uniform(0.0, 0.08, n_codes).astype(np.float32)
     texture = ndimage.gaussian_filter(rng.normal(size=labels.shape).astype(np.float32), float(rng.uniform(0.3, 1.5)))
     texture /= max(float(texture.std()), 1e-6)

@@ -67,6 +67,8 @@ class TrainConfig:
     cord_fraction: float = 0.7
     augmentation_strength: float = options.AUGMENTATION
     domain_randomisation: float = 0.0
+    thick_axes: str = "axial"
+    grey_matter: float = 0.0
     synthetic_fraction: float | None = None
     mixed_precision: str | bool = "auto"
     patch_size: tuple[int, ...] = (48, 48, 48)
@@ -89,6 +91,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0 or not 0.0 <= self.augmentation_strength <= 1.0:
             raise ValueError("learning_rate must be > 0 and augmentation_strength in [0, 1]")
+        if not 0.0 <= self.grey_matter <= 1.0:
+            raise ValueError(f"TrainConfig.grey_matter must be in [0, 1], got {self.grey_matter}")
         if not 0.0 <= self.domain_randomisation <= 1.0:
             raise ValueError(f"TrainConfig.domain_randomisation must be in [0, 1], got {self.domain_randomisation}")
 
@@ -130,11 +134,11 @@ def _datasets(train_cases: Sequence[TrainingCase], val_cases: Sequence[TrainingC
     """Training stream (one stream epoch == one Keras epoch) and fixed validation set."""
     augment = None
     if cfg.augmentation_strength > 0:  # domain_randomisation 0: the plain augmentation
-        augment = AugmentConfig.domain_randomised(cfg.augmentation_strength, cfg.domain_randomisation)
+        augment = AugmentConfig.domain_randomised(cfg.augmentation_strength, cfg.domain_randomisation, cfg.thick_axes)
     common = {"patch_size": cfg.patch_size, "batch_size": cfg.batch_size, "seed": cfg.seed}
     per_epoch, per_case = cfg.steps_per_epoch * cfg.batch_size, cfg.val_patches_per_case
     if cfg.task == "segmentation":
-        common["cord_fraction"] = cfg.cord_fraction
+        common.update(cord_fraction=cfg.cord_fraction, grey_matter=cfg.grey_matter)
         train_ds = patch_dataset(
             train_cases, patches_per_epoch=per_epoch, augment=augment, start_epoch=start, training=True,
             synthetic_fraction=cfg.synthetic_fraction, **common,
