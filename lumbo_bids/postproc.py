@@ -1,7 +1,7 @@
 """Post-processing of a spinal cord probability map into a clean binary mask (pure numpy/scipy).
 
-Threshold, keep the cord's connected components (26-connectivity), then fill holes slice by
-slice on axial slices ``mask[:, :, z]``.
+Threshold, keep the cord's connected components (26-connectivity), find where the cord ends,
+then fill holes slice by slice on axial slices ``mask[:, :, z]``.
 
 Which components are "the cord": on the stacks that the network sees (per-slice crops centred
 on the centerline) the cord runs along the stack's central axis. On images with thick slices
@@ -10,6 +10,13 @@ keeping only the largest one throws away half of the cord. :func:`keep_cord_comp
 every component that comes within a tube around the centerline instead, and drops the others
 (false positives beside the cord, e.g. in the CSF or a nerve root); only when no component
 reaches the tube (the centerline is off) does it fall back to the largest component.
+
+Where the cord ends (the conus medullaris, at the bottom of the stack): a cord tapers to a point,
+so its last millimetres have a small probability and a small cross-section, and the nerve roots
+and the filum terminale below it are thin strands. :func:`extend_taper` follows the taper down
+with a lower threshold (hysteresis along the centerline) as long as the cross-section keeps
+shrinking; :func:`trim_thin_tail` then drops a strand that goes on below the taper (longer than a
+conus tip can be thin), keeping the tip itself.
 """
 
 from __future__ import annotations
@@ -135,6 +142,71 @@ def keep_cord_components(
     return np.isin(labels, _chained_along_z(labels, touching, max_gap_vox))
 
 
+#: Settings of the cord's end: the hysteresis threshold as a share of the plan's threshold, the
+#: cross-section below which a slice is a strand (mm^2: 1.8 mm across), how long a conus tip may
+#: stay that thin (mm; a cone of 40-60 mm^2 tapering over 10-40 mm is below 2.5 mm^2 over 0.5-3 mm)
+#: and how much of a strand is kept as the tip (mm).
+CORD_END = {"low_share": 0.5, "strand_mm2": 2.5, "max_thin_mm": 4.0, "keep_tip_mm": 1.0}
+
+
+def extend_taper(mask: np.ndarray, prob: np.ndarray, low: float) -> np.ndarray:
+    """Follow the cord's lower end down, slice by slice, where ``prob > low`` and the cord tapers.
+
+    From the mask's lowest slice downwards, the next slice takes the region of ``prob > low``
+    (8-connected in-plane) that touches the slice above it (dilated by one voxel), as long as it
+    is not larger than the smallest slice so far (10 % and one voxel of tolerance): a conus
+    narrows downwards, so a region that widens (the roots around it, another structure) stops
+    the walk. Returns a new bool mask.
+    """
+    mask = np.asarray(mask) != 0
+    out = mask.copy()
+    z_cord = np.flatnonzero(mask.any(axis=(0, 1)))
+    if z_cord.size == 0:
+        return out
+    above = mask[:, :, z_cord[0]]
+    smallest = int(above.sum())
+    for z in range(int(z_cord[0]) - 1, -1, -1):
+        labels, _ = ndimage.label(np.asarray(prob[:, :, z]) > low, structure=np.ones((3, 3), dtype=bool))
+        touching = np.unique(labels[ndimage.binary_dilation(above) & (labels > 0)])
+        region = np.isin(labels, touching[touching > 0])
+        if not region.any() or region.sum() > 1.1 * smallest + 1:
+            break
+        out[:, :, z] = region
+        above, smallest = region, min(smallest, int(region.sum()))
+    return out
+
+
+def trim_thin_tail(mask: np.ndarray, resolution: float = 0.5) -> np.ndarray:
+    """Drop a thin strand that continues below the cord's end (nerve root, filum terminale).
+
+    The lowest slices of the mask whose cross-section is below ``strand_mm2`` (up to the first
+    two consecutive slices at or above it) are its thin end; a conus tip is that thin over a few
+    millimetres at most, so an end thinner than that for more than ``max_thin_mm`` is a strand:
+    all of it but the ``keep_tip_mm`` next to the cord is removed. Returns a new bool mask.
+    """
+    mask = np.asarray(mask) != 0
+    area = mask.sum(axis=(0, 1)) * resolution**2
+    z_cord = np.flatnonzero(area > 0)
+    if z_cord.size < 2:
+        return mask.copy()
+    thick = area >= CORD_END["strand_mm2"]
+    starts = np.flatnonzero(thick[:-1] & thick[1:])
+    starts = starts[starts >= z_cord[0]]
+    if starts.size == 0:
+        return mask.copy()
+    start = int(starts[0])
+    if (start - z_cord[0]) * resolution <= CORD_END["max_thin_mm"]:
+        return mask.copy()
+    out = mask.copy()
+    out[:, :, : max(0, start - round(CORD_END["keep_tip_mm"] / resolution))] = False
+    return out
+
+
+def cord_end(mask: np.ndarray, prob: np.ndarray, threshold: float, resolution: float = 0.5) -> np.ndarray:
+    """:func:`extend_taper` with ``low_share`` of ``threshold``, then :func:`trim_thin_tail`."""
+    return trim_thin_tail(extend_taper(mask, prob, CORD_END["low_share"] * threshold), resolution)
+
+
 def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     """Fill holes in each axial slice ``mask[:, :, z]`` (``scipy.ndimage.binary_fill_holes``).
 
@@ -163,8 +235,10 @@ def postprocess(
     centerline_xy: np.ndarray | None = None,
     radius_vox: float = 8.0,
     max_gap_vox: int = 30,
+    resolution: float = 0.5,
 ) -> np.ndarray:
-    """Threshold, keep the cord's components (:func:`keep_cord_components`), fill axial holes.
+    """Threshold, keep the cord's components (:func:`keep_cord_components`), find the cord's
+    lower end (:func:`cord_end`), fill axial holes.
 
     Parameters
     ----------
@@ -175,6 +249,8 @@ def postprocess(
     centerline_xy, radius_vox, max_gap_vox
         The centerline tube and the largest gap along z of :func:`keep_cord_components`
         (default: the stack's central axis, 4 mm, 15 mm at 0.5 mm).
+    resolution : float
+        Isotropic voxel size of the stack (mm), for the cord end's cross-sections.
 
     Returns
     -------
@@ -182,4 +258,5 @@ def postprocess(
         uint8 mask (0/1), same shape as ``prob``.
     """
     mask = keep_cord_components(binarise(prob, threshold), centerline_xy, radius_vox, max_gap_vox)
+    mask = cord_end(mask, np.asarray(prob), threshold, resolution)
     return fill_holes_per_slice(mask).astype(np.uint8)

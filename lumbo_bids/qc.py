@@ -32,6 +32,8 @@ SETTINGS = {
     "ring_mm": 1.0,
     "far_mm": 10.0,
     "signal_fraction": 0.1,
+    "end_tube_mm": 4.0,
+    "end_probability": 0.15,
 }
 
 
@@ -83,6 +85,11 @@ FLAGS = (
         "bottom, where the centerline was seen (mm)",
     ),
     Flag(
+        "cord_end_uncertain", "end_uncertain_mm", 5.0, True,
+        "the cord's lower end is unsure: the network still sees cord-like signal on the centerline below it, "
+        "or the mask ends abruptly (not tapered) with image below it (mm)",
+    ),
+    Flag(
         "centerline_outside_mask", "centerline_outside_fraction", 0.25, True,
         "the centerline leaves the mask on too many of the mask's slices",
     ),
@@ -95,7 +102,8 @@ FLAGS = (
 MEASURES = (
     "slices_with_cord", "margin_in_mask", "entropy_around_mask", "mask_low_probability_fraction",
     "probability_outside_mask_fraction", "csa_median_mm2", "csa_out_of_range_fraction", "max_gap_mm", "n_gaps",
-    "top_gap_mm", "bottom_gap_mm", "end_tapers", "stop_short_mm", "centerline_outside_fraction", "far_from_centerline_mm3",
+    "top_gap_mm", "bottom_gap_mm", "end_tapers", "stop_short_mm", "end_ambiguous_mm", "end_abrupt_mm",
+    "end_uncertain_mm", "centerline_outside_fraction", "far_from_centerline_mm3",
 )  # fmt: skip
 THRESHOLDS = {flag.name: flag.threshold for flag in FLAGS}
 EXPLANATIONS = {flag.name: flag.explanation for flag in FLAGS}
@@ -209,6 +217,32 @@ def extent_measures(
     }
 
 
+def end_measures(
+    prob: np.ndarray, mask: np.ndarray, resolution: float, signal: np.ndarray | None, tapered: bool
+) -> dict[str, float]:
+    """How sure the mask's lower end is (a conus inside the field of view, or a cord cut short).
+
+    Below the mask's lowest slice, on the imaged slices nearest first: ``end_ambiguous_mm`` is the
+    length over which the network's probability within ``end_tube_mm`` of the centerline stays
+    above ``end_probability`` (it still sees something cord-like there: a faint conus, or roots it
+    nearly took for cord); ``end_abrupt_mm`` is the imaged length below an end that does not taper
+    (a cord does not stop at full width). ``end_uncertain_mm`` is the larger of the two. A mask that
+    reaches the bottom of the imaged volume has a certain end (0).
+    """
+    sx, sy, _ = mask.shape
+    z_cord = np.flatnonzero(mask.any(axis=(0, 1)))
+    imaged = np.ones(mask.shape[2], dtype=bool) if signal is None else np.asarray(signal, dtype=bool)
+    below = np.arange(int(z_cord[0]) - 1, -1, -1)
+    below = below[: int(np.argmin(imaged[below])) if not imaged[below].all() else below.size]  # the imaged run
+    xs = (np.arange(sx) - sx // 2)[:, None] * resolution
+    ys = (np.arange(sy) - sy // 2)[None, :] * resolution
+    tube = xs**2 + ys**2 <= SETTINGS["end_tube_mm"] ** 2
+    seen = prob[tube, :].max(axis=0)[below] > SETTINGS["end_probability"]
+    ambiguous = (int(np.argmin(seen)) if not seen.all() else seen.size) * resolution
+    abrupt = 0.0 if tapered else below.size * resolution
+    return {"end_ambiguous_mm": ambiguous, "end_abrupt_mm": abrupt, "end_uncertain_mm": max(ambiguous, abrupt)}
+
+
 def support_from_heatmap(heat_stack: np.ndarray, resolution: float, radius_mm: float = 5.0) -> np.ndarray:
     """Per slice, whether the localiser's heat-map (cropped like the image) exceeds 0.5 within
     ``radius_mm`` of the centerline: the slices where the localiser saw the cord."""
@@ -287,6 +321,7 @@ def qc_measures(
     if mask.any():
         signal = None if image is None else signal_slices(image)
         measures.update(extent_measures(slice_csa(mask, resolution, centers), resolution, signal, support))
+        measures.update(end_measures(prob, mask, resolution, signal, bool(measures["end_tapers"])))
         measures.update(centerline_measures(mask, resolution))
     else:
         measures["slices_with_cord"] = 0

@@ -9,7 +9,16 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
-from lumbo_bids.postproc import binarise, fill_holes_per_slice, keep_cord_components, keep_largest_component, postprocess
+from lumbo_bids.metrics import dice
+from lumbo_bids.postproc import (
+    binarise,
+    cord_end,
+    fill_holes_per_slice,
+    keep_cord_components,
+    keep_largest_component,
+    postprocess,
+    trim_thin_tail,
+)
 
 
 def test_binarise_is_strict() -> None:
@@ -143,3 +152,51 @@ def test_cord_components_follow_a_given_centerline() -> None:
     np.testing.assert_array_equal(keep_cord_components(prob > 0.5, far), keep_largest_component(prob > 0.5))
     with pytest.raises(ValueError, match="centerline"):
         keep_cord_components(prob > 0.5, line[:-1])
+
+
+# -- the cord's lower end ----------------------------------------------------------------------
+def _cone_probability(tip=30, taper=40, radius=8.0, shape=(41, 41, 140), p_cord=0.9, p_taper=0.35):
+    """A cord of ``radius`` voxels tapering (radius ~ sqrt(height above the tip)) to a tip at slice
+    ``tip``; probability ``p_cord`` on the full cord, ``p_taper`` on the taper."""
+    xs, ys = np.mgrid[: shape[0], : shape[1]]
+    r2 = (xs - shape[0] // 2) ** 2 + (ys - shape[1] // 2) ** 2
+    prob = np.zeros(shape, dtype=np.float32)
+    truth = np.zeros(shape, dtype=bool)
+    for z in range(tip, shape[2]):
+        scale = min(1.0, (z - tip + 1) / taper) ** 0.5
+        inside = r2 <= (radius * scale) ** 2
+        truth[:, :, z] = inside
+        prob[:, :, z][inside] = p_cord if z >= tip + taper else p_taper
+    return prob, truth
+
+
+def test_the_hysteresis_follows_a_faint_taper_down_to_the_tip():
+    prob, truth = _cone_probability()
+    plain = keep_cord_components(binarise(prob, 0.5))
+    assert np.flatnonzero(plain.any(axis=(0, 1)))[0] == 70  # the faint taper is lost at 0.5
+    mask = postprocess(prob, 0.5)
+    z = np.flatnonzero(mask.any(axis=(0, 1)))
+    assert z[0] <= 32 and dice(mask, truth) > 0.97
+
+
+def test_the_hysteresis_stops_where_the_region_widens():
+    prob, truth = _cone_probability()
+    xs, ys = np.mgrid[:41, :41]
+    prob[:, :, :50][((xs - 20) ** 2 + (ys - 20) ** 2) <= 12**2] = 0.3  # a wide faint block below (roots around)
+    mask = postprocess(prob, 0.5)
+    z = np.flatnonzero(mask.any(axis=(0, 1)))
+    assert 50 <= z[0] <= 70 and not mask[:, :, :50].any()
+
+
+def test_a_thin_strand_below_the_tip_is_trimmed_but_the_tip_is_kept():
+    prob, truth = _cone_probability(p_taper=0.9)
+    prob[20:22, 20:22, 0:30] = 0.95  # a 1 x 1 mm strand (filum or root) 15 mm long under the tip
+    mask = postprocess(prob, 0.5)
+    assert not mask[:, :, :28].any() and mask[:, :, 31:].any()
+    assert dice(mask, truth) > 0.99
+    short, _ = _cone_probability(p_taper=0.9)
+    short[20:22, 20:22, 25:30] = 0.95  # 2.5 mm of thin tip: a conus may end like that
+    np.testing.assert_array_equal(trim_thin_tail(binarise(short, 0.5)), binarise(short, 0.5))
+    cervical = np.zeros((20, 20, 30), dtype=bool)
+    cervical[5:15, 5:15, :] = True  # the cord leaves the stack at the bottom: nothing to do
+    np.testing.assert_array_equal(cord_end(cervical, cervical.astype(np.float32), 0.5), cervical)

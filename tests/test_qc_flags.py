@@ -89,6 +89,35 @@ def test_a_conus_taper_is_legitimate_an_abrupt_end_is_not():
     assert "cord_stops_short" in raised_flags(measures)
 
 
+def _conus(nz: int = 120, tip: int = 40) -> np.ndarray:
+    mask = tube(nz)
+    mask[:, :, :tip] = 0
+    for k in range(tip, tip + 30):  # the radius grows from ~1 mm to 3.5 mm over 15 mm
+        mask[:, :, k] = tube(1, radius_mm=1.0 + 2.5 * (k - tip) / 30)[:, :, 0]
+    return mask
+
+
+def test_cord_end_uncertain_reads_the_probability_below_the_end_and_abrupt_ends():
+    conus = _conus()
+    measures = qc_measures(soft(conus), conus, RES)
+    assert measures["end_uncertain_mm"] <= 0.5 and "cord_end_uncertain" not in raised_flags(measures)
+    faint = soft(conus)
+    faint[:, :, 20:40] = np.maximum(faint[:, :, 20:40], 0.3 * tube(20, radius_mm=1.0))  # 10 mm of faint strand
+    measures = qc_measures(faint, conus, RES)
+    assert measures["end_ambiguous_mm"] == pytest.approx(10.0) and measures["end_abrupt_mm"] == 0
+    assert "cord_end_uncertain" in raised_flags(measures)
+    blank = np.ones(conus.shape)
+    blank[:, :, :36] = 0  # no image under the 2 mm below the tip: nothing to be unsure about beyond it
+    assert qc_measures(faint, conus, RES, image=blank)["end_ambiguous_mm"] == pytest.approx(2.0)
+    abrupt = tube(120)
+    abrupt[:, :, :40] = 0
+    measures = qc_measures(soft(abrupt), abrupt, RES)
+    assert measures["end_tapers"] == 0 and measures["end_abrupt_mm"] == pytest.approx(20.0)
+    assert "cord_end_uncertain" in raised_flags(measures)
+    cervical = tube(120)  # reaches the bottom of the stack: a certain end
+    assert qc_measures(soft(cervical), cervical, RES)["end_uncertain_mm"] == 0
+
+
 def test_the_top_counts_only_where_the_cord_was_seen_and_imaged():
     nz = 100
     short = tube(nz)
