@@ -16,6 +16,8 @@ thick-slice sets ask (the truth stays the 0.5 mm manual mask):
 ``slices3mm_1mm_snr8``
     The same with 1 mm in-plane voxels and Rician noise at 8 times the cord's mean intensity
     (seeded, the same noise for every model).
+``sagittal3mm``
+    3 mm sagittal slices (thick left-right, box profile), as lumbar T2w TSE is acquired in the clinic.
 
 Usage::
 
@@ -75,6 +77,7 @@ CONDITIONS = {
     "as_acquired": lambda image, mask: image,
     "slices3mm": lambda image, mask: box_resolution(image, (1, 1, 6)),
     "slices3mm_1mm_snr8": lambda image, mask: rician(box_resolution(image, (2, 2, 6)), mask, 8.0, seed=0),
+    "sagittal3mm": lambda image, mask: box_resolution(image, (6, 1, 1)),
 }
 
 
@@ -86,6 +89,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--out", type=Path, required=True, help="TSV: model, image, condition, dice, volume_ratio (predicted / manual)"
     )
+    parser.add_argument("--conditions", nargs="*", choices=sorted(CONDITIONS), default=list(CONDITIONS))
     parser.add_argument(
         "--ensemble",
         action="store_true",
@@ -104,7 +108,8 @@ def main(argv=None) -> int:
     stacks = {}
     for case in cases:
         image, mask = np.load(case.image), np.load(case.mask) > 0
-        for condition, degrade in CONDITIONS.items():
+        for condition in args.conditions:
+            degrade = CONDITIONS[condition]
             stacks[case.name, condition] = (degrade(image, mask), mask)
     rows, probabilities, first = [], {}, None
     for path in args.models:
@@ -124,7 +129,9 @@ def main(argv=None) -> int:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t")
         writer.writeheader()
         writer.writerows(rows)
-    print(markdown_table(rows))
+    print(markdown_table(rows, args.conditions))
+    print()
+    print(per_image_table(rows, args.conditions))
     return 0
 
 
@@ -137,7 +144,7 @@ def score(model: str, name: str, condition: str, predicted: np.ndarray, mask: np
     return {"model": model, "image": name, "condition": condition, "dice": f"{value:.4f}", "volume_ratio": f"{ratio:.4f}"}
 
 
-def markdown_table(rows: list[dict]) -> str:
+def markdown_table(rows: list[dict], conditions=tuple(CONDITIONS)) -> str:
     """One row per image as acquired, then worst / mean per condition, then the range of the
     predicted / manual volume ratio over all images and conditions; one column per model."""
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -146,7 +153,7 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| image | " + " | ".join(models) + " |", "| --- |" + " --- |" * len(models)]
     for image in images:
         lines.append(f"| {image} | " + " | ".join(f"{dice_of[m, image, 'as_acquired']:.3f}" for m in models) + " |")
-    for condition in CONDITIONS:
+    for condition in conditions:
         cells = []
         for m in models:
             values = [dice_of[m, image, condition] for image in images]
@@ -158,6 +165,18 @@ def markdown_table(rows: list[dict]) -> str:
             ratios = [float(r["volume_ratio"]) for r in rows if r["model"] == m]
             cells.append(f"{min(ratios):.2f} / {np.median(ratios):.2f} / {max(ratios):.2f}")
         lines.append("| volume / manual, min / median / max | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def per_image_table(rows: list[dict], conditions=tuple(CONDITIONS)) -> str:
+    """One row per image and model: the Dice and volume ratio (predicted / manual) per condition."""
+    cell = {(r["model"], r["image"], r["condition"]): r for r in rows}
+    lines = ["| image | model | " + " | ".join(conditions) + " |", "| --- | --- |" + " --- |" * len(conditions)]
+    for image in dict.fromkeys(r["image"] for r in rows):
+        for model in dict.fromkeys(r["model"] for r in rows):
+            values = [cell.get((model, image, c)) for c in conditions]
+            text = [f"{float(v['dice']):.3f} ({float(v['volume_ratio']):.2f})" if v else "" for v in values]
+            lines.append(f"| {image} | {model} | " + " | ".join(text) + " |")
     return "\n".join(lines)
 
 
