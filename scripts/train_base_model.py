@@ -280,6 +280,7 @@ def train_localiser(cases, args, run_dir: Path):
         seed=args.seed,
         domain_randomisation=args.domain_randomisation,
         patch_size=LOCALISER_PATCH,
+        thick_axes=args.thick_axes,
     )
     result = train(lambda: build_unet2d(arch), cases, cases, cfg, run_dir / "training", progress=args.progress)
     return result, cfg, arch

@@ -53,16 +53,17 @@ def localiser_cases(anats: list, resolution: float, out_dir: Path, plan=None) ->
 
 def localiser_train_config(
     epochs: int, steps_per_epoch: int, seed: int = 42, learning_rate: float = 1e-3, domain_randomisation: float = 1.0,
-    patch_size=LOCALISER_PATCH, augmentation: float = 1.0,
+    patch_size=LOCALISER_PATCH, augmentation: float = 1.0, thick_axes: str = "axial",
 ):  # fmt: skip
-    """The localiser recipe (heat-map windows of ``patch_size``, sigma 2 voxels, Dice+BCE, cosine)."""
+    """The localiser recipe (heat-map windows of ``patch_size``, sigma 2 voxels, Dice+BCE, cosine;
+    ``thick_axes``: :data:`lumbo_bids.model.augment.THICK_AXES`)."""
     from .training import TrainConfig
 
     return TrainConfig(
         task="localisation", epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=16, learning_rate=learning_rate,
         lr_schedule="cosine", loss="dice_bce", early_stopping_patience=0, seed=seed, augmentation_strength=augmentation,
         domain_randomisation=domain_randomisation, patch_size=tuple(patch_size), heatmap_sigma=2.0, cord_probability=0.8,
-        val_patches_per_case=16,
+        val_patches_per_case=16, thick_axes=thick_axes,
     )  # fmt: skip
 
 
