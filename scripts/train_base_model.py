@@ -200,7 +200,7 @@ def train_segmentation(train_raw, val_raw, args, run_dir: Path, synthetic=()):
         epochs=args.seg_epochs,
         steps_per_epoch=args.seg_steps,
         batch_size=4,
-        learning_rate=1e-3,
+        learning_rate=args.seg_lr,
         lr_schedule="cosine",
         loss="dice_bce",
         early_stopping_patience=0,
@@ -215,11 +215,32 @@ def train_segmentation(train_raw, val_raw, args, run_dir: Path, synthetic=()):
         val_patches_per_case=4,
     )
     model_fn = lambda: build_unet3d(arch)  # noqa: E731
+    if args.init_model is not None:
+        model_fn = _initialised(model_fn, args.init_model, args.init_member)
     tuned = fine_tune(
         model_fn, train_raw, val_raw, cfg, run_dir / "data", run_dir / "training",
         intensity_plan=INTENSITY, synthetic_cases=tuple(synthetic), progress=args.progress,
     )  # fmt: skip
     return tuned, cfg, arch
+
+
+def _initialised(build, init_model: Path, member: int):
+    """``build`` with the weights of ``init_model`` (a segmentation artifact of the same network,
+    or member ``member`` of an ensemble of them): training continues from that network."""
+    from lumbo_bids.model.artifact import load_artifact
+    from lumbo_bids.model.ensemble import members_of
+
+    source = load_artifact(init_model).build_model()
+    members = members_of(source)
+    if not 0 <= member < len(members):
+        raise SystemExit(f"--init-member {member}: {init_model} has {len(members)} network(s)")
+
+    def model_fn():
+        model = build()
+        model.set_weights(members[member].get_weights())
+        return model
+
+    return model_fn
 
 
 def evaluate(tuned, cases, cfg) -> dict:
@@ -297,6 +318,12 @@ def main(argv=None) -> int:
         "--slice-context", choices=SLICE_CONTEXTS, default="3d",
         help="segmentation kernels across slices (lumbo_bids.model.unet_config.UNet3DConfig)",
     )  # fmt: skip
+    parser.add_argument(
+        "--init-model", type=Path, default=None,
+        help="start the segmentation network from this artifact's weights (same network; an ensemble: --init-member)",
+    )  # fmt: skip
+    parser.add_argument("--init-member", type=int, default=0, help="which member of an --init-model ensemble")
+    parser.add_argument("--seg-lr", type=float, default=1e-3, help="segmentation learning rate (cosine schedule from it)")
     parser.add_argument("--seg-epochs", type=int, default=30)
     parser.add_argument("--seg-steps", type=int, default=25)
     parser.add_argument("--loc-epochs", type=int, default=20)
