@@ -243,6 +243,23 @@ def _initialised(build, init_model: Path, member: int):
     return model_fn
 
 
+def init_model_card(init_model: Path, member: int) -> dict:
+    """What the model card says of the network training started from: its name, checksum, member
+    and that member's own card (command, seed, data), so the chain stays reproducible."""
+    from lumbo_bids.model.artifact import load_artifact
+
+    source = load_artifact(init_model)
+    training = source.manifest.get("training") or {}
+    members = training.get("members") or [training]
+    return {
+        "name": source.manifest.get("name"),
+        "version": source.manifest.get("version"),
+        "sha256": source.checksum,
+        "member": member,
+        "card": members[member] if member < len(members) else training,
+    }
+
+
 def evaluate(tuned, cases, cfg) -> dict:
     """Dice of each case, segmented as the participant level does (plan, prediction, post-processing)."""
     from lumbo_bids.model.finetune import evaluate_cases
@@ -467,7 +484,11 @@ def main(argv=None) -> int:
                 "synthetic_only": args.synthetic_only,
                 "domain_randomisation": args.domain_randomisation,
                 "phantoms": len(phantoms),
+                "phantom_model": args.phantom_model,
+                "thick_axes": args.thick_axes,
+                "grey_matter": args.grey_matter,
             },  # fmt: skip
+            **({"init_model": init_model_card(args.init_model, args.init_member)} if args.init_model else {}),
             seed=args.seed,
             hyperparameters=cfg.to_dict(),
             epochs_run=tuned.result.epochs_run,
