@@ -93,3 +93,41 @@ def test_output_dir_written_by_lumbo_bids_is_accepted(case):
     (case.out / "dataset_description.json").write_text(json.dumps(description))
     proc = case.run("--nprocs", 1, "--session-label", "none")  # stops at the selection, after the path checks
     case.check(proc, 18, "lumbo-bids: error:")
+
+
+# -- case 6: --qc-ratings rows that match no image -------------------------------------------------
+def test_ratings_row_rated_fail_that_matches_no_image_is_64(case):
+    ratings = case.root / "ratings.tsv"
+    ratings.write_text(
+        "image\trating\tnote\n"
+        f"sub-{SUBJECT}_t2starw\tfail\twrong case\n"  # meant: sub-sctTesting_T2starw
+        f"sub-{SUBJECT}_T1w\tpass\t\n"  # matches
+        f"sub-sctTestin_T1w\tpass\ttypo\n"
+    )
+    proc = case.run("--qc-ratings", ratings, "--epochs", 1, "--steps-per-epoch", 1, level="group")
+    line = case.check(proc, 64, "lumbo-bids: error:", "--qc-ratings", str(ratings), "row 2", f"sub-{SUBJECT}_t2starw")
+    assert "rated fail" in line and f"did you mean sub-{SUBJECT}_T2starw" in line
+    warnings = [line for line in proc.stderr.splitlines() if "matches no image" in line and "error" not in line]
+    assert len(warnings) == 1 and str(ratings) in warnings[0] and "row 4" in warnings[0] and "sub-sctTestin_T1w" in warnings[0]
+    case.check_nothing_created()
+
+
+def test_ratings_rows_that_match_no_image_are_warned_one_line_each(tmp_path, caplog, ds_spine_mini):
+    from types import SimpleNamespace
+
+    from lumbo_bids.cli.group import check_ratings
+
+    ratings = tmp_path / "ratings.tsv"
+    ratings.write_text(
+        "image\trating\tnote\n"
+        "sub-unf01_T2w\tfail\t\n"  # an image of the dataset, whether selected or not
+        "sub-unf01_T2w_run-1\tpass\t\n"
+        "sub-ghost_T1w.nii.gz\tunrated\t\n"
+    )
+    with caplog.at_level("WARNING", logger="lumbo_bids"):
+        check_ratings(SimpleNamespace(qc_ratings=ratings, bids_dir=ds_spine_mini))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert all(str(ratings) in line and "matches no image" in line for line in lines)
+    assert "row 3: sub-unf01_T2w_run-1" in lines[0] and "did you mean sub-unf01_T2w?" in lines[0]
+    assert "row 4: sub-ghost_T1w" in lines[1]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ExitCode, LumboError, MissingInputError, named
+from ..errors import ExitCode, LumboError, MissingInputError, UsageError, named
 
 LOGGER = logging.getLogger("lumbo_bids.group")
 
@@ -136,6 +136,40 @@ def check_group_inputs(config, inputs: dict) -> None:
     if absent:
         more = f" (and {len(absent) - 1} more file(s))" if len(absent) > 1 else ""
         raise LumboError(missing_content_message(absent[0]) + more, ExitCode.NO_INPUT)
+    check_ratings(config)
+
+
+def check_ratings(config) -> None:
+    """Every row of ``--qc-ratings`` must name an image of BIDS_DIR (any image, selected or not):
+    one warning for each row that names none (a typo, a wrong case), and a usage error (64)
+    when such a row is rated ``fail``: the image meant to be left out would be trained on."""
+    from ..ratings import unmatched_rows
+
+    if config.qc_ratings is None:
+        return
+    path = config.qc_ratings
+    failed = []
+    for row, image, rating, close in unmatched_rows(path, dataset_image_names(config.bids_dir)):
+        hint = f" (did you mean {close}?)" if close else ""
+        if rating == "fail":
+            failed.append((row, image, hint))
+        else:
+            LOGGER.warning(
+                "--qc-ratings %s, row %d: %s matches no image in %s%s; row ignored", path, row, image, config.bids_dir, hint
+            )
+    if failed:
+        row, image, hint = failed[0]
+        more = f" (also rows {', '.join(str(r) for r, _, _ in failed[1:])}, rated fail)" if failed[1:] else ""
+        raise UsageError(
+            f"--qc-ratings {path}, row {row}: {image} is rated fail but matches no image in {config.bids_dir}{hint}{more}; "
+            "correct the image name (the file name without .nii.gz), or the image would be trained on",
+        )
+
+
+def dataset_image_names(bids_dir: Path) -> set[str]:
+    """The names (without ``.nii(.gz)``) of every anatomical image in the BIDS dataset."""
+    paths = [*Path(bids_dir).glob("sub-*/anat/*.nii*"), *Path(bids_dir).glob("sub-*/ses-*/anat/*.nii*")]
+    return {path.name.split(".nii")[0] for path in paths}
 
 
 def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size, split=None) -> ExitCode:
