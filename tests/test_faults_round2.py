@@ -131,3 +131,18 @@ def test_ratings_rows_that_match_no_image_are_warned_one_line_each(tmp_path, cap
     assert all(str(ratings) in line and "matches no image" in line for line in lines)
     assert "row 3: sub-unf01_T2w_run-1" in lines[0] and "did you mean sub-unf01_T2w?" in lines[0]
     assert "row 4: sub-ghost_T1w" in lines[1]
+
+
+# -- case 4: a tiny --mem --------------------------------------------------------------------------
+@pytest.mark.parametrize("mem", ["10M", "1G", "1999M"])
+def test_memory_below_one_model_step_is_refused_at_once(case, mem):
+    # 10M once made Nipype's scheduler wait for ever (below 0.01 GB it starts no node)
+    proc = case.run("--mem", mem, "--nprocs", 2, "--bids-filter-file", case.filter_file("T2starw"), timeout=120)
+    line = case.check(proc, 64, "lumbo-bids: error: argument --mem", repr(mem))
+    assert "give at least 2G" in line
+    case.check_nothing_created()
+
+
+def test_memory_of_one_model_step_is_accepted(case):
+    proc = case.run("--mem", "2G", "--nprocs", 2, "--session-label", "none")  # stops at the selection
+    case.check(proc, 18, "lumbo-bids: error:")
