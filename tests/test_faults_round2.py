@@ -9,11 +9,18 @@ process of the run left alive (read from ``/proc``) and a plain rerun that succe
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from test_faults import SUBJECT, Case, tree_digest
+from test_faults import ENV, SUBJECT, Case, mask_of, tree_digest
+
+from lumbo_bids.cli.locks import lock_path
 
 
 @pytest.fixture()
@@ -146,3 +153,99 @@ def test_memory_below_one_model_step_is_refused_at_once(case, mem):
 def test_memory_of_one_model_step_is_accepted(case):
     proc = case.run("--mem", "2G", "--nprocs", 2, "--session-label", "none")  # stops at the selection
     case.check(proc, 18, "lumbo-bids: error:")
+
+
+# -- cases 1 and 3: killed and signalled runs -------------------------------------------------------
+def session_processes(session: int) -> list[int]:
+    """The live processes (zombies aside) of the session ``session``, from ``/proc``."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (name)": state, ppid, pgrp, session
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def survivors(session: int, seconds: float = 20) -> list[int]:
+    """The processes of ``session`` still alive after ``seconds`` (polled: [] as soon as none is)."""
+    deadline = time.monotonic() + seconds
+    while (pids := session_processes(session)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return pids
+
+
+def _finished(result: Path) -> bool:
+    """Whether the Nipype result file ``result`` is that of a step that ran to its end (not a
+    derivative sink, which runs again on every run, nor the step that the signal stopped)."""
+    from nipype.utils.filemanip import loadpkl
+
+    if "ds_wf" in result.parts:
+        return False
+    runtime = getattr(loadpkl(result), "runtime", None)
+    return runtime is not None and not getattr(runtime, "traceback", None)
+
+
+def start_run(case: Case, filters: Path):
+    """``run.py --nprocs 2`` in a session of its own, returned once its image reached the model
+    (the segment node runs in a worker): ``(Popen, stderr lines so far)``."""
+    cmd = case.command("--nprocs", 2, "--bids-filter-file", filters)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV,
+                            cwd=case.root, start_new_session=True)  # fmt: skip
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if " · segment" in line:
+            break
+    assert len(session_processes(proc.pid)) >= 2, "".join(seen)  # the main process and its workers
+    return proc, seen
+
+
+def test_killed_run_leaves_no_worker_and_a_rerun_takes_its_lock_over(case):
+    filters = case.filter_file("T2starw")
+    proc, seen = start_run(case, filters)
+    try:
+        time.sleep(1)  # the segment node runs in a worker; the main process is done writing the preprocessed image
+        os.kill(proc.pid, signal.SIGKILL)  # the main process only, as the out-of-memory killer does
+        proc.wait(timeout=60)
+        proc.stderr.close()  # not read to its end: a surviving worker would keep it open
+        assert survivors(proc.pid) == [], "worker processes outlived the killed run"
+    finally:
+        for pid in session_processes(proc.pid):  # only when the test has failed
+            os.kill(pid, signal.SIGKILL)
+    assert lock_path(case.work, SUBJECT).read_text().startswith("pid ")  # the killed run's, never emptied
+    rerun = case.run("--nprocs", 2, "--bids-filter-file", filters)  # no process touched by hand
+    line = case.check(rerun, 0, f"sub-{SUBJECT}", "taking over the lock", str(case.work))
+    assert f"pid {proc.pid} " in line
+    assert mask_of(case.out, "T2starw").is_file()
+    assert lock_path(case.work, SUBJECT).read_text() == ""  # released as it should: the next run says nothing
+    again = case.run("--nprocs", 1, "--bids-filter-file", filters)
+    assert again.returncode == 0 and "taking over" not in again.stderr, again.stderr[-4000:]
+
+
+def test_lock_held_by_processes_a_killed_run_left_names_them(tmp_path):
+    from lumbo_bids.cli.locks import subject_locks
+    from lumbo_bids.errors import LumboError
+
+    path = lock_path(tmp_path, SUBJECT)
+    path.parent.mkdir(parents=True)
+    dead = max(int(p.name) for p in Path("/proc").glob("[0-9]*")) + 100000
+    path.write_text(f"pid {dead} on {os.uname().nodename}")  # a run that was killed, its pid now free
+    holder = subprocess.Popen(  # a worker that outlived it, as before issue 27: it holds the lock
+        [sys.executable, "-c", f"import fcntl, sys, time; f = open({str(path)!r}); fcntl.flock(f, fcntl.LOCK_EX); print(1, flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        holder.stdout.readline()
+        with pytest.raises(LumboError, match=rf"left behind by a run that was killed .*processes {holder.pid};") as error:
+            with subject_locks(tmp_path, [SUBJECT]):
+                pass
+        assert error.value.code == 75
+    finally:
+        holder.kill()
+        holder.wait()
+    with subject_locks(tmp_path, [SUBJECT]):  # free again: taken over
+        assert path.read_text().startswith(f"pid {os.getpid()} ")
+    assert path.read_text() == ""
