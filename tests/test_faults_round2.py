@@ -225,6 +225,35 @@ def test_killed_run_leaves_no_worker_and_a_rerun_takes_its_lock_over(case):
     assert again.returncode == 0 and "taking over" not in again.stderr, again.stderr[-4000:]
 
 
+@pytest.mark.parametrize(
+    ("signum", "to_group"),
+    [(signal.SIGTERM, False), (signal.SIGHUP, True)],
+    ids=["sigterm-to-main", "sighup-to-group"],  # kill PID / SLURM at the walltime; a closed terminal
+)
+def test_sigterm_and_sighup_stop_the_run_like_ctrl_c(case, signum, to_group):
+    filters = case.filter_file("T2starw")
+    proc, seen = start_run(case, filters)
+    try:
+        (os.killpg if to_group else os.kill)(proc.pid, signum)
+        _, rest = proc.communicate(timeout=120)
+        left = survivors(proc.pid, seconds=5)
+    finally:
+        for pid in session_processes(proc.pid):  # only when the test has failed
+            os.kill(pid, signal.SIGKILL)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, "", "".join(seen) + rest)
+    name = signal.Signals(signum).name
+    case.check(done, 130, f"lumbo-bids: error: interrupted by {name}", "rerun to resume")
+    assert "KeyboardInterrupt" not in done.stderr
+    assert left == [], "worker processes outlived the run"
+    finished = {p: p.stat().st_mtime_ns for p in case.work.rglob("result_*.pklz") if _finished(p)}
+    assert finished, "no step was kept"
+    rerun = case.run("--nprocs", 2, "--bids-filter-file", filters)
+    assert rerun.returncode == 0 and "Traceback" not in rerun.stderr, rerun.stderr[-4000:]
+    assert "taking over" not in rerun.stderr  # the interrupted run released its lock
+    assert mask_of(case.out, "T2starw").is_file()
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # the finished steps were reused
+
+
 def test_lock_held_by_processes_a_killed_run_left_names_them(tmp_path):
     from lumbo_bids.cli.locks import subject_locks
     from lumbo_bids.errors import LumboError

@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         _error(str(exc))
         code = exc.code
     except KeyboardInterrupt:
-        _error("interrupted; finished steps are cached in the work dir, rerun to resume")
+        name = interrupt.signal_name()
+        by = f" by {name}" if name and name != "SIGINT" else ""
+        _error(f"interrupted{by}; finished steps are cached in the work dir, rerun to resume")
         code = ExitCode.INTERRUPTED
     except Exception as exc:  # a bug or an unforeseen system error: still one line (-v: traceback)
         LOGGER.debug("unexpected error", exc_info=True)
