@@ -278,3 +278,22 @@ def test_lock_held_by_processes_a_killed_run_left_names_them(tmp_path):
     with subject_locks(tmp_path, [SUBJECT]):  # free again: taken over
         assert path.read_text().startswith(f"pid {os.getpid()} ")
     assert path.read_text() == ""
+
+
+# -- case 10: failed group checks leave no new OUTPUT_DIR or work dir -------------------------------
+@pytest.mark.parametrize(
+    ("args", "code", "needles"),
+    [
+        (("--validation-subjects", "ghost"), 64, ("--validation-subjects ghost",)),
+        (("--participant-label", SUBJECT), 65, ("at least 2 subjects", SUBJECT)),
+        (("--learning-curve", "--search", "SPEC"), 64, ("--search and --learning-curve",)),
+    ],
+    ids=["unknown-validation-subject", "one-subject", "search-and-learning-curve"],
+)
+def test_failed_group_checks_leave_nothing(case, args, code, needles):
+    spec = case.root / "spec.json"
+    spec.write_text(json.dumps({"space": {"learning_rate": [1e-4]}}))
+    args = [spec if a == "SPEC" else a for a in args]
+    proc = case.run(*args, "--epochs", 1, "--steps-per-epoch", 1, level="group", subject=False)
+    case.check(proc, code, "lumbo-bids: error:", *needles)
+    case.check_nothing_created()  # not even group/annotate_next.tsv or the study page
