@@ -297,3 +297,29 @@ def test_failed_group_checks_leave_nothing(case, args, code, needles):
     proc = case.run(*args, "--epochs", 1, "--steps-per-epoch", 1, level="group", subject=False)
     case.check(proc, code, "lumbo-bids: error:", *needles)
     case.check_nothing_created()  # not even group/annotate_next.tsv or the study page
+
+
+# -- case 10: silent drops ---------------------------------------------------------------------------
+def test_requested_participant_without_an_image_is_named(case):
+    # sctLumbar has a T2w image only: the filter leaves it nothing
+    proc = case.run("--participant-label", "sctLumbar", SUBJECT, "--nprocs", 1, "--bids-filter-file",
+                    case.filter_file("T2starw"), subject=False)  # fmt: skip
+    case.check(proc, 0, "sub-sctLumbar", "--participant-label", "no anatomical image")
+    assert mask_of(case.out, "T2starw").is_file()
+
+
+def test_two_manual_masks_for_one_image_say_which_is_used(case):
+    import nibabel as nib
+    import numpy as np
+    from test_faults import image_of, manual_mask_of, sidecar_of
+
+    manual = manual_mask_of(case, "T2starw")
+    legacy = manual.with_name(manual.name.replace("_label-SC_seg", "_seg-manual"))
+    img = nib.load(manual)
+    nib.save(nib.Nifti1Image(np.roll(np.asanyarray(img.dataobj), 6, axis=0), img.affine, img.header), legacy)  # another cord
+    proc = case.run("--nprocs", 1, "--bids-filter-file", case.filter_file("T2starw"))
+    line = case.check(proc, 0, str(image_of(case, "T2starw")), "2 manual masks")
+    assert f"using {manual.name}, not {legacy.name}" in line
+    evaluation = mask_of(case.out, "T2starw").name.replace("_mask.nii.gz", "_evaluation.json")
+    assert json.loads((case.out / f"sub-{SUBJECT}" / "anat" / evaluation).read_text())["Dice"] > 0.8  # scored on the first
+    assert sidecar_of(mask_of(case.out, "T2starw")).is_file()

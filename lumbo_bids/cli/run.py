@@ -181,6 +181,12 @@ def _select_inputs(config, labels_dir_given: bool) -> tuple[dict, dict]:
     if not config.skip_bids_validation:
         bids.validate_dataset(config.bids_dir, subjects)
     inputs = bids.collect_anat(layout, subjects, config.session_label, filters, config.labels_dir)
+    if config.participant_label:
+        for subject in (s for s in subjects if s not in inputs):
+            LOGGER.warning(
+                "sub-%s (--participant-label): no anatomical image%s; nothing to do for it",
+                subject, " selected by --bids-filter-file/--session-label" if filters or config.session_label else "",
+            )  # fmt: skip
     LOGGER.info(
         "lumbo_bids %s: %s level, %d subject(s), %d image(s), run %s",
         _version(),
