@@ -323,3 +323,21 @@ def test_two_manual_masks_for_one_image_say_which_is_used(case):
     evaluation = mask_of(case.out, "T2starw").name.replace("_mask.nii.gz", "_evaluation.json")
     assert json.loads((case.out / f"sub-{SUBJECT}" / "anat" / evaluation).read_text())["Dice"] > 0.8  # scored on the first
     assert sidecar_of(mask_of(case.out, "T2starw")).is_file()
+
+
+def test_numpy_warnings_reach_the_log_file_not_the_terminal(case):
+    import nibabel as nib
+    import numpy as np
+    from test_faults import image_of
+
+    image = image_of(case, "T1w")  # complex voxels: nibabel's ComplexWarning when they are read as real
+    img = nib.load(image)
+    header = img.header.copy()
+    header.set_data_dtype(np.complex64)
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj).astype(np.complex64), img.affine, header), image)
+    proc = case.run("--nprocs", 1, "--bids-filter-file", case.filter_file("T1w"))
+    case.check(proc, 0, "done in")
+    assert "Warning" not in proc.stderr and "arr = arr.astype" not in proc.stderr, proc.stderr[-4000:]
+    log = next((case.work / "logs").glob("*.log")).read_text()
+    assert "ComplexWarning: Casting complex values to real" in log
+    assert mask_of(case.out, "T1w").is_file()
