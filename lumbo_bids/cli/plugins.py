@@ -67,11 +67,14 @@ class SafeMultiProcPlugin(MultiProcPlugin):
 
     def _new_pool(self) -> ProcessPoolExecutor:
         """Nipype's pool of workers, each of which dies with this process (:func:`worker_initializer`)."""
+        context = multiprocessing.get_context(self.plugin_args.get("mp_context"))
+        # a forkserver's workers are its children, not this process's
+        parent = os.getpid() if context.get_start_method() in ("fork", "spawn") else None
         return ProcessPoolExecutor(
             max_workers=self.processors,
             initializer=worker_initializer,
-            initargs=(self._cwd, os.getpid()),
-            mp_context=multiprocessing.get_context(self.plugin_args.get("mp_context")),
+            initargs=(self._cwd, parent),
+            mp_context=context,
         )
 
     def run(self, graph, config, updatehash=False):
@@ -135,15 +138,16 @@ class SafeMultiProcPlugin(MultiProcPlugin):
 PR_SET_PDEATHSIG = 1
 
 
-def worker_initializer(cwd: str, parent: int) -> None:
+def worker_initializer(cwd: str, parent: int | None) -> None:
     """Nipype's worker set-up, and :func:`die_with_parent`."""
     die_with_parent(parent)
     process_initializer(cwd)
 
 
-def die_with_parent(parent: int) -> None:
-    """Have the kernel send this process SIGKILL when ``parent`` (the process that forked it) dies,
-    and leave now when it is already gone. Linux only; elsewhere nothing changes.
+def die_with_parent(parent: int | None) -> None:
+    """Have the kernel send this process SIGKILL when the process that started it dies, and
+    leave now when that process, ``parent`` (None: not known), is already gone. Linux only;
+    elsewhere nothing changes.
 
     The kernel ties the signal to the *thread* that forked this process: the pools are made and
     their workers started (at the first ``submit``, with the fork context) by the main thread."""
@@ -154,7 +158,7 @@ def die_with_parent(parent: int) -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):  # no usable libc: a worker may then outlive a killed run
         return
-    if os.getppid() != parent:  # it died before the prctl call took effect
+    if parent is not None and os.getppid() != parent:  # it died before the prctl call took effect
         os._exit(1)
 
 

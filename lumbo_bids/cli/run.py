@@ -48,7 +48,10 @@ def _error(text: str) -> None:
     from . import console
 
     console.clear_status()
-    print(f"lumbo-bids: error: {text}", file=sys.stderr)
+    try:
+        print(f"lumbo-bids: error: {text}", file=sys.stderr)
+    except OSError:  # no terminal left to say it to (SIGHUP: it was closed); the exit code says it
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
