@@ -142,6 +142,7 @@ class Config:
         ):
             if path is not None and not path.exists():
                 raise MissingInputError(f"{label} {path} does not exist")
+        self._check_output_is_ours(bids)
         for label, path in (("OUTPUT_DIR", self.output_dir), ("--work-dir", self.work_dir)):
             try:
                 path.mkdir(parents=True, exist_ok=True)
@@ -150,6 +151,31 @@ class Config:
                 probe.unlink()
             except OSError as exc:
                 raise OutputError(f"cannot create or write {label} {path}: {exc.strerror}") from None
+
+    def _check_output_is_ours(self, bids: Path) -> None:
+        """OUTPUT_DIR must not be another dataset: not one holding the input or the labels, nor
+        one whose dataset_description.json lumbo_bids did not write (it would be overwritten).
+        Checked before anything is created."""
+        from .derivatives import foreign_dataset
+
+        out = self.output_dir.resolve()
+        if out in bids.parents:
+            raise UsageError(f"OUTPUT_DIR {self.output_dir} contains the BIDS dataset {self.bids_dir}; give a folder of its own")
+        if self.labels_dir is not None:
+            labels = self.labels_dir.resolve()
+            relation = (
+                "is" if out == labels else "contains" if out in labels.parents else "is inside" if labels in out.parents else None
+            )
+            if relation:
+                raise UsageError(
+                    f"OUTPUT_DIR {self.output_dir} {relation} the --labels-dir dataset {self.labels_dir}, "
+                    "which is never written to; give a folder of its own",
+                )
+        if self.output_dir.is_dir() and (reason := foreign_dataset(self.output_dir)):
+            raise UsageError(
+                f"OUTPUT_DIR {self.output_dir} is another dataset ({reason}); give a new folder, "
+                "or one that lumbo_bids wrote before",
+            )
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self), default=str))

@@ -8,6 +8,7 @@ fine-tuning (:func:`exclude_failed`).
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from .errors import InvalidInputError, MissingInputError
@@ -36,6 +37,11 @@ def read_ratings(path: Path) -> dict[str, tuple[str, str]]:
     """``{image: (rating, note)}`` from a ratings TSV; a one-line :class:`LumboError` naming the
     file and row when it is missing, unreadable or malformed (an unknown rating, an empty or
     repeated image, a row with the wrong number of columns)."""
+    return {image: (rating, note) for _, image, rating, note in read_rating_rows(path)}
+
+
+def read_rating_rows(path: Path) -> list[tuple[int, str, str, str]]:
+    """``(row number, image, rating, note)`` of each rating in the TSV, checked as :func:`read_ratings` says."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -46,7 +52,7 @@ def read_ratings(path: Path) -> dict[str, tuple[str, str]]:
     if not lines or not lines[0].strip():
         raise InvalidInputError(f"{path}, row 1: empty file; expected the header image, rating, note")
     header = _header(path, lines[0])
-    ratings: dict[str, tuple[str, str]] = {}
+    ratings: list[tuple[int, str, str, str]] = []
     rows: dict[str, int] = {}
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
@@ -69,8 +75,22 @@ def read_ratings(path: Path) -> dict[str, tuple[str, str]]:
         if image in rows:
             raise InvalidInputError(f"{path}, row {number}: {image} was already rated in row {rows[image]}")
         rows[image] = number
-        ratings[image] = (rating, row.get("note", "").strip())
+        ratings.append((number, image, rating, row.get("note", "").strip()))
     return ratings
+
+
+def unmatched_rows(path: Path, images) -> list[tuple[int, str, str, str]]:
+    """``(row number, image, rating, closest image name or "")`` of each row of the ratings TSV
+    ``path`` whose image is none of ``images`` (image names, ``AnatInput.stem``)."""
+    images = set(images)
+    by_lower = {name.lower(): name for name in images}
+    unmatched = []
+    for number, image, rating, _ in read_rating_rows(path):
+        if image in images:
+            continue
+        close = by_lower.get(image.lower()) or next(iter(difflib.get_close_matches(image, images, n=1, cutoff=0.8)), "")
+        unmatched.append((number, image, rating, close))
+    return unmatched
 
 
 def format_ratings(ratings: dict[str, tuple[str, str]]) -> str:

@@ -1,8 +1,8 @@
 """What reaches the terminal, and what only the log file gets.
 
 By default (no ``-v``) stderr shows our own INFO lines (one per image started and finished,
-the reports), and warnings and errors; Nipype's INFO detail, TensorFlow's Python warnings and
-its C++ notices need ``-v`` (``-vv``: Nipype's and the libraries' debug output too). Everything
+the reports), and warnings and errors; Nipype's INFO detail, Python warnings (numpy's
+``RuntimeWarning``, ``ComplexWarning``), TensorFlow's Python warnings and its C++ notices need ``-v`` (``-vv``: Nipype's and the libraries' debug output too). Everything
 our loggers and Nipype say also goes to ``WORK/logs/<run>.log`` (:func:`log_to_file`), as plain
 lines: a progress line is redrawn in place only on a terminal, never written to a file or pipe.
 """
@@ -32,6 +32,9 @@ _THRESHOLDS = {
     "nipype": (logging.WARNING, logging.INFO, logging.DEBUG),
     "tensorflow": (logging.ERROR, logging.WARNING, logging.DEBUG),  # e.g. tf.function retracing
     "absl": (logging.ERROR, logging.WARNING, logging.DEBUG),
+    # Python warnings (numpy's RuntimeWarning, ComplexWarning...), captured as log records: the
+    # log file always has them, the terminal with -v (a sidecar or one line reports what matters)
+    "py.warnings": (logging.ERROR, logging.WARNING, logging.DEBUG),
     "": (logging.WARNING, logging.WARNING, logging.INFO),  # every other library
 }
 #: libraries whose INFO/DEBUG records are not even made (they would flood the log file)
@@ -128,6 +131,7 @@ def setup(verbosity: int, stream=None) -> ConsoleHandler:
     root.addHandler(buffer)
     root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
     LOGGER.setLevel(logging.DEBUG)
+    logging.captureWarnings(True)  # "file:line: RuntimeWarning: ..." and its source line, off stderr
     for name in _NOISY:
         logging.getLogger(name).setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
     return console

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ExitCode, LumboError, MissingInputError, named
+from ..errors import ExitCode, LumboError, MissingInputError, UsageError, named
 
 LOGGER = logging.getLogger("lumbo_bids.group")
 
@@ -21,30 +21,18 @@ def run_group(config, inputs: dict) -> ExitCode:
     from ..reports.group import write_group_summaries
 
     anats, rated_fail = select_images(config, inputs)
+    search_spec, train_subjects, val_subjects = plan_training(config, anats)  # checked before anything is written
     for path in write_group_summaries(config.output_dir):  # participant-level results, if any
         LOGGER.info("group: wrote %s", path)
     write_annotation_outputs(config, inputs, rated_fail)
     from ..model.artifact import load_artifact
-    from ..model.finetune import split_subjects
     from ..model.selection import SHIPPED_SEGMENTATION
 
-    if config.search is not None and config.learning_curve:
-        raise LumboError("--search and --learning-curve are separate runs: give one of them", ExitCode.USAGE)
     init = load_artifact(config.init_model or SHIPPED_SEGMENTATION)
     pre = init.manifest["preprocessing"]
     resolution = config.resolution or float(pre["resolution_mm"])
     crop_size = tuple(config.crop_size or pre["crop_size"])
-    search_spec = None
-    if config.search is not None:
-        from ..model.search import load_search_spec, subject_folds
-
-        with named("--search"):
-            search_spec = load_search_spec(config.search)
-        subject_folds([a.subject for a in anats], search_spec.folds, search_spec.seed)  # enough subjects?
-    else:
-        train_subjects, val_subjects = split_subjects(
-            [a.subject for a in anats], config.validation_fraction, config.validation_subjects, config.random_seed
-        )
+    if search_spec is None:
         LOGGER.info("group: %d image(s) with masks; train %s; validate %s", len(anats), train_subjects, val_subjects)
 
     raw = preprocess(config, anats, resolution, crop_size)
@@ -60,21 +48,48 @@ def run_group(config, inputs: dict) -> ExitCode:
     return fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size, split)
 
 
+def plan_training(config, anats: list):
+    """``(search spec, None, None)`` with ``--search``, else ``(None, training subjects,
+    validation subjects)``; a one-line error when the options or the subjects do not allow it
+    (``--search`` with ``--learning-curve``, a bad spec, too few subjects, an unknown
+    ``--validation-subjects``)."""
+    from ..model.finetune import split_subjects
+
+    if config.search is not None and config.learning_curve:
+        raise LumboError("--search and --learning-curve are separate runs: give one of them", ExitCode.USAGE)
+    subjects = [a.subject for a in anats]
+    if config.search is not None:
+        from ..model.search import load_search_spec, subject_folds
+
+        with named("--search"):
+            search_spec = load_search_spec(config.search)
+        subject_folds(subjects, search_spec.folds, search_spec.seed)  # enough subjects?
+        return search_spec, None, None
+    train, val = split_subjects(subjects, config.validation_fraction, config.validation_subjects, config.random_seed)
+    return None, train, val
+
+
 def select_images(config, inputs: dict) -> tuple[list, set[str]]:
     """The masked images to train on (masks checked by the CLI, check_group_inputs), less those
     rated ``fail`` in ``--qc-ratings``; and the names of every image rated ``fail``."""
+    anats, excluded, rated_fail = _rated_images(config, inputs)
+    if excluded:
+        LOGGER.warning("group: left out, rated fail in %s: %s", config.qc_ratings, ", ".join(a.stem for a in excluded))
+    return anats, rated_fail
+
+
+def _rated_images(config, inputs: dict) -> tuple[list, list, set[str]]:
+    """``(images to train on, images left out, names rated fail)``, as :func:`select_images` says."""
     from ..ratings import exclude_failed, read_ratings
 
     anats = masked_images(inputs)
     if config.qc_ratings is None:
-        return anats, set()
+        return anats, [], set()
     ratings = read_ratings(config.qc_ratings)
     anats, excluded = exclude_failed(anats, ratings)
-    if excluded:
-        LOGGER.warning("group: left out, rated fail in %s: %s", config.qc_ratings, ", ".join(a.stem for a in excluded))
     if not anats:
         raise MissingInputError(f"--qc-ratings {config.qc_ratings}: every image with a manual mask is rated fail")
-    return anats, {image for image, (rating, _) in ratings.items() if rating == "fail"}
+    return anats, excluded, {image for image, (rating, _) in ratings.items() if rating == "fail"}
 
 
 def write_annotation_outputs(config, inputs: dict, rated_fail: set[str]) -> None:
@@ -123,7 +138,9 @@ def masked_images(inputs: dict) -> list:
 
 
 def check_group_inputs(config, inputs: dict) -> None:
-    """Fine-tuning needs images with masks, all present on disk (exit 66 otherwise)."""
+    """Fine-tuning needs images with masks, all present on disk (exit 66 otherwise), ratings
+    that name images (:func:`check_ratings`), and options and subjects that allow a split or a
+    search (:func:`plan_training`): all checked before anything is written."""
     from ..utils.bids import missing_content_message, unavailable_files
 
     anats = masked_images(inputs)
@@ -136,6 +153,41 @@ def check_group_inputs(config, inputs: dict) -> None:
     if absent:
         more = f" (and {len(absent) - 1} more file(s))" if len(absent) > 1 else ""
         raise LumboError(missing_content_message(absent[0]) + more, ExitCode.NO_INPUT)
+    check_ratings(config)
+    plan_training(config, _rated_images(config, inputs)[0])
+
+
+def check_ratings(config) -> None:
+    """Every row of ``--qc-ratings`` must name an image of BIDS_DIR (any image, selected or not):
+    one warning for each row that names none (a typo, a wrong case), and a usage error (64)
+    when such a row is rated ``fail``: the image meant to be left out would be trained on."""
+    from ..ratings import unmatched_rows
+
+    if config.qc_ratings is None:
+        return
+    path = config.qc_ratings
+    failed = []
+    for row, image, rating, close in unmatched_rows(path, dataset_image_names(config.bids_dir)):
+        hint = f" (did you mean {close}?)" if close else ""
+        if rating == "fail":
+            failed.append((row, image, hint))
+        else:
+            LOGGER.warning(
+                "--qc-ratings %s, row %d: %s matches no image in %s%s; row ignored", path, row, image, config.bids_dir, hint
+            )
+    if failed:
+        row, image, hint = failed[0]
+        more = f" (also rows {', '.join(str(r) for r, _, _ in failed[1:])}, rated fail)" if failed[1:] else ""
+        raise UsageError(
+            f"--qc-ratings {path}, row {row}: {image} is rated fail but matches no image in {config.bids_dir}{hint}{more}; "
+            "correct the image name (the file name without .nii.gz), or the image would be trained on",
+        )
+
+
+def dataset_image_names(bids_dir: Path) -> set[str]:
+    """The names (without ``.nii(.gz)``) of every anatomical image in the BIDS dataset."""
+    paths = [*Path(bids_dir).glob("sub-*/anat/*.nii*"), *Path(bids_dir).glob("sub-*/ses-*/anat/*.nii*")]
+    return {path.name.split(".nii")[0] for path in paths}
 
 
 def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size, split=None) -> ExitCode:

@@ -1,6 +1,9 @@
 """Ctrl-C: one line and exit 130, not a KeyboardInterrupt traceback from every worker.
 
-The handler is installed in the main process and inherited by MultiProc's forked workers.
+SIGTERM (``kill``, SLURM at the walltime, ``docker stop``) and SIGHUP (a closed terminal or
+SSH session) are handled the same way, so that such a run also stops its workers, keeps what
+it finished and is resumed by a plain rerun (a SIGHUP ignored from the start, under ``nohup``,
+stays ignored). The handler is installed in the main process and inherited by MultiProc's forked workers.
 There it interrupts a running node (its ``finally``/``except BaseException`` clean-ups run and
 Nipype records the result), and is ignored by an idle worker waiting for work: that worker
 leaves when the pool shuts down, instead of dying with a traceback.
@@ -16,6 +19,9 @@ import threading
 
 _MAIN_PID: int | None = None
 _INTERRUPTED = False
+_SIGNAL: str | None = None  # the name of the signal that interrupted the main process
+#: the signals that stop a run as Ctrl-C does
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _INTERRUPTED_NODE = None  # in a worker: the node a SIGINT already stopped (a second one waits)
 #: seconds a worker gets to finish its clean-up before it is terminated
 WORKER_GRACE_S = 10.0
@@ -32,9 +38,10 @@ def _nipype_node_frame(frame):
 
 
 def _on_sigint(signum, frame) -> None:
-    global _INTERRUPTED, _INTERRUPTED_NODE
+    global _INTERRUPTED, _INTERRUPTED_NODE, _SIGNAL
     if os.getpid() == _MAIN_PID:
         _INTERRUPTED = True
+        _SIGNAL = _SIGNAL or signal.Signals(signum).name
         threading.excepthook = _quiet  # the pool's threads may now fail on interrupted nodes
     else:
         node = _nipype_node_frame(frame)
@@ -52,8 +59,13 @@ def _quiet(args) -> None:
 
 
 def interrupted() -> bool:
-    """Whether this (main) process got SIGINT."""
+    """Whether this (main) process got SIGINT (or SIGTERM, SIGHUP)."""
     return _INTERRUPTED and os.getpid() == _MAIN_PID
+
+
+def signal_name() -> str | None:
+    """The name of the first signal that interrupted this (main) process (``SIGTERM``), if any."""
+    return _SIGNAL if interrupted() else None
 
 
 def status_callback(node, status: str) -> None:
@@ -64,14 +76,17 @@ def status_callback(node, status: str) -> None:
 
 
 def install() -> None:
-    """Route SIGINT through :func:`_on_sigint` (call once, in the main process)."""
+    """Route SIGINT, SIGTERM and SIGHUP through :func:`_on_sigint` (call once, in the main process)."""
     global _MAIN_PID
     _MAIN_PID = os.getpid()
-    signal.signal(signal.SIGINT, _on_sigint)
+    for signum in SIGNALS:
+        if signum == signal.SIGHUP and signal.getsignal(signum) is signal.SIG_IGN:
+            continue  # nohup: the user asked for the run to outlive the terminal
+        signal.signal(signum, _on_sigint)
 
 
 def stop_workers(runner) -> None:
-    """After Ctrl-C: cancel queued nodes, interrupt running ones, wait for the workers to leave.
+    """After Ctrl-C (or SIGTERM, SIGHUP): cancel queued nodes, interrupt running ones, wait for the workers to leave.
 
     A worker still alive after :data:`WORKER_GRACE_S` is terminated; workers only write in the
     work dir (the derivative sinks run in the main process), so nothing half-written reaches

@@ -1,14 +1,23 @@
-"""One run per subject and work dir: an exclusive lock, so a second run says 'already running'."""
+"""One run per subject and work dir: an exclusive lock, so a second run says 'already running'.
+
+The lock is an ``flock`` on ``WORK/.locks/sub-XX.lock``, which holds ``pid N on HOST`` while a
+run has it and is emptied when that run ends. The kernel releases the lock of a run that is
+killed once its last process is gone (its Nipype workers die with it, :mod:`.plugins`); the next
+run takes it over, saying so when the file still names the run that was killed.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import socket
 from pathlib import Path
 
 from ..errors import ExitCode, LumboError
+
+LOGGER = logging.getLogger("lumbo_bids")
 
 
 def lock_path(work_dir: Path, subject: str) -> Path:
@@ -16,7 +25,8 @@ def lock_path(work_dir: Path, subject: str) -> Path:
 
 
 def _acquire(path: Path):
-    """``(open file holding an exclusive lock on path, None)`` or ``(None, who holds it)``."""
+    """``(open file holding an exclusive lock on path, None, who held it last and did not
+    release it or None)`` or ``(None, who holds it, None)``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a+", encoding="utf-8")
     try:
@@ -25,12 +35,51 @@ def _acquire(path: Path):
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        return None, holder
+        return None, holder, None
+    handle.seek(0)
+    left_by = handle.read().strip() or None  # a run that ended without emptying it: killed
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
     handle.flush()
-    return handle, None
+    return handle, None, left_by
+
+
+@contextlib.contextmanager
+def _held(handle):
+    """Empty the lock file (this run ended as it should), then release the lock."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+        handle.close()
+
+
+def _holders(path: Path) -> list[int]:
+    """The processes of this machine that have ``path`` open (read from ``/proc``; [] elsewhere)."""
+    target, pids = str(Path(path).resolve()), []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
+                pids.append(int(proc.name))
+    return sorted(pids)
+
+
+def _dead_holder(holder: str) -> bool:
+    """Whether ``holder`` (``pid N on HOST``) names a process of this machine that no longer runs."""
+    words = holder.split()
+    if len(words) != 4 or words[0] != "pid" or not words[1].isdigit() or words[3] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(words[1]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 @contextlib.contextmanager
@@ -45,17 +94,31 @@ def subject_locks(work_dir: Path, subjects):
     """
     with contextlib.ExitStack() as stack:
         for subject in subjects:
+            path = lock_path(work_dir, subject)
             try:
-                handle, holder = _acquire(lock_path(work_dir, subject))
+                handle, holder, left_by = _acquire(path)
             except OSError as exc:
                 raise LumboError(
                     f"--work-dir {work_dir}: cannot create the lock of sub-{subject}: {exc.strerror}", ExitCode.CANT_CREATE
                 ) from None
             if handle is None:
+                if _dead_holder(holder) and (pids := [p for p in _holders(path) if p != os.getpid()]):
+                    raise LumboError(
+                        f"sub-{subject} is locked in --work-dir {work_dir} by processes left behind by a run that "
+                        f"was killed ({holder}, no longer running): processes {', '.join(map(str, pids))}; "
+                        "stop them, then rerun",
+                        ExitCode.TEMPFAIL,
+                    )
                 raise LumboError(
                     f"sub-{subject} is already running in --work-dir {work_dir} ({holder}): "
                     "wait for it to finish or use another work dir",
                     ExitCode.TEMPFAIL,
                 )
-            stack.enter_context(handle)
+            stack.enter_context(_held(handle))
+            if left_by:
+                LOGGER.warning(
+                    "sub-%s: taking over the lock in --work-dir %s from a run that ended without releasing it "
+                    "(%s, killed?); its finished steps are reused",
+                    subject, work_dir, left_by,
+                )  # fmt: skip
         yield

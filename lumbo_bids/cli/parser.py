@@ -117,9 +117,16 @@ def _memory_gb(value: str) -> float:
     elif text.endswith("M"):
         text, scale = text[:-1], 1 / 1024
     try:
-        return _positive_float(text) * scale
+        gb = _positive_float(text) * scale
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected a positive memory size such as 8G or 8000M, got {value!r}") from None
+    if gb < options.MODEL_NODE_MEM_GB:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is below the {options.MODEL_NODE_MEM_GB:g}G that one step running a network (segment, "
+            f"localise: TensorFlow and the model) is budgeted; give at least {options.MODEL_NODE_MEM_GB:g}G, "
+            "or leave --mem out"
+        )
+    return gb
 
 
 def _path(value: str) -> Path:

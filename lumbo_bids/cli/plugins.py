@@ -13,6 +13,11 @@ on a rerun.
    half-copied node then kills the worker that unpickles it). :mod:`.interrupt` still records
    the signal, so the scheduler checks that record on every poll, before anything is submitted.
 
+And **workers that die with the run**: a main process killed outright (SIGKILL, the out-of-memory
+killer) cannot stop its workers, which were then left waiting for work for ever, holding the
+subject's lock (they inherit its file). Each worker asks the kernel for SIGKILL when the main process
+dies (Linux: ``prctl(PR_SET_PDEATHSIG)``), so the lock is free again at once (:mod:`.locks`).
+
 And **a cached rerun in one poll**: MultiProc reserves a ready node's CPUs and memory *before*
 looking in the cache, and does not give them back when the node turns out to be cached; so each
 poll clears at most ``n_procs`` cached nodes, and a rerun of a study with nothing to do takes one
@@ -27,8 +32,12 @@ those collections only walks what the run has created since.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import multiprocessing
+import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -52,7 +61,21 @@ class SafeMultiProcPlugin(MultiProcPlugin):
 
     def __init__(self, plugin_args=None):
         super().__init__(plugin_args=plugin_args)
+        self.pool.shutdown(wait=False)  # Nipype's pool, which has started no worker yet
+        self.pool = self._new_pool()
         self._uncached: set[int] = set()  # ready nodes found not cached: waiting for a worker
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        """Nipype's pool of workers, each of which dies with this process (:func:`worker_initializer`)."""
+        context = multiprocessing.get_context(self.plugin_args.get("mp_context"))
+        # a forkserver's workers are its children, not this process's
+        parent = os.getpid() if context.get_start_method() in ("fork", "spawn") else None
+        return ProcessPoolExecutor(
+            max_workers=self.processors,
+            initializer=worker_initializer,
+            initargs=(self._cwd, parent),
+            mp_context=context,
+        )
 
     def run(self, graph, config, updatehash=False):
         gc.collect()
@@ -93,12 +116,7 @@ class SafeMultiProcPlugin(MultiProcPlugin):
             return super()._submit_job(node, updatehash=updatehash)
         except BrokenProcessPool:  # a worker died earlier: its nodes have failed, go on
             self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = ProcessPoolExecutor(
-                max_workers=self.processors,
-                initializer=process_initializer,
-                initargs=(self._cwd,),
-                mp_context=multiprocessing.get_context(self.plugin_args.get("mp_context")),
-            )
+            self.pool = self._new_pool()
             return super()._submit_job(node, updatehash=updatehash)
 
     def _get_result(self, taskid):
@@ -114,6 +132,34 @@ class SafeMultiProcPlugin(MultiProcPlugin):
             return None
         message = WORKER_DIED.format(error=f"{type(error).__name__}: {error}".rstrip(": "))
         return {"result": None, "traceback": [message], "taskid": taskid}
+
+
+#: prctl(2) option: the signal this process gets when the thread that created it ends
+PR_SET_PDEATHSIG = 1
+
+
+def worker_initializer(cwd: str, parent: int | None) -> None:
+    """Nipype's worker set-up, and :func:`die_with_parent`."""
+    die_with_parent(parent)
+    process_initializer(cwd)
+
+
+def die_with_parent(parent: int | None) -> None:
+    """Have the kernel send this process SIGKILL when the process that started it dies, and
+    leave now when that process, ``parent`` (None: not known), is already gone. Linux only;
+    elsewhere nothing changes.
+
+    The kernel ties the signal to the *thread* that forked this process: the pools are made and
+    their workers started (at the first ``submit``, with the fork context) by the main thread."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # no usable libc: a worker may then outlive a killed run
+        return
+    if parent is not None and os.getppid() != parent:  # it died before the prctl call took effect
+        os._exit(1)
 
 
 def _raise_if_interrupted() -> None:

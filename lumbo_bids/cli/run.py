@@ -48,7 +48,10 @@ def _error(text: str) -> None:
     from . import console
 
     console.clear_status()
-    print(f"lumbo-bids: error: {text}", file=sys.stderr)
+    try:
+        print(f"lumbo-bids: error: {text}", file=sys.stderr)
+    except OSError:  # no terminal left to say it to (SIGHUP: it was closed); the exit code says it
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         _error(str(exc))
         code = exc.code
     except KeyboardInterrupt:
-        _error("interrupted; finished steps are cached in the work dir, rerun to resume")
+        name = interrupt.signal_name()
+        by = f" by {name}" if name and name != "SIGINT" else ""
+        _error(f"interrupted{by}; finished steps are cached in the work dir, rerun to resume")
         code = ExitCode.INTERRUPTED
     except Exception as exc:  # a bug or an unforeseen system error: still one line (-v: traceback)
         LOGGER.debug("unexpected error", exc_info=True)
@@ -179,6 +184,12 @@ def _select_inputs(config, labels_dir_given: bool) -> tuple[dict, dict]:
     if not config.skip_bids_validation:
         bids.validate_dataset(config.bids_dir, subjects)
     inputs = bids.collect_anat(layout, subjects, config.session_label, filters, config.labels_dir)
+    if config.participant_label:
+        for subject in (s for s in subjects if s not in inputs):
+            LOGGER.warning(
+                "sub-%s (--participant-label): no anatomical image%s; nothing to do for it",
+                subject, " selected by --bids-filter-file/--session-label" if filters or config.session_label else "",
+            )  # fmt: skip
     LOGGER.info(
         "lumbo_bids %s: %s level, %d subject(s), %d image(s), run %s",
         _version(),

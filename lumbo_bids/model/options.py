@@ -27,3 +27,9 @@ VALIDATION_FRACTION = 0.25
 LOCALISER_EPOCHS = 5
 LOCALISER_STEPS_PER_EPOCH = 20
 LOCALISER_LEARNING_RATE = 3e-4
+
+#: memory (GB) that Nipype reserves for a node running a network (segment, localise: TensorFlow
+#: and the model; a participant run peaks at about 1.3 GB on the example dataset), and the smallest
+#: ``--mem`` accepted: less cannot run such a node, and below 0.01 GB Nipype's scheduler would
+#: start no node at all and wait for ever
+MODEL_NODE_MEM_GB = 2.0

@@ -147,15 +147,24 @@ def select_subjects(layout, requested: list[str] | None) -> list[str]:
 
 
 def find_manual_mask(image: Path, bids_dir: Path, labels_dir: Path) -> Path | None:
-    """Manual cord mask of ``image`` under ``labels_dir`` (same relative folder), if any."""
+    """Manual cord mask of ``image`` under ``labels_dir`` (same relative folder), if any: the
+    first of :data:`MASK_SUFFIXES` (``.nii.gz`` before ``.nii``), with a warning naming the
+    others when there are several."""
     relative = image.parent.relative_to(bids_dir)
     stem = image.name.split(".nii")[0]
-    for suffix in MASK_SUFFIXES:
-        for ext in (".nii.gz", ".nii"):
-            candidate = labels_dir / relative / f"{stem}{suffix}{ext}"
-            if candidate.is_file() or candidate.is_symlink():  # a dangling link is reported later
-                return candidate
-    return None
+    found = [
+        candidate
+        for suffix in MASK_SUFFIXES
+        for ext in (".nii.gz", ".nii")
+        if (candidate := labels_dir / relative / f"{stem}{suffix}{ext}").is_file() or candidate.is_symlink()
+    ]  # a dangling link is reported later
+    if len(found) > 1:
+        LOGGER.warning(
+            "%s: %d manual masks in %s: using %s, not %s (the order: %s)",
+            image, len(found), found[0].parent, found[0].name, ", ".join(p.name for p in found[1:]),
+            ", ".join(MASK_SUFFIXES),
+        )  # fmt: skip
+    return found[0] if found else None
 
 
 _ANNEX_POINTER = b"/annex/objects/"

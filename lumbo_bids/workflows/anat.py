@@ -8,6 +8,7 @@ from ..interfaces.morphometry import CordMorphometrics, EvaluateMask
 from ..interfaces.preproc import ToNative
 from ..interfaces.qc import QCFlags
 from ..interfaces.segment import Postprocess, Segment, Standardise
+from ..model.options import MODEL_NODE_MEM_GB
 from .outputs import init_ds_anat_wf
 from .preproc import init_anat_preproc_wf
 
@@ -77,7 +78,7 @@ def _segmentation_nodes(config, anat, seg):
     segment = pe.Node(
         Segment(model=str(seg.path), model_checksum=seg.checksum, tta=config.tta, omp_nthreads=config.omp_nthreads),
         name="segment",
-        mem_gb=2.0,
+        mem_gb=MODEL_NODE_MEM_GB,
         n_procs=config.omp_nthreads,
     )
     if config.overlap is not None:

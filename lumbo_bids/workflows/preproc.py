@@ -12,6 +12,7 @@ from nipype.pipeline import engine as pe
 from ..interfaces.io import ValidateAnat
 from ..interfaces.preproc import Centerline, CropAroundCenterline, Reorient, Resample
 from ..interfaces.segment import LocaliseCord
+from ..model.options import MODEL_NODE_MEM_GB
 
 OUTPUT_FIELDS = [
     "rpi_file", "resampled_file", "mask_resampled", "centerline_json", "centerline_file",
@@ -112,7 +113,7 @@ def _connect_localiser(workflow, resample, centerline, outputnode, localiser, om
     localise = pe.Node(
         LocaliseCord(model=str(localiser[0]), model_checksum=localiser[1], omp_nthreads=omp_nthreads),
         name="localise",
-        mem_gb=2.0,
+        mem_gb=MODEL_NODE_MEM_GB,
         n_procs=omp_nthreads,
     )
     workflow.connect([
