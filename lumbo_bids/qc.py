@@ -33,7 +33,7 @@ SETTINGS = {
     "far_mm": 10.0,
     "signal_fraction": 0.1,
     "end_tube_mm": 4.0,
-    "end_probability": 0.15,
+    "end_probability": 0.1,
 }
 
 

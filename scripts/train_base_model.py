@@ -356,7 +356,7 @@ def main(argv=None) -> int:
         help="lumbar phantoms: 'tube' (the recipe until 2026-12) or 'conus' (enlargement, conus taper, filum, roots beside it)",
     )  # fmt: skip
     parser.add_argument(
-        "--thick-axes", choices=("axial", "any"), default="axial",
+        "--thick-axes", choices=("axial", "any", "mostly_sagittal"), default="axial",
         help="simulated thick slices along the cord axis only, or also sagittal and coronal (augment.THICK_AXES)",
     )  # fmt: skip
     parser.add_argument(
