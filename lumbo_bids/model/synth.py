@@ -69,6 +69,19 @@ def _smooth_walk(n: int, amplitude: float, rng: np.random.Generator) -> np.ndarr
     return walk * (amplitude / peak) if peak > 0 else walk
 
 
+def _canal_course(shape, rng: np.random.Generator, voxel_mm: float, dorsal_roots: float) -> tuple:
+    """(nz, voxels per mm, x and y coordinate grids, the canal's centre along z) of a phantom."""
+    if not 0.0 <= dorsal_roots <= 1.0:
+        raise ValueError(f"dorsal_roots must be in [0, 1], got {dorsal_roots}")
+    nx, ny, nz = shape
+    mm = 1.0 / voxel_mm
+    xs = np.arange(nx, dtype=np.float32)[:, None, None]
+    ys = np.arange(ny, dtype=np.float32)[None, :, None]
+    cx = (nx - 1) / 2 + _smooth_walk(nz, 3 * mm, rng)
+    cy = (ny - 1) / 2 + _smooth_walk(nz, 3 * mm, rng)
+    return nz, mm, xs, ys, cx, cy
+
+
 def lumbar_phantom(
     shape: tuple[int, int, int], rng: np.random.Generator, voxel_mm: float = 0.5, dorsal_roots: float = 0.0
 ) -> np.ndarray:
@@ -88,14 +101,7 @@ def lumbar_phantom(
     numpy.ndarray
         uint8 labels (classes of this module), ``shape``; the cord is ``labels == CORD``.
     """
-    if not 0.0 <= dorsal_roots <= 1.0:
-        raise ValueError(f"dorsal_roots must be in [0, 1], got {dorsal_roots}")
-    nx, ny, nz = shape
-    mm = 1.0 / voxel_mm
-    xs = np.arange(nx, dtype=np.float32)[:, None, None]
-    ys = np.arange(ny, dtype=np.float32)[None, :, None]
-    cx = (nx - 1) / 2 + _smooth_walk(nz, 3 * mm, rng)
-    cy = (ny - 1) / 2 + _smooth_walk(nz, 3 * mm, rng)
+    nz, mm, xs, ys, cx, cy = _canal_course(shape, rng, voxel_mm, dorsal_roots)
     canal_r = rng.uniform(6, 9) * mm, rng.uniform(5, 8) * mm
     canal = ((xs - cx) / canal_r[0]) ** 2 + ((ys - cy) / canal_r[1]) ** 2 <= 1.0
     tip = rng.uniform(0.15, 0.7) * nz if rng.random() < 0.75 else nz + 1.0
@@ -180,15 +186,8 @@ def conus_phantom(
     numpy.ndarray
         uint8 labels (classes of this module), ``shape``; the cord is ``labels == CORD``.
     """
-    if not 0.0 <= dorsal_roots <= 1.0:
-        raise ValueError(f"dorsal_roots must be in [0, 1], got {dorsal_roots}")
-    nx, ny, nz = shape
-    mm = 1.0 / voxel_mm
-    xs = np.arange(nx, dtype=np.float32)[:, None, None]
-    ys = np.arange(ny, dtype=np.float32)[None, :, None]
+    nz, mm, xs, ys, cx, cy = _canal_course(shape, rng, voxel_mm, dorsal_roots)
     z = np.arange(nz, dtype=np.float32)
-    cx = (nx - 1) / 2 + _smooth_walk(nz, 3 * mm, rng)
-    cy = (ny - 1) / 2 + _smooth_walk(nz, 3 * mm, rng)
     (la, lb), (aa, ab) = CONUS_MORPHOMETRY["canal_semi_axes_mm"]
     canal_r = rng.uniform(la, lb) * mm, rng.uniform(aa, ab) * mm
     canal = ((xs - cx) / canal_r[0]) ** 2 + ((ys - cy) / canal_r[1]) ** 2 <= 1.0
