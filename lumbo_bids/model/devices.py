@@ -11,6 +11,7 @@ from typing import Any
 import keras
 
 LOGGER = logging.getLogger("lumbo_bids.training")
+_SAID = set()  # what this process has already told the user (a group run trains several networks)
 
 
 def select_strategy() -> tuple[Any, str]:
@@ -21,7 +22,7 @@ def select_strategy() -> tuple[Any, str]:
     strategy : tf.distribute.Strategy
         ``MirroredStrategy`` over every GPU when there are several, ``OneDeviceStrategy`` on a
         single GPU, the default strategy on CPU (after logging the warning
-        ``"no GPU found, training on CPU"``).
+        ``"no GPU found, training on CPU"``, once per process; again at debug level).
     description : str
         E.g. ``"MirroredStrategy over 4 GPUs"``, ``"1 GPU (NVIDIA H100)"``, ``"CPU (x86_64)"``.
     """
@@ -34,7 +35,8 @@ def select_strategy() -> tuple[Any, str]:
     if len(gpus) == 1:
         name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
         return tf.distribute.OneDeviceStrategy("/gpu:0"), f"1 GPU ({name})"
-    LOGGER.warning("no GPU found, training on CPU")
+    LOGGER.log(logging.DEBUG if "no GPU" in _SAID else logging.WARNING, "no GPU found, training on CPU")
+    _SAID.add("no GPU")
     return tf.distribute.get_strategy(), f"CPU ({platform.machine() or 'unknown'})"
 
 
