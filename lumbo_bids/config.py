@@ -144,6 +144,9 @@ class Config:
                 raise MissingInputError(f"{label} {path} does not exist")
         self._check_output_is_ours(bids)
         for label, path in (("OUTPUT_DIR", self.output_dir), ("--work-dir", self.work_dir)):
+            taken = next((p for p in (path, *path.parents) if p.exists()), None)
+            if taken is not None and not taken.is_dir():
+                raise OutputError(f"{label} {path}: {taken} is a file, not a folder; give a folder")
             try:
                 path.mkdir(parents=True, exist_ok=True)
                 probe = path / f".lumbo_bids_write_test_{os.getpid()}"

@@ -341,3 +341,16 @@ def test_numpy_warnings_reach_the_log_file_not_the_terminal(case):
     log = next((case.work / "logs").glob("*.log")).read_text()
     assert "ComplexWarning: Casting complex values to real" in log
     assert mask_of(case.out, "T1w").is_file()
+
+
+# -- case 11: OUTPUT_DIR or the work dir is a file ---------------------------------------------------
+@pytest.mark.parametrize("which", ["output", "work", "output-parent"])
+def test_output_or_work_dir_that_is_a_file_is_named_in_one_line(case, which):
+    target = {"output": case.out, "work": case.work, "output-parent": case.root / "afile"}[which]
+    target.write_text("not a folder\n")
+    if which == "output-parent":
+        case.out = target / "out"
+    proc = case.run()
+    line = one_line(case, proc, 73, str(target), "is a file, not a folder")
+    assert "File exists" not in proc.stderr and "Not a directory" not in line
+    assert target.read_text() == "not a folder\n"
