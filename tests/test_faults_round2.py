@@ -354,3 +354,14 @@ def test_output_or_work_dir_that_is_a_file_is_named_in_one_line(case, which):
     line = one_line(case, proc, 73, str(target), "is a file, not a folder")
     assert "File exists" not in proc.stderr and "Not a directory" not in line
     assert target.read_text() == "not a folder\n"
+
+
+def test_progress_labels_tell_sessions_and_acquisitions_apart():
+    from lumbo_bids.utils.bids import AnatInput
+
+    def label(name, session=None):
+        return AnatInput(Path(f"/d/sub-01/anat/{name}.nii.gz"), "01", session, name.split("_")[-1]).label
+
+    assert label("sub-01_ses-01_T2w", "01") != label("sub-01_ses-02_T2w", "02")
+    assert label("sub-01_ses-02_acq-sag_run-2_T2w", "02") == "sub-01 ses-02 acq-sag run-2 T2w"
+    assert label("sub-unf01_T2star") == "sub-unf01 T2starw"  # the contrast, as before

@@ -130,7 +130,7 @@ def preproc_progress(anats: list):
     from ..workflows.base import anat_wf_name
     from .progress import ImageProgress
 
-    return ImageProgress({anat_wf_name(a): f"sub-{a.subject} {a.contrast}" for a in anats}, lambda key: "preprocessed")
+    return ImageProgress({anat_wf_name(a): a.label for a in anats}, lambda key: "preprocessed")
 
 
 def masked_images(inputs: dict) -> list:

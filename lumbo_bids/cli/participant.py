@@ -170,7 +170,7 @@ def image_progress(config, available: dict):
     from .progress import ImageProgress
 
     anats = {anat_wf_name(anat): anat for items in available.values() for anat in items}
-    labels = {key: f"sub-{anat.subject} {anat.contrast}" for key, anat in anats.items()}
+    labels = {key: anat.label for key, anat in anats.items()}
     return ImageProgress(labels, lambda key: image_summary(config, anats[key]), announce="segment")
 
 

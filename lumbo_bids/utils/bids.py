@@ -60,6 +60,13 @@ class AnatInput:
         """Contrast name used for models and output ``desc`` (T2star -> T2starw)."""
         return "T2starw" if self.suffix == "T2star" else self.suffix
 
+    @property
+    def label(self) -> str:
+        """How progress lines name the image: its entities and contrast, e.g. ``sub-01 ses-02
+        acq-sag T2w`` (every entity of the file name, so two sessions never read alike)."""
+        entities = self.stem.split("_")[:-1]
+        return " ".join([*entities, self.contrast])
+
 
 def read_dataset_description(bids_dir: Path) -> dict:
     """Return the raw dataset's description, or raise a one-line :class:`LumboError`."""
