@@ -113,7 +113,8 @@ def load_volume(img: Any) -> np.ndarray:
     """Float32 3D data of an in-memory nibabel image (the image is not modified).
 
     ``scl_slope`` / ``scl_inter`` are applied, NaN and +-inf become 0 and a 4D
-    image with one volume is squeezed; ValueError for anything else not 3D.
+    image with one volume is squeezed; ValueError for anything else not 3D, and for float64
+    values that float32 cannot hold (they would become infinite, then 0).
     """
     shape = tuple(img.shape)
     if len(shape) < 3:
@@ -121,6 +122,13 @@ def load_volume(img: Any) -> np.ndarray:
     volumes = int(np.prod(shape[3:], dtype=np.int64))
     if volumes != 1:
         raise ValueError(f"4D image with {volumes} volumes: a single 3D volume is expected")
+    stored = np.dtype(img.get_data_dtype())
+    if stored.kind == "f" and stored.itemsize > 4:  # float64 on disk: may not fit in float32
+        raw = np.asarray(img.dataobj)
+        peak = float(np.max(np.abs(raw[np.isfinite(raw)]), initial=0.0))
+        limit = float(np.finfo(np.float32).max)
+        if peak > limit:
+            raise ValueError(f"values up to {peak:.3g} exceed the float32 range ({limit:.3g}): rescale the image")
     data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape[:3])
     finite = np.isfinite(data)
     if not finite.all():

@@ -365,3 +365,21 @@ def test_progress_labels_tell_sessions_and_acquisitions_apart():
     assert label("sub-01_ses-01_T2w", "01") != label("sub-01_ses-02_T2w", "02")
     assert label("sub-01_ses-02_acq-sag_run-2_T2w", "02") == "sub-01 ses-02 acq-sag run-2 T2w"
     assert label("sub-unf01_T2star") == "sub-unf01 T2starw"  # the contrast, as before
+
+
+# -- case 10: float64 values beyond float32 ---------------------------------------------------------
+def test_float64_values_beyond_float32_are_named_not_called_empty(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    from lumbo_bids.utils.images import ImageError, read_volume
+
+    data = np.full((8, 8, 8), 1e300, dtype=np.float64)
+    data[2:4] = 3e300
+    path = tmp_path / "huge.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    with pytest.raises(ImageError, match=r"huge\.nii\.gz: values up to 3e\+300 exceed the float32 range"):
+        read_volume(path)
+    fine = tmp_path / "fine.nii.gz"
+    nib.save(nib.Nifti1Image(data / 1e290, np.eye(4)), fine)
+    assert read_volume(fine)[0].max() == pytest.approx(3e10)
