@@ -188,12 +188,18 @@ def _finished(result: Path) -> bool:
     return runtime is not None and not getattr(runtime, "traceback", None)
 
 
+def _default_sighup() -> None:
+    """In the child: SIGHUP as a terminal session has it, whatever this test runner inherited (a
+    run started under ``nohup`` ignores SIGHUP, and keeps ignoring it, on purpose)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def start_run(case: Case, filters: Path):
     """``run.py --nprocs 2`` in a session of its own, returned once its image reached the model
     (the segment node runs in a worker): ``(Popen, stderr lines so far)``."""
     cmd = case.command("--nprocs", 2, "--bids-filter-file", filters)
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV,
-                            cwd=case.root, start_new_session=True)  # fmt: skip
+                            cwd=case.root, start_new_session=True, preexec_fn=_default_sighup)  # fmt: skip
     seen = []
     for line in proc.stderr:
         seen.append(line)
