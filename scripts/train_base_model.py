@@ -55,6 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lumbo_bids import __version__  # noqa: E402
+from lumbo_bids.model import options  # noqa: E402
 from lumbo_bids.model.localise import LOCALISER_INTENSITY as INTENSITY  # noqa: E402  (one plan for both models)
 from lumbo_bids.model.localiser_tuning import LOCALISER_PATCH, LOCALISER_RESOLUTION  # noqa: E402
 from lumbo_bids.model.predictor import DEFAULT_INFERENCE  # noqa: E402
@@ -210,6 +211,7 @@ def train_segmentation(train_raw, val_raw, args, run_dir: Path, synthetic=()):
         domain_randomisation=args.domain_randomisation,
         thick_axes=args.thick_axes,
         grey_matter=args.grey_matter,
+        end_fraction=args.end_fraction,
         synthetic_fraction=None if args.synthetic_only else args.synthetic_fraction,
         patch_size=PATCH_SIZE,
         val_patches_per_case=4,
@@ -356,12 +358,16 @@ def main(argv=None) -> int:
         help="lumbar phantoms: 'tube' (the recipe until 2026-12) or 'conus' (enlargement, conus taper, filum, roots beside it)",
     )  # fmt: skip
     parser.add_argument(
-        "--thick-axes", choices=("axial", "any", "mostly_sagittal"), default="axial",
+        "--thick-axes", choices=options.CHOICES["thick_axes"], default="axial",
         help="simulated thick slices along the cord axis only, or also sagittal and coronal (augment.THICK_AXES)",
     )  # fmt: skip
     parser.add_argument(
         "--grey-matter", type=float, default=0.0,
         help="probability of a grey-matter core of its own intensity in a synthetic cord (synth.synthesise)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--end-fraction", type=float, default=0.0,
+        help="share of a phantom's cord patches centred around its cord's ends (patches.sample_patch_centres)",
     )  # fmt: skip
     parser.add_argument("--real-images", action="store_true", help="also train the segmentation on the real images")
     parser.add_argument("--synthetic-fraction", type=float, default=0.4, help="share of synthetic patches (--real-images)")
@@ -487,6 +493,7 @@ def main(argv=None) -> int:
                 "phantom_model": args.phantom_model,
                 "thick_axes": args.thick_axes,
                 "grey_matter": args.grey_matter,
+                "end_fraction": args.end_fraction,
             },  # fmt: skip
             **({"init_model": init_model_card(args.init_model, args.init_member)} if args.init_model else {}),
             seed=args.seed,

@@ -132,6 +132,27 @@ def test_sampling_is_reproducible_and_handles_no_cord():
         sample_patch_centres(mask, 5, (4, 4, 4), 1.5, np.random.default_rng(0))
 
 
+def test_end_centres_surround_an_end_inside_the_volume_only():
+    mask = np.zeros((32, 32, 80), np.uint8)
+    mask[14:18, 12:16, 30:] = 1  # a cord from slice 30 up, leaving the volume at the top
+    assert patches.cord_ends(patches.cord_slices(mask)[0], 80) == [30]
+    centres = sample_patch_centres(mask, 400, (16, 16, 16), 1.0, np.random.default_rng(0), end_fraction=0.5)
+    end, rest = centres[:200], centres[200:]
+    assert np.all(np.abs(end[:, 2] - 30) <= 8)  # within half a patch of the end, below it too
+    assert np.mean(end[:, 2] < 30) == pytest.approx(0.5, abs=0.1)
+    np.testing.assert_array_equal(np.unique(end[:, :2], axis=0), [[16, 14]])  # the end slice's centre
+    assert np.all(mask[tuple(rest.T)] != 0) and np.mean(rest[:, 2] > 60) > 0.3  # the others along the cord
+    # without an end inside the volume (cut at both sides), the same centres as end_fraction 0
+    whole = np.zeros((32, 32, 80), np.uint8)
+    whole[14:18, 12:16, :] = 1
+    assert patches.cord_ends(patches.cord_slices(whole)[0], 80) == []
+    a = sample_patch_centres(whole, 50, (16, 16, 16), 0.8, np.random.default_rng(5), end_fraction=0.5)
+    b = sample_patch_centres(whole, 50, (16, 16, 16), 0.8, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="end_fraction"):
+        sample_patch_centres(mask, 5, (4, 4, 4), 0.5, np.random.default_rng(0), end_fraction=2.0)
+
+
 def test_cord_slices_and_centerline_scan_in_chunks(monkeypatch):
     monkeypatch.setattr(patches, "SCAN_CHUNK", 7)  # several chunks, the last one partial
     mask = np.zeros((20, 18, 40), np.uint8)

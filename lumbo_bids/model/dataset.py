@@ -75,6 +75,7 @@ def patch_dataset(
     start_epoch: int = 0,
     synthetic_fraction: float | None = None,
     grey_matter: float = 0.0,
+    end_fraction: float = 0.0,
 ):  # -> tf.data.Dataset
     """Batches of 3D training (or validation) patches, streamed from the cases' ``.npy`` files.
 
@@ -108,6 +109,9 @@ def patch_dataset(
     grey_matter : float
         Probability that a synthetic image gets a grey-matter core of its own intensity inside
         the cord (:func:`lumbo_bids.model.synth.synthesise`).
+    end_fraction : float
+        Share of a synthetic case's cord patches centred around its cord's ends inside the
+        volume (:func:`lumbo_bids.model.patches.sample_patch_centres`; real masks: none).
 
     Returns
     -------
@@ -118,7 +122,7 @@ def patch_dataset(
     cases = list(cases)
     args = (
         cases, size, patches_per_epoch, patches_per_case, cord_fraction, seed, training, start_epoch, synthetic_fraction,
-        grey_matter,
+        grey_matter, end_fraction,
     )  # fmt: skip
     iter_patches(*args)  # validates the arguments now rather than at the first batch
     n_val = patches_per_case * len(cases)

@@ -167,6 +167,16 @@ def _uniform_centres(shape: Sequence[int], size: Sequence[int], n: int, rng: np.
     return np.stack(cols, axis=1).astype(np.int64) if n else np.zeros((0, len(shape)), np.int64)
 
 
+def cord_ends(z_cord: np.ndarray, depth: int, margin: int = 2) -> list[int]:
+    """Slices where the cord ends inside the volume (its lowest and highest cord slices, each
+    kept only when it lies more than ``margin`` slices from the volume's first and last slice:
+    a cord that leaves the field of view has no end there)."""
+    if not z_cord.size:
+        return []
+    lo, hi = int(z_cord.min()), int(z_cord.max())
+    return [z for z, inside in ((lo, lo > margin), (hi, hi < depth - 1 - margin)) if inside]
+
+
 def sample_patch_centres(
     mask: np.ndarray,
     n: int,
@@ -174,6 +184,7 @@ def sample_patch_centres(
     cord_fraction: float,
     rng: np.random.Generator,
     cord_index: tuple[np.ndarray, np.ndarray] | None = None,
+    end_fraction: float = 0.0,
 ) -> np.ndarray:
     """Patch centres: ``round(n * cord_fraction)`` on the cord, the rest uniform in the volume.
 
@@ -198,11 +209,19 @@ def sample_patch_centres(
         Source of randomness (the result is a function of its state).
     cord_index : tuple of np.ndarray, optional
         The result of :func:`cord_slices` for ``mask``, to avoid rescanning it.
+    end_fraction : float
+        Fraction in ``[0, 1]`` of the cord centres placed around an end of the cord that lies
+        inside the volume (a conus tip; not a cord cut by the field of view): a slice within
+        half a patch above or below the end, at the cord's centre on its end slice. The
+        hardest voxels of a lumbar image (the last millimetres of the conus, the roots just
+        below it) are then seen in every epoch, not only when a centre happens to fall there.
+        Without such an end they stay ordinary cord centres. Use it for labels whose ends are
+        true (phantoms), not for masks that an annotator stopped short.
 
     Returns
     -------
     np.ndarray
-        ``(n, 3)`` int64 centres, the cord ones first.
+        ``(n, 3)`` int64 centres, the cord ones first (end centres among them, first).
     """
     if not 0.0 <= cord_fraction <= 1.0:
         raise ValueError(f"cord_fraction must be in [0, 1], got {cord_fraction}")
@@ -210,11 +229,21 @@ def sample_patch_centres(
         raise ValueError(f"need a 3D mask and a 3D patch size, got {mask.shape} and {tuple(patch_size)}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    if not 0.0 <= end_fraction <= 1.0:
+        raise ValueError(f"end_fraction must be in [0, 1], got {end_fraction}")
     z_cord, _ = cord_index if cord_index is not None else cord_slices(mask)
     n_cord = int(round(n * cord_fraction)) if z_cord.size else 0
     centres = np.empty((n, 3), dtype=np.int64)
-    if n_cord:
-        for i, z in enumerate(rng.choice(z_cord, size=n_cord)):
+    ends = cord_ends(z_cord, mask.shape[2]) if end_fraction > 0 else []
+    n_end = int(round(n_cord * end_fraction)) if ends else 0
+    half = int(patch_size[2]) // 2
+    for i in range(n_end):
+        z_end = ends[int(rng.integers(len(ends)))]
+        xy = np.argwhere(np.asarray(mask[:, :, z_end]) != 0).mean(axis=0)
+        centres[i, :2] = np.round(xy)
+        centres[i, 2] = np.clip(z_end + rng.integers(-half, half + 1), 0, mask.shape[2] - 1)
+    if n_cord > n_end:
+        for i, z in enumerate(rng.choice(z_cord, size=n_cord - n_end), start=n_end):
             xy = np.argwhere(np.asarray(mask[:, :, int(z)]) != 0)
             centres[i, :2] = xy[rng.integers(len(xy))]
             centres[i, 2] = z

@@ -83,11 +83,14 @@ def iter_patches(
     start_epoch: int = 0,
     synthetic_fraction: float | None = None,
     grey_matter: float = 0.0,
+    end_fraction: float = 0.0,
 ) -> Iterator[Sample]:
     """The raw (unaugmented) 3D patch stream behind :func:`~lumbo_bids.model.dataset.patch_dataset`.
 
     Samples are spread evenly over the cases, or, with ``synthetic_fraction``, that fraction
-    over the synthetic cases and the rest over the real ones.
+    over the synthetic cases and the rest over the real ones. ``end_fraction`` of a synthetic
+    case's cord patches are centred around the ends of its cord (the ends of a phantom's label
+    are true; a real mask may stop where the annotator stopped, so real cases get none).
 
     Yields
     ------
@@ -113,7 +116,8 @@ def iter_patches(
         for i in np.unique(owner):
             n = int(np.count_nonzero(owner == i))
             mask = volumes.pair(int(i))[1]
-            centres = sample_patch_centres(mask, n, size, cord_fraction, rng, volumes.cord_index(int(i)))
+            ends = end_fraction if synthetic[i] else 0.0
+            centres = sample_patch_centres(mask, n, size, cord_fraction, rng, volumes.cord_index(int(i)), ends)
             items.extend((int(i), c, int(s)) for c, s in zip(centres, rng.integers(0, 2**62, size=len(centres))))
         return items
 

@@ -65,6 +65,7 @@ class TrainConfig:
     early_stopping_patience: int = options.PATIENCE
     seed: int = 42
     cord_fraction: float = 0.7
+    end_fraction: float = 0.0
     augmentation_strength: float = options.AUGMENTATION
     domain_randomisation: float = 0.0
     thick_axes: str = "axial"
@@ -91,6 +92,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0 or not 0.0 <= self.augmentation_strength <= 1.0:
             raise ValueError("learning_rate must be > 0 and augmentation_strength in [0, 1]")
+        if not 0.0 <= self.end_fraction <= 1.0:
+            raise ValueError(f"TrainConfig.end_fraction must be in [0, 1], got {self.end_fraction}")
         if not 0.0 <= self.grey_matter <= 1.0:
             raise ValueError(f"TrainConfig.grey_matter must be in [0, 1], got {self.grey_matter}")
         if not 0.0 <= self.domain_randomisation <= 1.0:
@@ -138,7 +141,7 @@ def _datasets(train_cases: Sequence[TrainingCase], val_cases: Sequence[TrainingC
     common = {"patch_size": cfg.patch_size, "batch_size": cfg.batch_size, "seed": cfg.seed}
     per_epoch, per_case = cfg.steps_per_epoch * cfg.batch_size, cfg.val_patches_per_case
     if cfg.task == "segmentation":
-        common.update(cord_fraction=cfg.cord_fraction, grey_matter=cfg.grey_matter)
+        common.update(cord_fraction=cfg.cord_fraction, grey_matter=cfg.grey_matter, end_fraction=cfg.end_fraction)
         train_ds = patch_dataset(
             train_cases, patches_per_epoch=per_epoch, augment=augment, start_epoch=start, training=True,
             synthetic_fraction=cfg.synthetic_fraction, **common,
