@@ -217,6 +217,11 @@ def extent_measures(
     }
 
 
+def _leading_run(flags: np.ndarray) -> int:
+    """Length of the run of True values at the start of ``flags``."""
+    return int(np.argmin(flags)) if not flags.all() else int(flags.size)
+
+
 def end_measures(
     prob: np.ndarray, mask: np.ndarray, resolution: float, signal: np.ndarray | None, tapered: bool
 ) -> dict[str, float]:
@@ -233,12 +238,12 @@ def end_measures(
     z_cord = np.flatnonzero(mask.any(axis=(0, 1)))
     imaged = np.ones(mask.shape[2], dtype=bool) if signal is None else np.asarray(signal, dtype=bool)
     below = np.arange(int(z_cord[0]) - 1, -1, -1)
-    below = below[: int(np.argmin(imaged[below])) if not imaged[below].all() else below.size]  # the imaged run
+    below = below[: _leading_run(imaged[below])]  # the imaged run
     xs = (np.arange(sx) - sx // 2)[:, None] * resolution
     ys = (np.arange(sy) - sy // 2)[None, :] * resolution
     tube = xs**2 + ys**2 <= SETTINGS["end_tube_mm"] ** 2
     seen = prob[tube, :].max(axis=0)[below] > SETTINGS["end_probability"]
-    ambiguous = (int(np.argmin(seen)) if not seen.all() else seen.size) * resolution
+    ambiguous = _leading_run(seen) * resolution
     abrupt = 0.0 if tapered else below.size * resolution
     return {"end_ambiguous_mm": ambiguous, "end_abrupt_mm": abrupt, "end_uncertain_mm": max(ambiguous, abrupt)}
 

@@ -147,14 +147,13 @@ def phantom_cases(n: int, out_dir: Path, seed: int, dorsal_roots: float = 0.0, m
     from lumbo_bids.model.cases import TrainingCase
 
     draw = getattr(synth, PHANTOM_MODELS[model])
-    CORD = synth.CORD
     rng = np.random.default_rng([seed, 7])
     cases = []
     for k in range(n):
         labels = draw((*CROP_SIZE, 240), rng, RESOLUTION, dorsal_roots)
         image, mask = out_dir / f"phantom{k:02d}_labels.npy", out_dir / f"phantom{k:02d}_labels_cord.npy"
         np.save(image, labels)
-        np.save(mask, (labels == CORD).astype(np.uint8))
+        np.save(mask, (labels == synth.CORD).astype(np.uint8))
         cases.append(
             TrainingCase(subject=f"phantom-{k:02d}", name=f"phantom{k:02d}_synthetic", image=image, mask=mask, synthetic=True)
         )
