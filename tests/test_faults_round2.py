@@ -389,3 +389,21 @@ def test_float64_values_beyond_float32_are_named_not_called_empty(tmp_path):
     fine = tmp_path / "fine.nii.gz"
     nib.save(nib.Nifti1Image(data / 1e290, np.eye(4)), fine)
     assert read_volume(fine)[0].max() == pytest.approx(3e10)
+
+
+# -- case 8: weights of the wrong shape ------------------------------------------------------------
+def test_weights_that_do_not_fit_the_network_are_refused_at_start_up(case):
+    from lumbo_bids.model.artifact import sha256_file
+    from lumbo_bids.model.selection import SHIPPED_SEGMENTATION
+
+    model = case.root / "model"
+    shutil.copytree(SHIPPED_SEGMENTATION, model)
+    weights = model / "weights.weights.h5"  # another network's weights, with the checksum recomputed
+    shutil.copyfile(SHIPPED_SEGMENTATION.parent / "cord_localiser" / "weights.weights.h5", weights)
+    manifest = json.loads((model / "model.json").read_text())
+    manifest["files"]["weights.weights.h5"] = sha256_file(weights)
+    (model / "model.json").write_text(json.dumps(manifest))
+    proc = case.run("--model", model, "--bids-filter-file", case.filter_file("T2w"), timeout=300)
+    line = one_line(case, proc, 65, str(model), "weights do not fit")
+    assert "lumbo-bids: error:" in line
+    case.check_nothing_created()  # refused before any folder, let alone any preprocessing

@@ -174,10 +174,15 @@ def check_contrast(segmentation: SegmentationModel, contrast: str) -> None:
 def check_models(config, inputs: dict) -> None:
     """Verify every model the run will need, before any work; an error names the option that
     gave the model (``--model``, ``--sct-models``)."""
+    from .artifact import load_artifact
+
     needs = {(anat.contrast, anat.mask is None or config.ignore_manual_centerline) for anats in inputs.values() for anat in anats}
     with named("--model"):
         segmentation = read_segmentation_model(config.model)
-        bundled_localiser(segmentation)
+        localiser = bundled_localiser(segmentation)
+        # the networks are built and their weights loaded now, not per image after preprocessing
+        for path in (segmentation.path, *([localiser[0]] if localiser else [])):
+            load_artifact(path).build_model()  # weights that do not fit: one line, exit 65
         for contrast in sorted({contrast for contrast, _ in needs}):
             check_contrast(segmentation, contrast)
     for contrast in sorted({contrast for contrast, needs_localiser in needs if needs_localiser}):
