@@ -55,8 +55,8 @@ def _say_everything() -> None:
     [
         (
             0,
-            ["image 1/2", "warning [nipype.workflow]: a Nipype warning", "error: sub-02 failed"],
-            ["detail", "[Node]", "retracing"],
+            ["image 1/2", "error: sub-02 failed"],
+            ["detail", "[Node]", "retracing", "a Nipype warning"],  # our one line says what failed
         ),
         (1, ["image 1/2", "our detail", '[Node] Executing "segment"', "retracing", "a Nipype warning"], []),
     ],

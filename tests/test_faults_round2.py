@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_faults import ENV, SUBJECT, Case, mask_of, tree_digest
 
@@ -407,3 +408,25 @@ def test_weights_that_do_not_fit_the_network_are_refused_at_start_up(case):
     line = one_line(case, proc, 65, str(model), "weights do not fit")
     assert "lumbo-bids: error:" in line
     case.check_nothing_created()  # refused before any folder, let alone any preprocessing
+
+
+# -- case 9: a field of view smaller than a cord -----------------------------------------------------
+def test_tiny_field_of_view_is_warned_and_its_empty_mask_flagged(case):
+    import nibabel as nib
+    from test_faults import image_of, manual_mask_of, sidecar_of
+
+    source = image_of(case, "T2w")
+    img = nib.load(source)
+    centre = [s // 2 for s in img.shape[:3]]
+    box = tuple(slice(c - 4, c + 4) for c in centre)  # 8 x 8 x 8 voxels about the cord, affine kept right
+    for path in (source, manual_mask_of(case, "T2w")):  # the image and its manual mask alike
+        tiny = nib.load(path).slicer[box]
+        nib.save(nib.Nifti1Image(np.asarray(tiny.dataobj), tiny.affine, tiny.header), path)
+    proc = case.run("--bids-filter-file", case.filter_file("T2w"), timeout=600)
+    line = case.check(proc, 0, source.name, "field of view")
+    assert "narrower than a spinal cord" in line and "left-right" in line
+    mask = mask_of(case.out, "T2w")
+    assert nib.load(mask).shape == (8, 8, 8) and not np.any(nib.load(mask).get_fdata())
+    meta = json.loads(sidecar_of(mask).read_text())
+    assert "empty_mask" in meta["QCFlags"] and meta["QCMeasures"]["slices_with_cord"] == 0
+    assert "narrower than a spinal cord" in meta["FieldOfViewWarning"]

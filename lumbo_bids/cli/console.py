@@ -29,7 +29,9 @@ _CLEAR = "\r\x1b[K"  # back to the line's start, erase it (terminals only)
 #: lowest level shown on the terminal, by logger family, for -v counts 0, 1, 2 and more
 _THRESHOLDS = {
     "lumbo_bids": (logging.INFO, logging.DEBUG, logging.DEBUG),
-    "nipype": (logging.WARNING, logging.INFO, logging.DEBUG),
+    # Nipype's warnings and errors about a failed node (crash file, "could not run node"...) are
+    # said again, in one line naming the input, by lumbo_bids: the terminal shows them with -v
+    "nipype": (logging.CRITICAL, logging.INFO, logging.DEBUG),
     "tensorflow": (logging.ERROR, logging.WARNING, logging.DEBUG),  # e.g. tf.function retracing
     "absl": (logging.ERROR, logging.WARNING, logging.DEBUG),
     # Python warnings (numpy's RuntimeWarning, ComplexWarning...), captured as log records: the

@@ -40,7 +40,7 @@ class ValidateAnat(SimpleInterface):
     def _run_interface(self, runtime):
         import numpy as np
 
-        from ..utils.images import ImageError, geometry_warning, read_volume
+        from ..utils.images import ImageError, field_of_view_warning, geometry_warning, read_volume
 
         data, _, img = read_volume(self.inputs.in_file)
         if not np.any(data):
@@ -48,6 +48,8 @@ class ValidateAnat(SimpleInterface):
         warnings = {}
         if (text := geometry_warning(img)) is not None:
             warnings["GeometryWarning"] = text
+        if (text := field_of_view_warning(img)) is not None:
+            warnings["FieldOfViewWarning"] = text
         self._results.update(in_file=self.inputs.in_file, has_mask=False)
         if isdefined(self.inputs.mask_file):
             mask_file, warnings_of_mask = self._read_mask(img, runtime)

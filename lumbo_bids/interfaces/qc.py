@@ -15,6 +15,7 @@ class _QCFlagsInputSpec(BaseInterfaceInputSpec):
     image_stack = File(exists=True, desc="the cropped image (.npy): which slices have signal")
     support_stack = File(exists=True, desc="the manual mask the centerline came from, cropped (.npy)")
     heatmap_file = File(exists=True, desc="the localiser's heat-map on the resampled grid (NIfTI)")
+    native_mask = File(exists=True, desc="the mask as delivered, on the source grid: when it is empty, so is the mask")
 
 
 class _QCFlagsOutputSpec(TraitedSpec):
@@ -27,7 +28,10 @@ class QCFlags(SimpleInterface):
     centerline) and the failure flags they raise (:data:`lumbo_bids.qc.FLAGS`).
 
     Where the centerline was seen (how far the mask should reach) comes from ``support_stack``
-    (centerline from a manual mask) or ``heatmap_file`` (from the localiser)."""
+    (centerline from a manual mask) or ``heatmap_file`` (from the localiser). When the mask on
+    the source grid (``native_mask``) is empty (a field of view smaller than the 0.5 mm grid's
+    cord: nothing is left once resampled back), the measures are those of an empty mask, so
+    ``empty_mask`` is raised on what the user gets."""
 
     input_spec = _QCFlagsInputSpec
     output_spec = _QCFlagsOutputSpec
@@ -52,6 +56,8 @@ class QCFlags(SimpleInterface):
         elif isdefined(self.inputs.heatmap_file):
             heat, _, _ = read_volume(self.inputs.heatmap_file)
             support = support_from_heatmap(crop_around_centerline(heat, geometry.crop), resolution)
+        if isdefined(self.inputs.native_mask) and not np.any(read_volume(self.inputs.native_mask)[0]):
+            mask = np.zeros_like(mask)
         measures = qc_measures(prob, mask, resolution, geometry.crop.centers, image, support)
         flags = raised_flags(measures)
         self._results["flags"] = flags

@@ -171,18 +171,48 @@ def check_contrast(segmentation: SegmentationModel, contrast: str) -> None:
         )
 
 
+def _build_networks(paths: list[str]) -> None:
+    """Build every artifact's network and load its weights (in a throwaway process: see
+    :func:`check_networks`); an :class:`ArtifactError` travels back to the caller."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)  # TensorFlow's start-up lines: this process says nothing else
+    from .artifact import load_artifact
+
+    for path in paths:
+        load_artifact(path).build_model()
+
+
+def check_networks(paths) -> None:
+    """Refuse, before any work, an artifact whose weights do not fit its network: each network
+    is built and its weights loaded (one line, exit 65), not per image after preprocessing.
+
+    This runs in a spawned process: TensorFlow must not start in the main process, whose Nipype
+    workers are forked from it. The shipped models need no check (their checksums are verified
+    and they are built by the test suite)."""
+    import concurrent.futures
+    import multiprocessing
+
+    paths = [str(p) for p in paths if Path(p).resolve() not in {SHIPPED_SEGMENTATION.resolve(), SHIPPED_LOCALISER.resolve()}]
+    if not paths:
+        return
+    from .artifact import ArtifactError
+
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            pool.submit(_build_networks, paths).result()  # an ArtifactError is raised here
+        except concurrent.futures.process.BrokenProcessPool:
+            raise ArtifactError(paths[0], "its network could not be built (the process checking it died)") from None
+
+
 def check_models(config, inputs: dict) -> None:
     """Verify every model the run will need, before any work; an error names the option that
     gave the model (``--model``, ``--sct-models``)."""
-    from .artifact import load_artifact
-
     needs = {(anat.contrast, anat.mask is None or config.ignore_manual_centerline) for anats in inputs.values() for anat in anats}
     with named("--model"):
         segmentation = read_segmentation_model(config.model)
         localiser = bundled_localiser(segmentation)
-        # the networks are built and their weights loaded now, not per image after preprocessing
-        for path in (segmentation.path, *([localiser[0]] if localiser else [])):
-            load_artifact(path).build_model()  # weights that do not fit: one line, exit 65
+        check_networks([segmentation.path, *([localiser[0]] if localiser else [])])
         for contrast in sorted({contrast for contrast, _ in needs}):
             check_contrast(segmentation, contrast)
     for contrast in sorted({contrast for contrast, needs_localiser in needs if needs_localiser}):

@@ -55,7 +55,12 @@ def _img_tag(png: bytes, alt: str) -> str:
 
 
 #: sidecar entries that carry a warning, and which input each one is about
-WARNING_FIELDS = {"GeometryWarning": "image", "ManualMaskWarning": "mask", "MorphometricsWarning": "image"}
+WARNING_FIELDS = {
+    "GeometryWarning": "image",
+    "FieldOfViewWarning": "image",
+    "ManualMaskWarning": "mask",
+    "MorphometricsWarning": "image",
+}
 
 
 def recorded_warnings(output_dir: Path, anat) -> list[tuple[Path, str]]:

@@ -56,6 +56,26 @@ def geometry_warning(img: nib.spatialimages.SpatialImage) -> str | None:
     )
 
 
+#: an in-plane field of view (left-right or anterior-posterior) below this holds no cord and its CSF
+MIN_FIELD_OF_VIEW_MM = 16.0
+
+
+def field_of_view_warning(img: nib.spatialimages.SpatialImage) -> str | None:
+    """What to say about an image whose field of view is narrower than a cord and the CSF around
+    it (:data:`MIN_FIELD_OF_VIEW_MM`) left-right or anterior-posterior: no mask can be trusted."""
+    shape = np.asarray(img.shape[:3], dtype=np.float64)
+    extent = np.abs(np.asarray(img.affine, dtype=np.float64)[:3, :3]) @ shape  # mm along x (LR), y (AP), z
+    narrow = [
+        f"{name} {mm:.1f} mm" for name, mm in zip(("left-right", "anterior-posterior"), extent[:2]) if mm < MIN_FIELD_OF_VIEW_MM
+    ]
+    if not narrow:
+        return None
+    return (
+        f"field of view {' and '.join(narrow)}: narrower than a spinal cord with its CSF "
+        f"({MIN_FIELD_OF_VIEW_MM:.0f} mm), so the mask cannot be trusted"
+    )
+
+
 #: voxels of a manual mask above this value are cord (binary and soft masks)
 MASK_THRESHOLD = 0.5
 

@@ -64,7 +64,7 @@ def init_anat_seg_wf(config, anat, models, name: str):
             ("outputnode.input_warnings", "inputnode.input_warnings"),
         ]),
     ])  # fmt: skip
-    _connect_qc_flags(workflow, preproc_wf, segment, postprocess, ds_wf, use_mask)
+    _connect_qc_flags(workflow, preproc_wf, segment, postprocess, to_native, ds_wf, use_mask)
     if anat.mask is not None:
         _connect_evaluation(workflow, preproc_wf, to_native, ds_wf)
     if config.save_probseg:
@@ -88,12 +88,14 @@ def _segmentation_nodes(config, anat, seg):
     return standardise, segment, postprocess, to_native
 
 
-def _connect_qc_flags(workflow, preproc_wf, segment, postprocess, ds_wf, use_mask: bool) -> None:
-    """QC failure flags (:mod:`lumbo_bids.qc`) from the probability, the mask and the crop."""
+def _connect_qc_flags(workflow, preproc_wf, segment, postprocess, to_native, ds_wf, use_mask: bool) -> None:
+    """QC failure flags (:mod:`lumbo_bids.qc`) from the probability, the mask (also as delivered,
+    on the source grid) and the crop."""
     qc_flags = pe.Node(QCFlags(), name="qc_flags")
     workflow.connect([
         (segment, qc_flags, [("prob_stack", "prob_stack")]),
         (postprocess, qc_flags, [("out_stack", "mask_stack")]),
+        (to_native, qc_flags, [("out_file", "native_mask")]),
         (preproc_wf, qc_flags, [("outputnode.geometry_json", "geometry_json"), ("outputnode.out_stack", "image_stack")]),
         (qc_flags, ds_wf, [("metadata", "inputnode.qc_meta")]),
     ])  # fmt: skip
