@@ -6,7 +6,7 @@ Checks what the participant level writes under ``sub-*/`` (logs excluded):
 - the same file list;
 - images on the same grid: masks voxel-identical (or Dice >= --min-dice, reported), other
   images with the same values to --image-atol (``numpy.allclose``);
-- tables (``.tsv``, ``.csv``) and JSON by value: the same columns, row counts and keys, text
+- tables (``.tsv``, ``.csv``) and JSON by value (a sidecar's ``RunID``, the run that wrote it, aside): the same columns, row counts and keys, text
   (``n/a`` included) exactly, numbers within ``--atol + --rtol * |reference value|``, so that
   ``-0.000`` and ``0.000`` or a last-digit rounding difference agree;
 - any other file byte for byte.
@@ -168,6 +168,9 @@ def compare_file(a: Path, b: Path, args: argparse.Namespace) -> tuple[str | None
             doc_a, doc_b = json.loads(a.read_text()), json.loads(b.read_text())
         except ValueError:
             return (None if a.read_bytes() == b.read_bytes() else "not valid JSON, and the bytes differ"), 0.0
+        for doc in (doc_a, doc_b):
+            if isinstance(doc, dict):
+                doc.pop("RunID", None)  # which run wrote the file: differs between any two runs
         return compare_leaves(json_leaves(doc_a), json_leaves(doc_b), args.atol, args.rtol)
     return (None if a.read_bytes() == b.read_bytes() else "content differs"), 0.0
 

@@ -51,7 +51,7 @@ def folders(tmp_path):
     (ref / SIDECAR).write_text(json.dumps({
         "Sources": ["bids:raw:sub-01/anat/sub-01_T2w.nii.gz"],
         "CordVolume_mm3": 1234.567, "ConusTip_mm": [0.0, -1.5, -30.25], "SlicesWithCord": 2,
-        "csa_mm2": {"Description": "Cross-sectional area", "Units": "mm^2"},
+        "csa_mm2": {"Description": "Cross-sectional area", "Units": "mm^2"}, "RunID": "20261202-101010_run-1",
     }))  # fmt: skip
     (ref / "sub-01" / "log").mkdir()
     (ref / "sub-01" / "log" / "crash.txt").write_text("run 1")
@@ -79,6 +79,7 @@ def test_tiny_differences_are_tolerated_and_reported(folders, capsys):
     meta = json.loads((other / SIDECAR).read_text())
     meta["ConusTip_mm"][0] = -0.0
     meta["CordVolume_mm3"] = 1234.6  # |0.033| <= 1e-3 + 1e-4 * 1234.567
+    meta["RunID"] = "20261202-111111_run-2"  # which run wrote it: never compared
     (other / SIDECAR).write_text(json.dumps(meta, indent=2))
     _edit_image(other / IMAGE, lambda data: data.__setitem__((1, 2, 3), data[1, 2, 3] + 5e-5))
     code, out = run(ref, other, capsys)

@@ -430,3 +430,23 @@ def test_tiny_field_of_view_is_warned_and_its_empty_mask_flagged(case):
     meta = json.loads(sidecar_of(mask).read_text())
     assert "empty_mask" in meta["QCFlags"] and meta["QCMeasures"]["slices_with_cord"] == 0
     assert "narrower than a spinal cord" in meta["FieldOfViewWarning"]
+    run = next(line.split(" run ")[-1] for line in proc.stderr.splitlines() if "participant level" in line)
+    assert meta["RunID"] == run.strip()  # every sidecar names the run that wrote it (case 5)
+
+
+# -- case 5: two runs of one subject into one OUTPUT_DIR, each with its own work dir --------------
+def test_a_second_run_into_the_same_output_dir_is_refused_whatever_its_work_dir(case):
+    import fcntl
+    import socket
+
+    path = lock_path(case.out, SUBJECT)  # as a first run (own work dir, e.g. $TMPDIR of its job) holds it
+    path.parent.mkdir(parents=True)
+    with open(path, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        held.flush()
+        proc = case.run("--nprocs", 1, "--bids-filter-file", case.filter_file("T2starw"))
+    line = case.check(proc, 75, f"sub-{SUBJECT}", "already running in OUTPUT_DIR", str(case.out))
+    assert f"pid {os.getpid()} " in line and "mix their outputs" in line
+    assert not (case.out / f"sub-{SUBJECT}").exists()  # refused before any work
+    assert lock_path(case.work, SUBJECT).read_text() == ""  # its work-dir lock released again

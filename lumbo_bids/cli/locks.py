@@ -1,6 +1,9 @@
-"""One run per subject and work dir: an exclusive lock, so a second run says 'already running'.
+"""One run per subject and work dir, and per subject and OUTPUT_DIR: exclusive locks, so a
+second run says 'already running'.
 
-The lock is an ``flock`` on ``WORK/.locks/sub-XX.lock``, which holds ``pid N on HOST`` while a
+A lock is an ``flock`` on ``WORK/.locks/sub-XX.lock`` (the work dir's cache) and on
+``OUTPUT_DIR/.locks/sub-XX.lock`` (two runs with their own work dirs, e.g. ``$TMPDIR`` per SLURM
+job, would otherwise mix their outputs of one subject), which holds ``pid N on HOST`` while a
 run has it and is emptied when that run ends. The kernel releases the lock of a run that is
 killed once its last process is gone (its Nipype workers die with it, :mod:`.plugins`); the next
 run takes it over, saying so when the file still names the run that was killed.
@@ -20,8 +23,9 @@ from ..errors import ExitCode, LumboError
 LOGGER = logging.getLogger("lumbo_bids")
 
 
-def lock_path(work_dir: Path, subject: str) -> Path:
-    return Path(work_dir) / ".locks" / f"sub-{subject}.lock"
+def lock_path(folder: Path, subject: str) -> Path:
+    """The lock of ``subject`` in a work dir or an OUTPUT_DIR."""
+    return Path(folder) / ".locks" / f"sub-{subject}.lock"
 
 
 def _acquire(path: Path):
@@ -82,43 +86,47 @@ def _dead_holder(holder: str) -> bool:
     return False
 
 
+def _take(stack: contextlib.ExitStack, folder: Path, option: str, subject: str, advice: str) -> None:
+    """Take the lock of ``subject`` in ``folder`` (named ``option`` in messages) into ``stack``."""
+    path = lock_path(folder, subject)
+    try:
+        handle, holder, left_by = _acquire(path)
+    except OSError as exc:
+        raise LumboError(
+            f"{option} {folder}: cannot create the lock of sub-{subject}: {exc.strerror}", ExitCode.CANT_CREATE
+        ) from None
+    if handle is None:
+        if _dead_holder(holder) and (pids := [p for p in _holders(path) if p != os.getpid()]):
+            raise LumboError(
+                f"sub-{subject} is locked in {option} {folder} by processes left behind by a run that "
+                f"was killed ({holder}, no longer running): processes {', '.join(map(str, pids))}; "
+                "stop them, then rerun",
+                ExitCode.TEMPFAIL,
+            )
+        raise LumboError(f"sub-{subject} is already running in {option} {folder} ({holder}): {advice}", ExitCode.TEMPFAIL)
+    stack.enter_context(_held(handle))
+    if left_by:
+        LOGGER.warning(
+            "sub-%s: taking over the lock in %s %s from a run that ended without releasing it (%s, killed?)%s",
+            subject, option, folder, left_by, "; its finished steps are reused" if option == "--work-dir" else "",
+        )  # fmt: skip
+
+
 @contextlib.contextmanager
-def subject_locks(work_dir: Path, subjects):
-    """Hold the work-dir lock of every subject for the duration of the block.
+def subject_locks(work_dir: Path, subjects, output_dir: Path | None = None):
+    """Hold the work-dir lock (and with ``output_dir`` the OUTPUT_DIR lock) of every subject for
+    the duration of the block.
 
     Raises
     ------
     LumboError
-        Exit 75 (EX_TEMPFAIL), naming the subject, when another run holds one of the locks
-        (the locks taken so far are released); exit 73 when the lock cannot be created.
+        Exit 75 (EX_TEMPFAIL), naming the subject and the folder, when another run holds one of
+        the locks (the locks taken so far are released); exit 73 when a lock cannot be created.
     """
     with contextlib.ExitStack() as stack:
         for subject in subjects:
-            path = lock_path(work_dir, subject)
-            try:
-                handle, holder, left_by = _acquire(path)
-            except OSError as exc:
-                raise LumboError(
-                    f"--work-dir {work_dir}: cannot create the lock of sub-{subject}: {exc.strerror}", ExitCode.CANT_CREATE
-                ) from None
-            if handle is None:
-                if _dead_holder(holder) and (pids := [p for p in _holders(path) if p != os.getpid()]):
-                    raise LumboError(
-                        f"sub-{subject} is locked in --work-dir {work_dir} by processes left behind by a run that "
-                        f"was killed ({holder}, no longer running): processes {', '.join(map(str, pids))}; "
-                        "stop them, then rerun",
-                        ExitCode.TEMPFAIL,
-                    )
-                raise LumboError(
-                    f"sub-{subject} is already running in --work-dir {work_dir} ({holder}): "
-                    "wait for it to finish or use another work dir",
-                    ExitCode.TEMPFAIL,
-                )
-            stack.enter_context(_held(handle))
-            if left_by:
-                LOGGER.warning(
-                    "sub-%s: taking over the lock in --work-dir %s from a run that ended without releasing it "
-                    "(%s, killed?); its finished steps are reused",
-                    subject, work_dir, left_by,
-                )  # fmt: skip
+            _take(stack, work_dir, "--work-dir", subject, "wait for it to finish or use another work dir")
+            if output_dir is not None:
+                advice = "wait for it to finish (two runs of one subject into one OUTPUT_DIR would mix their outputs)"
+                _take(stack, output_dir, "OUTPUT_DIR", subject, advice)
         yield

@@ -139,7 +139,7 @@ def _run(args) -> ExitCode:
         with removed_if_empty_on_error(config.output_dir, config.work_dir):
             config.check_paths()
             raw_description, inputs = _select_inputs(config, labels_dir_given=args.labels_dir is not None)
-            locks.enter_context(subject_locks(config.work_dir, inputs))  # 'already running': exit 75
+            locks.enter_context(subject_locks(config.work_dir, inputs, config.output_dir))  # 'already running': 75
         _setup_environment(config)
         console.log_to_file(config.log_file)
         return _run_level(config, raw_description, inputs)

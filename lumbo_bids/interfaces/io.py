@@ -90,6 +90,7 @@ class _DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
     extra_sources = traits.List(File(exists=True), desc="other raw files it derives from")
     json_sidecar = traits.Bool(True, usedefault=True)
     input_warnings = traits.Dict(desc="what the input checks found doubtful, added to the sidecar")
+    run_id = traits.Str(desc="the run that writes it (sidecar 'RunID'; its log: sub-XX/log/<RunID>/)")
 
 
 class _DerivativesDataSinkOutputSpec(TraitedSpec):
@@ -101,7 +102,8 @@ class DerivativesDataSink(SimpleInterface):
     """Copy a result into ``OUTPUT_DIR`` under its BIDS-derivatives name, atomically.
 
     The sidecar gets ``Sources`` as BIDS URIs into the raw dataset (``bids:raw:...``) or the
-    labels dataset (``bids:labels:...``) plus ``metadata``.
+    labels dataset (``bids:labels:...``) plus ``metadata``, and ``RunID``: the run that wrote it,
+    so that outputs of different runs in one folder can be told apart.
     """
 
     input_spec = _DerivativesDataSinkInputSpec
@@ -137,4 +139,6 @@ class DerivativesDataSink(SimpleInterface):
         for extra in (self.inputs.metadata, self.inputs.input_warnings):
             if isdefined(extra):
                 meta.update(json.loads(json.dumps(extra, default=str)))
+        if isdefined(self.inputs.run_id):
+            meta["RunID"] = self.inputs.run_id
         return meta

@@ -75,6 +75,7 @@ def init_ds_anat_wf(config, anat, seg, resolution: float, crop_size, centerline_
                 entities=source_entities(anat.entities),
                 json_sidecar=field != "centerline_csv",
                 extra_sources=extra_sources,
+                run_id=config.run_uuid,
                 **image_output(field, anat.contrast, resolution_entity(resolution)),
             ),
             name=f"ds_{field}",
