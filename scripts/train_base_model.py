@@ -136,7 +136,9 @@ def label_map_cases(label_dir: Path, out_dir: Path) -> list:
 PHANTOM_MODELS = {"tube": "lumbar_phantom", "conus": "conus_phantom"}
 
 
-def phantom_cases(n: int, out_dir: Path, seed: int, dorsal_roots: float = 0.0, model: str = "tube") -> list:
+def phantom_cases(
+    n: int, out_dir: Path, seed: int, dorsal_roots: float = 0.0, model: str = "tube", roots: tuple[int, int] | None = None
+) -> list:
     """``n`` procedural lumbar label maps, 120 mm long crops at 0.5 mm, as synthetic cases.
 
     ``model``: ``"tube"`` (:func:`lumbo_bids.model.synth.lumbar_phantom`: a tube that tapers to a
@@ -147,10 +149,12 @@ def phantom_cases(n: int, out_dir: Path, seed: int, dorsal_roots: float = 0.0, m
     from lumbo_bids.model.cases import TrainingCase
 
     draw = getattr(synth, PHANTOM_MODELS[model])
+    if roots and model != "conus":
+        raise SystemExit(f"--phantom-roots: only the conus phantom takes a number of roots (not {model!r})")
     rng = np.random.default_rng([seed, 7])
     cases = []
     for k in range(n):
-        labels = draw((*CROP_SIZE, 240), rng, RESOLUTION, dorsal_roots)
+        labels = draw((*CROP_SIZE, 240), rng, RESOLUTION, dorsal_roots, **({"roots": roots} if roots else {}))
         image, mask = out_dir / f"phantom{k:02d}_labels.npy", out_dir / f"phantom{k:02d}_labels_cord.npy"
         np.save(image, labels)
         np.save(mask, (labels == synth.CORD).astype(np.uint8))
@@ -365,6 +369,10 @@ def main(argv=None) -> int:
         help="probability of a grey-matter core of its own intensity in a synthetic cord (synth.synthesise)",
     )  # fmt: skip
     parser.add_argument(
+        "--phantom-roots", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
+        help="number of nerve roots of a conus phantom (default: synth.conus_phantom's 12-40)",
+    )  # fmt: skip
+    parser.add_argument(
         "--end-fraction", type=float, default=0.0,
         help="share of a phantom's cord patches centred around its cord's ends (patches.sample_patch_centres)",
     )  # fmt: skip
@@ -446,7 +454,9 @@ def main(argv=None) -> int:
         "licence": "MIT (spine-generic)",
     }
     phantoms = (
-        [] if args.no_synthetic else phantom_cases(args.phantoms, data_dir, args.seed, args.dorsal_roots, args.phantom_model)
+        []
+        if args.no_synthetic
+        else phantom_cases(args.phantoms, data_dir, args.seed, args.dorsal_roots, args.phantom_model, args.phantom_roots)
     )
     dataset["synthetic_phantoms"] = {
         "count": len(phantoms),
@@ -493,6 +503,7 @@ def main(argv=None) -> int:
                 "thick_axes": args.thick_axes,
                 "grey_matter": args.grey_matter,
                 "end_fraction": args.end_fraction,
+                "phantom_roots": args.phantom_roots,
             },  # fmt: skip
             **({"init_model": init_model_card(args.init_model, args.init_member)} if args.init_model else {}),
             seed=args.seed,
