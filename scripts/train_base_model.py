@@ -154,7 +154,7 @@ def phantom_cases(
     rng = np.random.default_rng([seed, 7])
     cases = []
     for k in range(n):
-        labels = draw((*CROP_SIZE, 240), rng, RESOLUTION, dorsal_roots, **({"roots": roots} if roots else {}))
+        labels = draw((*CROP_SIZE, 240), rng, RESOLUTION, dorsal_roots, **({"n_roots": roots} if roots else {}))
         image, mask = out_dir / f"phantom{k:02d}_labels.npy", out_dir / f"phantom{k:02d}_labels_cord.npy"
         np.save(image, labels)
         np.save(mask, (labels == synth.CORD).astype(np.uint8))

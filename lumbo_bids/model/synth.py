@@ -165,7 +165,7 @@ def conus_phantom(
     rng: np.random.Generator,
     voxel_mm: float = 0.5,
     dorsal_roots: float = 0.5,
-    roots: tuple[int, int] = (12, 40),
+    n_roots: tuple[int, int] = (12, 40),
 ) -> np.ndarray:
     """A random label map of the lower cord as the anatomy lies: enlargement, conus, filum, roots.
 
@@ -183,7 +183,7 @@ def conus_phantom(
     leave the canal before the bottom (through a foramen). So just above the tip the cord is
     surrounded by roots that touch it, and below it only roots and the filum remain. In a fifth
     of the phantoms the tip lies above the field of view (cauda equina only), in a tenth below
-    it (cord only, with roots leaving it). ``roots``: the range of the number of roots drawn.
+    it (cord only, with roots leaving it). ``n_roots``: the range of the number of roots drawn.
 
     Returns
     -------
@@ -220,7 +220,7 @@ def conus_phantom(
         angle, depth = rng.uniform(-0.5, 0.5) - np.pi / 2, rng.uniform(0.45, 0.75)
         bundle = depth * canal_r[0] * np.cos(angle), depth * canal_r[1] * np.sin(angle)
         spread = rng.uniform(1.0, 3.0) * mm
-    for _ in range(int(rng.integers(roots[0], roots[1] + 1))):
+    for _ in range(int(rng.integers(n_roots[0], n_roots[1] + 1))):
         radius = _in_range(rng, "root_radius_mm") * mm
         if dorsal:
             dx, dy = np.asarray(bundle) + rng.normal(0.0, spread, 2)
