@@ -72,24 +72,50 @@ def plan_training(config, anats: list):
 def select_images(config, inputs: dict) -> tuple[list, set[str]]:
     """The masked images to train on (masks checked by the CLI, check_group_inputs), less those
     rated ``fail`` in ``--qc-ratings``; and the names of every image rated ``fail``."""
-    anats, excluded, rated_fail = _rated_images(config, inputs)
+    anats, excluded, rated_fail, partial = _rated_images(config, inputs)
     if excluded:
         LOGGER.warning("group: left out, rated fail in %s: %s", config.qc_ratings, ", ".join(a.stem for a in excluded))
+    for anat, coverage in partial:
+        LOGGER.warning("group: left out, %s %s (it would teach that the cord is background)", anat.mask, coverage.describe())
     return anats, rated_fail
 
 
-def _rated_images(config, inputs: dict) -> tuple[list, list, set[str]]:
-    """``(images to train on, images left out, names rated fail)``, as :func:`select_images` says."""
+def _complete_masks(anats: list) -> tuple[list, list]:
+    """``(images whose manual masks label the cord where the image shows it, [(image, coverage)]
+    of those with a partial mask)`` (:mod:`lumbo_bids.label_coverage`). A file that cannot be
+    read is kept: preprocessing then names it."""
+    from ..label_coverage import label_coverage
+    from ..utils.images import ImageError, interpret_mask, read_volume
+
+    complete, partial = [], []
+    for anat in anats:
+        try:
+            image, affine, _ = read_volume(anat.path)
+            cord, _ = interpret_mask(read_volume(anat.mask)[0], str(anat.mask))
+        except ImageError:
+            complete.append(anat)
+            continue
+        coverage = label_coverage(cord, affine, image) if cord.shape == image.shape else None
+        if coverage is not None and coverage.partial:
+            partial.append((anat, coverage))
+        else:
+            complete.append(anat)
+    return complete, partial
+
+
+def _rated_images(config, inputs: dict) -> tuple[list, list, set[str], list]:
+    """``(images to train on, images left out as rated fail, names rated fail, [(image, coverage)]
+    left out for a partial mask)``, as :func:`select_images` says."""
     from ..ratings import exclude_failed, read_ratings
 
-    anats = masked_images(inputs)
+    anats, partial = _complete_masks(masked_images(inputs))
     if config.qc_ratings is None:
-        return anats, [], set()
+        return anats, [], set(), partial
     ratings = read_ratings(config.qc_ratings)
     anats, excluded = exclude_failed(anats, ratings)
     if not anats:
         raise MissingInputError(f"--qc-ratings {config.qc_ratings}: every image with a manual mask is rated fail")
-    return anats, excluded, {image for image, (rating, _) in ratings.items() if rating == "fail"}
+    return anats, excluded, {image for image, (rating, _) in ratings.items() if rating == "fail"}, partial
 
 
 def write_annotation_outputs(config, inputs: dict, rated_fail: set[str]) -> None:

@@ -52,22 +52,26 @@ class ValidateAnat(SimpleInterface):
             warnings["FieldOfViewWarning"] = text
         self._results.update(in_file=self.inputs.in_file, has_mask=False)
         if isdefined(self.inputs.mask_file):
-            mask_file, warnings_of_mask = self._read_mask(img, runtime)
+            mask_file, warnings_of_mask = self._read_mask(img, data, runtime)
             warnings.update(warnings_of_mask)
             self._results.update(mask_file=mask_file, has_mask=True)
         self._results["input_warnings"] = warnings
         return runtime
 
-    def _read_mask(self, img, runtime) -> tuple[str, dict]:
-        """The mask's cord (the mask itself, or a binary copy when it is read differently)."""
+    def _read_mask(self, img, data, runtime) -> tuple[str, dict]:
+        """The mask's cord (the mask itself, or a binary copy when it is read differently), and
+        the sidecar entries saying how it was read and whether it is partial."""
         import numpy as np
 
+        from ..label_coverage import label_coverage
         from ..utils.images import check_same_grid, interpret_mask, load_image, read_volume, save_image
 
         mask_img = load_image(self.inputs.mask_file)
         check_same_grid(img, mask_img, self.inputs.in_file, self.inputs.mask_file)
         mask, affine, _ = read_volume(self.inputs.mask_file)
         cord, meta = interpret_mask(mask, self.inputs.mask_file)
+        if (coverage := label_coverage(cord, affine, data)).partial:
+            meta["PartialMaskWarning"] = f"{coverage.describe()}; the evaluation scores only its labelled slices"
         if np.array_equal(cord, mask > 0.5):
             return self.inputs.mask_file, meta
         out = Path(runtime.cwd) / "mask_cord.nii.gz"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, isdefined, traits
 
 from ..utils.numbers import format_float
 
@@ -40,6 +40,7 @@ class CordMorphometrics(SimpleInterface):
 class _EvaluateInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="predicted cord mask on the native grid")
     reference_file = File(exists=True, mandatory=True, desc="manual cord mask, same grid")
+    image_file = File(exists=True, desc="the image, same grid: which slices are imaged (partial masks)")
 
 
 class _EvaluateOutputSpec(TraitedSpec):
@@ -48,7 +49,10 @@ class _EvaluateOutputSpec(TraitedSpec):
 
 
 class EvaluateMask(SimpleInterface):
-    """Agreement of the prediction with the manual mask: Dice, HD95, RVD, Dice along z."""
+    """Agreement of the prediction with the manual mask: Dice, HD95, RVD, Dice along z.
+
+    A partial manual mask (:mod:`lumbo_bids.label_coverage`) is scored on its labelled slices
+    only (``EvaluatedSlices`` says so): elsewhere it says nothing about the cord."""
 
     input_spec = _EvaluateInputSpec
     output_spec = _EvaluateOutputSpec
@@ -57,6 +61,7 @@ class EvaluateMask(SimpleInterface):
         import numpy as np
 
         from ..geometry import RPI, reorient
+        from ..label_coverage import label_coverage
         from ..metrics import dice, hausdorff95, per_slice_dice, relative_volume_difference
         from ..utils.images import check_same_grid, load_image, read_volume
 
@@ -69,6 +74,14 @@ class EvaluateMask(SimpleInterface):
         pred_rpi, rpi_affine = reorient(pred.astype(np.uint8), affine, RPI)
         ref_rpi, _ = reorient(ref.astype(np.uint8), affine, RPI)
         along_z = per_slice_dice(pred_rpi, ref_rpi)
+        image = read_volume(self.inputs.image_file)[0] if isdefined(self.inputs.image_file) else None
+        coverage = label_coverage(ref, affine, image)
+        scored = {}
+        if coverage.partial:  # the scores on the labelled slices only
+            pred, ref = pred_rpi[..., coverage.labelled] > 0, ref_rpi[..., coverage.labelled] > 0
+            zooms = np.linalg.norm(rpi_affine[:3, :3], axis=0)
+            n, total = int(coverage.labelled.sum()), int(coverage.imaged.sum())
+            scored["EvaluatedSlices"] = f"{n} of {total}: the manual mask is partial, only its labelled slices are scored"
         rows = ["slice\tdice"] + [f"{k}\t{'n/a' if np.isnan(v) else format_float(v, 4)}" for k, v in enumerate(along_z)]
         out = Path(runtime.cwd) / "evaluation.tsv"
         out.write_text("\n".join(rows) + "\n")
@@ -84,5 +97,6 @@ class EvaluateMask(SimpleInterface):
             "HD95_mm": finite(hausdorff95(pred, ref, zooms)),
             "RelativeVolumeDifference": finite(relative_volume_difference(pred, ref)),
             "Reference": "manual mask",
+            **scored,
         }
         return runtime

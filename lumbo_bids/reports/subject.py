@@ -59,6 +59,7 @@ WARNING_FIELDS = {
     "GeometryWarning": "image",
     "FieldOfViewWarning": "image",
     "ManualMaskWarning": "mask",
+    "PartialMaskWarning": "mask",
     "MorphometricsWarning": "image",
 }
 

@@ -66,7 +66,7 @@ def init_anat_seg_wf(config, anat, models, name: str):
     ])  # fmt: skip
     _connect_qc_flags(workflow, preproc_wf, segment, postprocess, to_native, ds_wf, use_mask)
     if anat.mask is not None:
-        _connect_evaluation(workflow, preproc_wf, to_native, ds_wf)
+        _connect_evaluation(workflow, anat, preproc_wf, to_native, ds_wf)
     if config.save_probseg:
         _connect_probseg(workflow, anat, preproc_wf, segment, ds_wf)
     return workflow
@@ -103,9 +103,9 @@ def _connect_qc_flags(workflow, preproc_wf, segment, postprocess, to_native, ds_
     workflow.connect(preproc_wf, support[0], qc_flags, support[1])  # where the centerline was seen
 
 
-def _connect_evaluation(workflow, preproc_wf, to_native, ds_wf) -> None:
+def _connect_evaluation(workflow, anat, preproc_wf, to_native, ds_wf) -> None:
     """The mask scored against the manual mask, on the source grid."""
-    evaluate = pe.Node(EvaluateMask(), name="evaluate")
+    evaluate = pe.Node(EvaluateMask(image_file=str(anat.path)), name="evaluate")
     workflow.connect([
         (to_native, evaluate, [("out_file", "in_file")]),
         (preproc_wf, evaluate, [("outputnode.mask_native", "reference_file")]),
