@@ -257,9 +257,26 @@ def container_info() -> dict | None:
     if not IMAGE_MARKER.is_file():
         return None
     tag = os.environ.get("LUMBO_BIDS_IMAGE_TAG", f"lumbo_bids:{__version__}")
-    if os.environ.get("SINGULARITY_CONTAINER") or os.environ.get("APPTAINER_CONTAINER"):
-        return {"Type": "singularity", "Tag": tag}
-    return {"Type": "docker", "Tag": tag}
+    # an image cannot know its own digest: the one who runs it can pass it in
+    # (docker run -e LUMBO_BIDS_IMAGE_DIGEST=$(docker inspect -f '{{.Id}}' IMAGE), or the SIF's sha256)
+    digest = {"Digest": os.environ["LUMBO_BIDS_IMAGE_DIGEST"]} if os.environ.get("LUMBO_BIDS_IMAGE_DIGEST") else {}
+    image = os.environ.get("SINGULARITY_CONTAINER") or os.environ.get("APPTAINER_CONTAINER")
+    if image:
+        return {"Type": "singularity", "Tag": tag, "URI": Path(image).as_uri() if Path(image).is_absolute() else image, **digest}
+    return {"Type": "docker", "Tag": tag, **digest}
+
+
+def source_dataset(bids_dir: Path, raw_description: dict) -> dict:
+    """The input dataset as ``SourceDatasets`` names it: where it is, its DOI and version when
+    its ``dataset_description.json`` gives them (``DatasetDOI``; OpenNeuro's ``doi:`` prefix kept)."""
+    entry = {"URL": bids_dir.as_uri()}
+    if isinstance(doi := raw_description.get("DatasetDOI"), str) and doi.strip():
+        entry["DOI"] = doi.strip()
+    for key in ("Version", "DatasetVersion"):
+        if isinstance(version := raw_description.get(key), (str, int, float)) and str(version).strip():
+            entry["Version"] = str(version).strip()
+            break
+    return entry
 
 
 def dataset_description(bids_dir: Path, raw_description: dict) -> dict:
@@ -273,7 +290,7 @@ def dataset_description(bids_dir: Path, raw_description: dict) -> dict:
         "BIDSVersion": "1.10.0",
         "DatasetType": "derivative",
         "GeneratedBy": [generated_by],
-        "SourceDatasets": [{"URL": bids_dir.as_uri()}],
+        "SourceDatasets": [source_dataset(bids_dir, raw_description)],
         "DatasetLinks": {"raw": bids_dir.as_uri()},
         "License": raw_description.get("License", "See the source dataset"),
         "Authors": dataset_authors(raw_description),

@@ -119,3 +119,29 @@ def test_errors_keep_their_code_through_pickling():
     for error in (OutputError("cannot write x: No space left on device"), LumboError("no input", ExitCode.NO_INPUT)):
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error) and copy.code == error.code and str(copy) == str(error)
+
+
+def test_source_dataset_and_container_are_named(tmp_path, monkeypatch):
+    """BEP027 / BIDS: SourceDatasets names the input (its DOI and version when it gives them);
+    GeneratedBy names our image, with the digest that whoever runs it passes in."""
+    from lumbo_bids import __version__, derivatives
+
+    tag = f"lumbo_bids:{__version__}"
+    raw = {"Name": "ds", "DatasetDOI": "doi:10.18112/openneuro.ds000001.v1.0.0", "DatasetVersion": "1.0.0"}
+    description = derivatives.dataset_description(tmp_path, raw)
+    assert description["SourceDatasets"] == [
+        {"URL": tmp_path.as_uri(), "DOI": "doi:10.18112/openneuro.ds000001.v1.0.0", "Version": "1.0.0"}
+    ]
+    assert derivatives.dataset_description(tmp_path, {"Name": "ds"})["SourceDatasets"] == [{"URL": tmp_path.as_uri()}]
+    assert "Container" not in description["GeneratedBy"][0]  # natively: no container claimed
+    marker = tmp_path / "VERSION"
+    marker.write_text("0.1.0")
+    monkeypatch.setattr(derivatives, "IMAGE_MARKER", marker)
+    monkeypatch.setenv("LUMBO_BIDS_IMAGE_DIGEST", "sha256:" + "a" * 64)
+    monkeypatch.delenv("SINGULARITY_CONTAINER", raising=False)
+    monkeypatch.delenv("APPTAINER_CONTAINER", raising=False)
+    assert derivatives.container_info() == {"Type": "docker", "Tag": tag, "Digest": "sha256:" + "a" * 64}
+    monkeypatch.setenv("APPTAINER_CONTAINER", "/images/lumbo_bids.sif")
+    monkeypatch.delenv("LUMBO_BIDS_IMAGE_DIGEST")
+    info = derivatives.container_info()
+    assert info == {"Type": "singularity", "Tag": tag, "URI": "file:///images/lumbo_bids.sif"}
