@@ -204,6 +204,20 @@ def test_epoch_line_marks_the_best_epoch():
     assert "(best)" not in epoch_line(3, 30, logs, best=0.9, seconds=1)
 
 
+def test_after_a_resume_best_means_best_of_the_whole_run(restore_logging, caplog):
+    """The first epoch after ``--resume`` is "(best)" only when it beats the epochs kept before it."""
+    from lumbo_bids.cli.progress import epoch_progress
+
+    progress = epoch_progress(30, 25)
+    progress.resume_best(0.9)  # what train() says of the kept epochs
+    with caplog.at_level(logging.INFO, logger="lumbo_bids"):
+        progress.on_epoch_begin(12)
+        progress.on_epoch_end(12, {"loss": 0.4, "dice": 0.7, "val_dice": 0.85})
+        progress.on_epoch_end(13, {"loss": 0.4, "dice": 0.7, "val_dice": 0.95})
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert "(best)" not in lines[0] and lines[1].startswith("epoch 14/30") and "0.950 (best)" in lines[1]
+
+
 @pytest.mark.parametrize(
     ("mask", "method", "expected"),
     [

@@ -252,6 +252,8 @@ def test_sigterm_and_sighup_stop_the_run_like_ctrl_c(case, signum, to_group):
     case.check(done, 130, f"lumbo-bids: error: interrupted by {name}", "rerun to resume")
     assert "KeyboardInterrupt" not in done.stderr
     assert left == [], "worker processes outlived the run"
+    assert (case.out / "qc" / "index.html").is_file()  # what was done is indexed: a study page, a report
+    assert (case.out / f"sub-{SUBJECT}.html").is_file()
     finished = {p: p.stat().st_mtime_ns for p in case.work.rglob("result_*.pklz") if _finished(p)}
     assert finished, "no step was kept"
     rerun = case.run("--nprocs", 2, "--bids-filter-file", filters)
@@ -450,3 +452,11 @@ def test_a_second_run_into_the_same_output_dir_is_refused_whatever_its_work_dir(
     assert f"pid {os.getpid()} " in line and "mix their outputs" in line
     assert not (case.out / f"sub-{SUBJECT}").exists()  # refused before any work
     assert lock_path(case.work, SUBJECT).read_text() == ""  # its work-dir lock released again
+
+
+def test_after_an_interrupted_group_run_the_advice_is_resume():
+    """A participant rerun resumes by itself; the group level's training only with --resume."""
+    from lumbo_bids.cli.run import interrupted_advice
+
+    assert "rerun with --resume" in interrupted_advice("group") and "plain rerun trains again" in interrupted_advice("group")
+    assert interrupted_advice("participant").endswith("rerun to resume") and "--resume" not in interrupted_advice("participant")

@@ -188,6 +188,9 @@ class Probe(keras.callbacks.Callback):
         self.epochs: list[int] = []
         self.iterations: list[int] = []
 
+    def resume_best(self, best: float) -> None:  # what a progress line's "(best)" compares with
+        self.resumed_best = best
+
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.epochs.append(epoch)
         self.iterations.append(int(self.model.optimizer.iterations))
@@ -199,6 +202,7 @@ def test_resume_continues_the_epoch_count(split, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="interrupted"):
         train(tiny_net, *split, cfg, out, progress=False, callbacks=[Interrupt(2)])
     assert _tsv_epochs(out / "metrics.tsv") == [0, 1]
+    kept_best = max(read_metrics(out / "metrics.tsv")["val_dice"])
     assert json.loads((out / "checkpoints" / "backup" / "training_metadata.json").read_text())["epoch"] == 2
     # a crash between the CSV row of epoch 2 and its backup would leave that row behind
     with open(out / "metrics.tsv", "a") as f:
@@ -217,6 +221,7 @@ def test_resume_continues_the_epoch_count(split, tmp_path, monkeypatch):
     assert (True, 2) in streams  # the training stream goes on with the patches of epoch 2
     assert result.initial_epoch == 2 and result.epochs_run == 4
     assert probe.epochs == [2, 3]
+    assert probe.resumed_best == pytest.approx(kept_best)  # not -inf: "(best)" only for a better epoch
     assert probe.iterations[0] == 2 * cfg.steps_per_epoch  # optimizer state restored with the weights
     assert _tsv_epochs(out / "metrics.tsv") == [0, 1, 2, 3]
     assert len(result.history["val_dice"]) == 4

@@ -52,6 +52,9 @@ def localiser_progress(epochs: int):
     class LocaliserEpochs(keras.callbacks.Callback):
         best, started = -math.inf, 0.0
 
+        def resume_best(self, best: float) -> None:
+            self.best = best
+
         def on_epoch_begin(self, epoch: int, logs=None) -> None:
             self.started = time.monotonic()
 

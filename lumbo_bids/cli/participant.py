@@ -151,7 +151,11 @@ def run_participant(config, inputs: dict) -> ExitCode:
     configure_nipype(config)
     available, missing = split_available(inputs)  # unfetched git-annex/DataLad files fail alone
     started = time.time()
-    crashed = _run_available(config, available, inputs)
+    try:
+        crashed = _run_available(config, available, inputs)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM (SLURM at the walltime), SIGHUP: index what is done
+        _index_finished(config, inputs, time.time() - started)
+        raise
     failures = collect_failures(config, inputs)
     for subject, lines in missing.items():
         failures[subject] = [Failure(line) for line in lines] + failures.get(subject, [])
@@ -161,6 +165,17 @@ def run_participant(config, inputs: dict) -> ExitCode:
     code = _report_failures(config, inputs, failures, crashed, report_failures)
     announce_reports(config, inputs)
     return code
+
+
+def _index_finished(config, inputs: dict, seconds: float) -> None:
+    """After an interruption: the subject reports and the study page over the outputs finished
+    so far, so that a run stopped at its walltime still shows what it did. Best effort: a failure
+    here (or a second signal) must not hide the interruption, which is what the run says."""
+    try:
+        write_reports(config, inputs, {}, seconds)
+        write_study_page(config)
+    except (Exception, KeyboardInterrupt) as exc:
+        LOGGER.debug("no reports after the interruption: %r", exc)
 
 
 def image_progress(config, available: dict):

@@ -105,6 +105,10 @@ def epoch_progress(epochs: int, steps_per_epoch: int):
             self.current = 1
             self.epoch_started = time.monotonic()
 
+        def resume_best(self, best: float) -> None:
+            """The best validation Dice of the epochs a resumed run keeps (``train`` says it)."""
+            self.best = best
+
         def on_epoch_begin(self, epoch: int, logs=None) -> None:
             self.current, self.epoch_started = epoch + 1, time.monotonic()
 

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         name = interrupt.signal_name()
         by = f" by {name}" if name and name != "SIGINT" else ""
-        _error(f"interrupted{by}; finished steps are cached in the work dir, rerun to resume")
+        _error(f"interrupted{by}; {interrupted_advice(args.analysis_level)}")
         code = ExitCode.INTERRUPTED
     except Exception as exc:  # a bug or an unforeseen system error: still one line (-v: traceback)
         LOGGER.debug("unexpected error", exc_info=True)
@@ -81,6 +81,17 @@ def main(argv: list[str] | None = None) -> int:
         _error(f"unexpected {type(exc).__name__}: {brief} (rerun with -v for details)")
         code = ExitCode.FAILURE
     return int(code)
+
+
+def interrupted_advice(level: str) -> str:
+    """How to go on after an interruption: a participant rerun resumes by itself; the group
+    level's fine-tuning continues from its last epoch only with ``--resume``."""
+    if level == "group":
+        return (
+            "finished preprocessing is cached in the work dir; rerun with --resume to continue the "
+            "fine-tuning from its last finished epoch (a plain rerun trains again from the start)"
+        )
+    return "finished steps are cached in the work dir, rerun to resume"
 
 
 def given_options(argv: list[str]) -> set[str]:

@@ -197,7 +197,8 @@ def train(
     progress : bool
         Show the Keras progress bar (``verbose=1``).
     callbacks : sequence of keras.callbacks.Callback
-        Extra callbacks, run after the built-in ones.
+        Extra callbacks, run after the built-in ones; one with a ``resume_best(value)`` method is
+        told the best ``val_dice`` of the epochs a resumed run keeps (``-inf`` for a new run).
 
     Returns
     -------
@@ -219,6 +220,9 @@ def train(
             model = _compiled_model(model_fn, cfg, freeze_fn)
         train_ds, val_ds = _datasets(train_cases, val_cases, cfg, initial_epoch)
         built_in = training_callbacks(cfg, out_dir, progress, initial_epoch, best_so_far)
+        for callback in callbacks:  # a progress line's "(best)" then compares with the kept epochs too
+            if hasattr(callback, "resume_best"):
+                callback.resume_best(best_so_far)
         _fit(model, train_ds, val_ds, cfg, [*built_in, *callbacks], progress)
     return _result(model, out_dir, initial_epoch, device, started)
 
