@@ -20,7 +20,31 @@ DEFAULT_CONTRASTS = ("T2w", "T1w", "T2starw")
 
 
 class BIDSAppArgumentParser(argparse.ArgumentParser):
-    """ArgumentParser whose usage errors exit with BEP027's 64 (EX_USAGE), not argparse's 2."""
+    """ArgumentParser whose usage errors exit with BEP027's 64 (EX_USAGE), not argparse's 2, and
+    which keeps every argument it is given, in order, in :attr:`arguments` (what ``add_argument``
+    returns, on the parser or on one of its groups: argparse's public API), for the Boutiques
+    descriptor and the check of which options were typed."""
+
+    def __init__(self, *args, **kwargs):
+        self.arguments: list[tuple[str | None, argparse.Action]] = []  # (group title, action)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.arguments.append((None, action))
+        return action
+
+    def add_argument_group(self, *args, **kwargs):
+        group = super().add_argument_group(*args, **kwargs)
+        add = group.add_argument
+
+        def recorded(*a, **k) -> argparse.Action:
+            action = add(*a, **k)
+            self.arguments.append((group.title, action))
+            return action
+
+        group.add_argument = recorded
+        return group
 
     def error(self, message: str):
         self.print_usage(sys.stderr)
@@ -137,6 +161,21 @@ def _label(value: str) -> str:
     return value.removeprefix("sub-")
 
 
+class _ExecSpecAction(argparse.Action):
+    """``--bids-exec-spec``: print the Boutiques descriptor and exit 0 (as ``--version`` does)."""
+
+    def __init__(self, option_strings, dest, help=None):
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import json
+
+        from .boutiques import descriptor
+
+        print(json.dumps(descriptor(parser), indent=2))
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``run.py``/``lumbo-bids`` argument parser."""
     parser = BIDSAppArgumentParser(
@@ -161,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="'participant' (segment each subject) or 'group' (fine-tune the model across subjects)",
     )
     parser.add_argument("--version", action="version", version=f"lumbo_bids v{__version__}")
+    parser.add_argument(
+        "--bids-exec-spec",
+        action=_ExecSpecAction,
+        help="print the app's Boutiques descriptor (JSON: every option, the container, the exit codes) and exit",
+    )
 
     g_bids = parser.add_argument_group("Options for filtering the BIDS queries")
     g_bids.add_argument(

@@ -103,7 +103,7 @@ def given_options(argv: list[str]) -> set[str]:
     from .parser import build_parser
 
     probe = build_parser()
-    for action in probe._actions:  # argparse offers no public switch for this
+    for _, action in probe.arguments:
         action.default = argparse.SUPPRESS
     return set(vars(probe.parse_args(argv)))
 
