@@ -146,7 +146,35 @@ def keep_cord_components(
 #: cross-section below which a slice is a strand (mm^2: 1.8 mm across), how long a conus tip may
 #: stay that thin (mm; a cone of 40-60 mm^2 tapering over 10-40 mm is below 2.5 mm^2 over 0.5-3 mm)
 #: and how much of a strand is kept as the tip (mm).
-CORD_END = {"low_share": 0.5, "strand_mm2": 2.5, "max_thin_mm": 4.0, "keep_tip_mm": 1.0}
+CORD_END = {"low_share": 0.5, "strand_mm2": 2.5, "max_thin_mm": 4.0, "keep_tip_mm": 1.0, "tip_mm": 4.0, "tip_share": 0.5}
+
+
+def drop_below_conus(mask: np.ndarray, resolution: float = 0.5) -> np.ndarray:
+    """Drop what lies below a gap under a cord that tapered to its end (roots of the cauda equina).
+
+    Along z the mask's slices form pieces separated by empty slices; the piece with the most
+    voxels is the cord. When its lowest ``tip_mm`` are thinner than ``tip_share`` of its median
+    cross-section, the cord ended there as a conus, and a piece further down (which
+    :func:`keep_cord_components` chains across a gap of a few slices) is nerve roots or filum,
+    not cord: every slice below the cord's lowest is cleared. A cord that stops at full width
+    above a gap (dropped slices of a thick-slice image) keeps what follows. Returns a new bool mask.
+    """
+    mask = np.asarray(mask) != 0
+    area = mask.sum(axis=(0, 1)).astype(np.float64)
+    runs, count = ndimage.label(area > 0)
+    if count < 2:
+        return mask.copy()
+    sizes = ndimage.sum_labels(area, runs, np.arange(1, count + 1))
+    z = np.flatnonzero(runs == int(np.argmax(sizes)) + 1)
+    lo = int(z[0])
+    if not (runs[:lo] > 0).any():
+        return mask.copy()
+    tip = area[lo : lo + max(1, round(CORD_END["tip_mm"] / resolution))]
+    if tip.mean() >= CORD_END["tip_share"] * np.median(area[z]):
+        return mask.copy()
+    out = mask.copy()
+    out[:, :, :lo] = False
+    return out
 
 
 def extend_taper(mask: np.ndarray, prob: np.ndarray, low: float) -> np.ndarray:
@@ -203,7 +231,9 @@ def trim_thin_tail(mask: np.ndarray, resolution: float = 0.5) -> np.ndarray:
 
 
 def cord_end(mask: np.ndarray, prob: np.ndarray, threshold: float, resolution: float = 0.5) -> np.ndarray:
-    """:func:`extend_taper` with ``low_share`` of ``threshold``, then :func:`trim_thin_tail`."""
+    """:func:`drop_below_conus`, :func:`extend_taper` with ``low_share`` of ``threshold``, then
+    :func:`trim_thin_tail`."""
+    mask = drop_below_conus(mask, resolution)
     return trim_thin_tail(extend_taper(mask, prob, CORD_END["low_share"] * threshold), resolution)
 
 

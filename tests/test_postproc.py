@@ -200,3 +200,24 @@ def test_a_thin_strand_below_the_tip_is_trimmed_but_the_tip_is_kept():
     cervical = np.zeros((20, 20, 30), dtype=bool)
     cervical[5:15, 5:15, :] = True  # the cord leaves the stack at the bottom: nothing to do
     np.testing.assert_array_equal(cord_end(cervical, cervical.astype(np.float32), 0.5), cervical)
+
+
+def test_a_piece_below_a_gap_under_a_tapered_cord_is_roots_not_cord():
+    """Sagittal thick slices: the cord tapers to its tip, a few empty slices, then the bundled
+    roots of the cauda equina, on the axis and within the chaining gap: dropped. The same piece
+    under a cord that stops at full width (dropped slices) is kept."""
+    from lumbo_bids.postproc import drop_below_conus
+
+    prob, truth = _cone_probability(tip=60, p_taper=0.9)  # the tip at slice 60, a 20 mm taper
+    roots = np.zeros_like(truth)
+    roots[17:24, 17:24, 5:54] = True  # the bundle from slice 53 down: a 6-slice (3 mm) gap
+    prob[roots] = 0.9
+    assert keep_cord_components(binarise(prob, 0.5))[:, :, :54].any()  # chained across the gap
+    mask = postprocess(prob, 0.5)
+    assert not mask[:, :, :59].any() and dice(mask, truth) > 0.99
+    cut = truth.copy()
+    cut[:, :, :100] = False  # a full-width cord that stops at slice 100 above a 3 mm gap
+    below = cut.copy()
+    below[:, :, 60:94] = cut[:, :, 100:101]  # ... and goes on below it (a dropped thick slice)
+    np.testing.assert_array_equal(drop_below_conus(below), below)
+    np.testing.assert_array_equal(drop_below_conus(truth), truth)  # one piece: nothing to do
