@@ -22,9 +22,9 @@ def run_group(config, inputs: dict) -> ExitCode:
 
     anats, rated_fail = select_images(config, inputs)
     search_spec, train_subjects, val_subjects = plan_training(config, anats)  # checked before anything is written
-    for path in write_group_summaries(config.output_dir):  # participant-level results, if any
-        LOGGER.info("group: wrote %s", path)
     write_annotation_outputs(config, inputs, rated_fail)
+    for path in write_group_summaries(config.output_dir):  # participant-level results, if any (and to_correct)
+        LOGGER.info("group: wrote %s", path)
     from ..model.artifact import load_artifact
     from ..model.selection import SHIPPED_SEGMENTATION
 
@@ -119,15 +119,18 @@ def _rated_images(config, inputs: dict) -> tuple[list, list, set[str], list]:
 
 
 def write_annotation_outputs(config, inputs: dict, rated_fail: set[str]) -> None:
-    """``group/annotate_next.tsv`` (the images without a mask, best to annotate first) and the
-    study page again, so that it links them."""
+    """``group/annotate_next.tsv`` (the images without a mask, best to annotate first), the
+    study page again, so that it links them, and ``group/to_correct/`` (the automatic masks of
+    the images rated fail and of the first ones to annotate, ready to edit)."""
     from ..reports.annotate import write_annotate_next
     from ..reports.study import write_study_page
+    from ..reports.to_correct import write_to_correct
 
     anats = [anat for items in inputs.values() for anat in items]
     path = write_annotate_next(config.output_dir, anats, config.bids_dir, rated_fail)
     if path is not None:
         LOGGER.info("group: wrote %s and %s", path, write_study_page(config.output_dir))
+    write_to_correct(config.output_dir, anats, rated_fail)  # the automatic masks to correct, not draw
 
 
 def preprocess(config, anats: list, resolution: float, crop_size: tuple) -> list:
