@@ -78,6 +78,7 @@ class Config:
     search: Path | None = None
     ray_address: str | None = None
     qc_ratings: Path | None = None  # group level: images rated 'fail' on the study page are left out
+    accepted_masks: bool = True  # group level: automatic masks rated 'pass' (no manual mask) are labels
     localiser_finetune: bool = True
     localiser_epochs: int = options.LOCALISER_EPOCHS
     localiser_steps: int = options.LOCALISER_STEPS_PER_EPOCH

@@ -1,9 +1,11 @@
 """QC ratings: the TSV that the study page (``OUTPUT_DIR/qc/index.html``) exports, read back.
 
-One row per image, ``image<TAB>rating<TAB>note``: ``image`` is the source file's name without
-``.nii(.gz)`` (``sub-01_T2w``, :attr:`~lumbo_bids.utils.bids.AnatInput.stem`), ``rating`` one of
-``pass``, ``fail``, ``unrated``. The group level leaves the images rated ``fail`` out of
-fine-tuning (:func:`exclude_failed`).
+One row per image, ``image<TAB>rating<TAB>model<TAB>note`` (the header names the columns; ``model``
+is optional): ``image`` is the source file's name without ``.nii(.gz)`` (``sub-01_T2w``,
+:attr:`~lumbo_bids.utils.bids.AnatInput.stem`), ``rating`` one of ``pass``, ``fail``,
+``unrated``, ``model`` the checksum of the model that made the rated mask. The group level leaves
+the images rated ``fail`` out of fine-tuning (:func:`exclude_failed`) and trains on the automatic
+masks rated ``pass`` of images without a manual mask (:mod:`lumbo_bids.accepted`).
 """
 
 from __future__ import annotations
@@ -77,6 +79,23 @@ def read_rating_rows(path: Path) -> list[tuple[int, str, str, str]]:
         rows[image] = number
         ratings.append((number, image, rating, row.get("note", "").strip()))
     return ratings
+
+
+def read_rated_models(path: Path) -> dict[str, str]:
+    """``{image: model checksum}`` from the optional ``model`` column of a ratings TSV (the study
+    page writes the checksum of the model that made each rated mask); ``{}`` without the column.
+    The file is checked first as :func:`read_ratings` says."""
+    read_rating_rows(path)
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    header = _header(Path(path), lines[0])
+    if "model" not in header:
+        return {}
+    column, found = header.index("model"), {}
+    for line in lines[1:]:
+        fields = line.split("\t")
+        if line.strip() and len(fields) > column and fields[column].strip():
+            found[_image_name(fields[header.index("image")])] = fields[column].strip()
+    return found
 
 
 def unmatched_rows(path: Path, images) -> list[tuple[int, str, str, str]]:

@@ -208,3 +208,38 @@ def test_group_ranks_the_unlabelled_images_for_annotation(group_run):
     assert rows[0].startswith("rank\timage\tsubject\tscore\treason")
     assert len(rows) == 2 and rows[1].split("\t")[1] == "sub-sctLumbar_T2w"
     assert (out / "qc" / "index.html").is_file()
+
+
+def test_rate_dont_draw_a_study_without_manual_masks(tmp_path):
+    """Issue 25: no manual mask at all. The participant level segments; its masks are rated pass
+    in the study page's export format; the group level fine-tunes on those accepted automatic
+    masks, the model card says so, and the participant level segments with the result."""
+    empty = tmp_path / "labels"
+    empty.mkdir()  # a labels dataset without a single mask
+    out, work = tmp_path / "out", tmp_path / "work"
+    only_t2w = tmp_path / "t2w.json"
+    only_t2w.write_text(json.dumps({"anat": {"suffix": ["T2w"]}}))
+    common = ["--skip-bids-validation", "--labels-dir", empty, "--bids-filter-file", only_t2w, "--nprocs", "2",
+              "--participant-label", "unf01", "sctTesting"]  # fmt: skip
+    proc = run(DS_SPINE_MINI, out, "participant", "-w", work, *common)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    masks = sorted(out.glob("sub-*/anat/*_mask.nii.gz"))
+    assert len(masks) == 2
+    rows = ["image\trating\tmodel\tnote"]  # what "Export ratings" writes
+    for mask in masks:
+        meta = json.loads(mask.with_name(mask.name.replace(".nii.gz", ".json")).read_text())
+        rows.append(f"{mask.name.split('_space-')[0]}_T2w\tpass\t{meta['Model']['Checksum']}\tlooks right")
+    ratings = tmp_path / "ratings.tsv"
+    ratings.write_text("\n".join(rows) + "\n")
+    proc = run(DS_SPINE_MINI, out, "group", "-w", work, *common, "--qc-ratings", ratings, "--epochs", "1",
+               "--steps-per-epoch", "2", "--no-localiser-finetune", "--validation-subjects", "sctTesting")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 accepted automatic mask(s) rated pass as labels" in proc.stderr
+    card = json.loads((out / "group" / "model_card.json").read_text())
+    assert card["labels"] == {"sub-sctTesting_T2w": "accepted automatic mask", "sub-unf01_T2w": "accepted automatic mask"}
+    assert card["train_images"] == ["sub-unf01_T2w"] and card["validation_images"] == ["sub-sctTesting_T2w"]
+    seg = tmp_path / "seg"
+    proc = run(DS_SPINE_MINI, seg, "participant", "-w", work, *common[:-2], "unf01", "--model", out / "group" / "model")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads(next(seg.glob("sub-unf01/anat/*_mask.json")).read_text())
+    assert meta["Model"]["Name"].endswith("-finetuned")

@@ -21,7 +21,7 @@ def inputs():
 
 
 def _config(tmp_path, ratings=None):
-    return SimpleNamespace(qc_ratings=ratings, output_dir=tmp_path / "out", bids_dir=DS_SPINE_MINI)
+    return SimpleNamespace(qc_ratings=ratings, output_dir=tmp_path / "out", bids_dir=DS_SPINE_MINI, accepted_masks=True)
 
 
 def test_images_rated_fail_are_left_out_and_ranked_first(inputs, tmp_path):

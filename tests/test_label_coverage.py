@@ -118,7 +118,7 @@ def test_group_level_leaves_partial_masks_out_with_one_line_each(tmp_path, caplo
         anats.append(AnatInput(image, name, None, "T2w", _save(mask.astype(np.uint8), tmp_path / f"sub-{name}_mask.nii.gz")))
     inputs = {a.subject: [a] for a in anats}
     with caplog.at_level(logging.WARNING, logger="lumbo_bids"):
-        chosen, rated_fail = select_images(SimpleNamespace(qc_ratings=None), inputs)
+        chosen, rated_fail = select_images(SimpleNamespace(qc_ratings=None, output_dir=tmp_path, accepted_masks=True), inputs)
     assert [a.subject for a in chosen] == ["01", "02"] and rated_fail == set()
     lines = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
     assert len(lines) == 1 and "sub-03_mask.nii.gz" in lines[0] and "1 of 9 imaged slices" in lines[0]

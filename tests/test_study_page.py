@@ -26,7 +26,7 @@ import pytest
 
 from lumbo_bids.derivatives import image_output_path
 from lumbo_bids.qc import FLAGS
-from lumbo_bids.ratings import read_ratings
+from lumbo_bids.ratings import read_rated_models, read_ratings
 from lumbo_bids.reports.figures import MIN_SHORT_PX
 from lumbo_bids.reports.group import write_group_summaries
 from lumbo_bids.reports.study import collect_images, study_page_path, write_study_page
@@ -321,7 +321,9 @@ def test_page_in_headless_chromium(study, tmp_path):
         "sub-02_ses-1_T1w": ("unrated", ""),
         "sub-04_T2w": ("unrated", ""),
     }
-    assert exported.read_text().splitlines()[0] == "image\trating\tnote"
+    assert exported.read_text().splitlines()[0] == "image\trating\tmodel\tnote"
+    # the model that made each rated mask goes with its rating (sub-04's sidecar names none)
+    assert read_rated_models(exported) == {"sub-01_T2w": "x", "sub-03_T2star": "x", "sub-02_ses-1_T1w": "x"}
     assert after == before  # the page wrote nothing into the output folder
     assert (tmp_path / "study_page.png").stat().st_size > 10_000
 

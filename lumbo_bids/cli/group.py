@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..accepted import ACCEPTED, label_source
 from ..errors import ExitCode, LumboError, MissingInputError, UsageError, named
 
 LOGGER = logging.getLogger("lumbo_bids.group")
@@ -23,6 +24,7 @@ def run_group(config, inputs: dict) -> ExitCode:
     anats, rated_fail = select_images(config, inputs)
     search_spec, train_subjects, val_subjects = plan_training(config, anats)  # checked before anything is written
     write_annotation_outputs(config, inputs, rated_fail)
+    write_study_round(config, inputs, anats)
     for path in write_group_summaries(config.output_dir):  # participant-level results, if any (and to_correct)
         LOGGER.info("group: wrote %s", path)
     from ..model.artifact import load_artifact
@@ -77,6 +79,9 @@ def select_images(config, inputs: dict) -> tuple[list, set[str]]:
         LOGGER.warning("group: left out, rated fail in %s: %s", config.qc_ratings, ", ".join(a.stem for a in excluded))
     for anat, coverage in partial:
         LOGGER.warning("group: left out, %s %s (it would teach that the cord is background)", anat.mask, coverage.describe())
+    accepted = [a.stem for a in anats if label_source(a, config.output_dir) == ACCEPTED]
+    if accepted:
+        LOGGER.info("group: %d accepted automatic mask(s) rated pass as labels: %s", len(accepted), ", ".join(accepted))
     return anats, rated_fail
 
 
@@ -108,7 +113,7 @@ def _rated_images(config, inputs: dict) -> tuple[list, list, set[str], list]:
     left out for a partial mask)``, as :func:`select_images` says."""
     from ..ratings import exclude_failed, read_ratings
 
-    anats, partial = _complete_masks(masked_images(inputs))
+    anats, partial = _complete_masks(masked_images(inputs) + accepted_masks(config, inputs))
     if config.qc_ratings is None:
         return anats, [], set(), partial
     ratings = read_ratings(config.qc_ratings)
@@ -116,6 +121,27 @@ def _rated_images(config, inputs: dict) -> tuple[list, list, set[str], list]:
     if not anats:
         raise MissingInputError(f"--qc-ratings {config.qc_ratings}: every image with a manual mask is rated fail")
     return anats, excluded, {image for image, (rating, _) in ratings.items() if rating == "fail"}, partial
+
+
+def write_study_round(config, inputs: dict, anats: list) -> None:
+    """``group/rounds.tsv`` and this round's automatic masks (:mod:`lumbo_bids.reports.rounds`):
+    per image its rating, its label's source, and how much its mask changed since the last round."""
+    from ..ratings import read_ratings
+    from ..reports.rounds import write_round
+
+    ratings = {k: r for k, (r, _) in read_ratings(config.qc_ratings).items()} if config.qc_ratings else {}
+    labels = {a.stem: label_source(a, config.output_dir) for a in anats}
+    write_round(config.output_dir, [a for items in inputs.values() for a in items], ratings, labels)
+
+
+def accepted_masks(config, inputs: dict) -> list:
+    """The images without a manual mask whose automatic mask is rated pass (``AnatInput``s with
+    that mask), unless ``--no-accepted-masks`` (:mod:`lumbo_bids.accepted`)."""
+    from ..accepted import accepted_images
+
+    if not config.accepted_masks:
+        return []
+    return accepted_images(config.output_dir, config.qc_ratings, [a for items in inputs.values() for a in items])
 
 
 def write_annotation_outputs(config, inputs: dict, rated_fail: set[str]) -> None:
@@ -173,9 +199,10 @@ def check_group_inputs(config, inputs: dict) -> None:
     from ..utils.bids import missing_content_message, unavailable_files
 
     anats = masked_images(inputs)
-    if not anats:
+    if not anats and not accepted_masks(config, inputs):
         raise LumboError(
-            f"no selected image has a manual mask under {config.labels_dir} (expected sub-XX/anat/<source>_label-SC_seg.nii.gz)",
+            f"no selected image has a manual mask under {config.labels_dir} (expected sub-XX/anat/<source>_label-SC_seg.nii.gz)"
+            + ("" if config.qc_ratings is None else f", nor an automatic mask rated pass in {config.qc_ratings}"),
             ExitCode.NO_INPUT,
         )
     absent = [path for anat in anats for path in unavailable_files(anat)]
@@ -233,6 +260,8 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
     seconds = round(time.time() - started, 1)
     localiser = tune_localiser(config, *split) if config.localiser_finetune and split else None
     card = segmentation_card(config, init, train_raw, val_raw, cfg, tuned, before, seconds, localiser)
+    if split:  # where each image's label came from: a manual mask, or an automatic one rated pass
+        card["labels"] = {a.stem: label_source(a, config.output_dir) for a in [*split[0], *split[1]]}
     manifest = {
         **{k: v for k, v in init.manifest.items() if k not in {"files", "training", "created"}},
         "name": f"{init.manifest.get('name', 'model')}-finetuned",

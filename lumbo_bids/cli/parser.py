@@ -388,7 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="qc_ratings",
         type=_path,
         metavar="FILE",
-        help="ratings TSV exported from the study QC page (OUTPUT_DIR/qc/index.html): images rated 'fail' are left out of fine-tuning",
+        help="ratings TSV exported from the study QC page (OUTPUT_DIR/qc/index.html): images rated 'fail' are left out of "
+        "fine-tuning; images without a manual mask rated 'pass' are trained on with their automatic mask from OUTPUT_DIR",
+    )
+    g_group.add_argument(
+        "--no-accepted-masks",
+        dest="accepted_masks",
+        action="store_false",
+        help="train on manual masks only: automatic masks rated 'pass' in --qc-ratings are not used as labels",
     )
     g_group.add_argument(
         "--ray-address",

@@ -51,7 +51,7 @@ def split_subjects(
     else:
         if len(subjects) < 2:
             raise InvalidInputError(
-                f"fine-tuning needs at least 2 subjects with manual masks for a subject-wise "
+                f"fine-tuning needs at least 2 subjects with masks (manual, or automatic rated pass) for a subject-wise "
                 f"validation split; found {len(subjects)} ({', '.join(subjects) or 'none'})",
             )
         n_val = min(len(subjects) - 1, max(1, round(fraction * len(subjects))))

@@ -120,8 +120,8 @@ def write_group_summaries(output_dir: Path) -> list[Path]:
             png = base64.b64encode(_dice_plot(evaluations)).decode()
             parts.append(f"<h2>Agreement with manual masks ({len(evaluations)} images, mean Dice {mean:.3f})</h2>")
             parts.append(f'<img alt="Dice per image and along the cord" src="data:image/png;base64,{png}">')
-        corrections = group_dir / "to_correct" / "to_correct.tsv"
-        for path in [*written, *([corrections] if corrections.is_file() else [])]:
+        loop = [group_dir / "rounds.tsv", group_dir / "to_correct" / "to_correct.tsv"]  # the study loop's tables
+        for path in [*written, *(p for p in loop if p.is_file())]:
             lines = path.read_text().splitlines()
             cells = "".join(
                 "<tr>" + "".join(f"<{t}>{html.escape(c)}</{t}>" for c in line.split("\t")) + "</tr>"

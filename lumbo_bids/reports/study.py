@@ -61,6 +61,7 @@ class StudyImage:
     figures: dict = field(default_factory=dict)  # (view, overlay) -> existing PNG
     report: Path | None = None
     annotate: dict | None = None  # its row of group/annotate_next.tsv
+    model: str = ""  # checksum of the model that made the mask (exported with a rating: lumbo_bids.accepted)
 
 
 def _sibling(mask_json: Path, key: str) -> Path:
@@ -122,6 +123,7 @@ def collect_images(output_dir: Path) -> list[StudyImage]:
                 values={key: _number(sidecars[kind].get(entry)) for key, _, kind, entry in METRICS},
                 flags=_flags(meta.get("QCFlags")), measures=meta.get("QCMeasures") if isinstance(meta.get("QCMeasures"), dict) else {},
                 centerline=str(meta.get("CenterlineMethod", "")),
+                model=str((meta.get("Model") if isinstance(meta.get("Model"), dict) else {}).get("Checksum", "")),
                 figures={key: path for key, path in figures.items() if path.is_file()},
                 report=report if report.is_file() else None,
             )
@@ -245,7 +247,7 @@ def _card(image: StudyImage, order: int, page_dir: Path) -> str:
     if image.source is not None:
         links.append(f'source image: <a href="{_esc(image.source.as_uri())}">{_esc(str(image.source))}</a>')
     return (
-        f'<section class="card" id="img-{_esc(image.stem)}" data-image="{_esc(image.image)}" data-order="{order}">'
+        f'<section class="card" id="img-{_esc(image.stem)}" data-image="{_esc(image.image)}" data-model="{_esc(image.model)}" data-order="{order}">'
         f"<h2>{_esc(image.image)}{rank}</h2>"
         f'<div class="facts">{"".join(facts)}</div>'
         '<div class="rating"><button class="pass" type="button">pass (p)</button>'

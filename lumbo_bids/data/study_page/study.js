@@ -107,11 +107,12 @@
   }
 
   function exportRatings() {
-    const lines = ["image\trating\tnote"];
+    const lines = ["image\trating\tmodel\tnote"];
     const cards = Array.from(document.querySelectorAll(".card")).sort(function (a, b) { return a.dataset.order - b.dataset.order; });
     cards.forEach(function (card) {
       const value = load(card.dataset.image);
-      lines.push([card.dataset.image, value.rating, (value.note || "").replace(/\s+/g, " ").trim()].join("\t"));
+      // model: which model made the rated mask, so that a mask made since by another one is not taken as rated
+      lines.push([card.dataset.image, value.rating, card.dataset.model || "", (value.note || "").replace(/\s+/g, " ").trim()].join("\t"));
     });
     const blob = new Blob([lines.join("\n") + "\n"], { type: "text/tab-separated-values" });
     const link = document.createElement("a");
