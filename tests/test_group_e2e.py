@@ -223,7 +223,7 @@ def test_rate_dont_draw_a_study_without_manual_masks(tmp_path):
               "--participant-label", "unf01", "sctTesting"]  # fmt: skip
     proc = run(DS_SPINE_MINI, out, "participant", "-w", work, *common)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    masks = sorted(out.glob("sub-*/anat/*_mask.nii.gz"))
+    masks = sorted(out.glob("sub-*/anat/*_label-SC_desc-T2w_mask.nii.gz"))
     assert len(masks) == 2
     rows = ["image\trating\tmodel\tnote"]  # what "Export ratings" writes
     for mask in masks:
@@ -241,5 +241,5 @@ def test_rate_dont_draw_a_study_without_manual_masks(tmp_path):
     seg = tmp_path / "seg"
     proc = run(DS_SPINE_MINI, seg, "participant", "-w", work, *common[:-2], "unf01", "--model", out / "group" / "model")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    meta = json.loads(next(seg.glob("sub-unf01/anat/*_mask.json")).read_text())
+    meta = json.loads(next(seg.glob("sub-unf01/anat/*_label-SC_desc-T2w_mask.json")).read_text())
     assert meta["Model"]["Name"].endswith("-finetuned")
