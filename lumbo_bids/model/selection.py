@@ -171,38 +171,42 @@ def check_contrast(segmentation: SegmentationModel, contrast: str) -> None:
         )
 
 
-def _build_networks(paths: list[str]) -> None:
-    """Build every artifact's network and load its weights (in a throwaway process: see
+def _build_networks(path: str) -> None:
+    """Build the network of the artifact at ``path`` (a folder or an archive, kept extracted
+    meanwhile) and of its bundled localiser, loading their weights (in a throwaway process: see
     :func:`check_networks`); an :class:`ArtifactError` travels back to the caller."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)  # TensorFlow's start-up lines: this process says nothing else
     from .artifact import load_artifact
 
-    for path in paths:
-        load_artifact(path).build_model()
+    artifact = load_artifact(path)
+    artifact.build_model()
+    entry = artifact.manifest.get("localiser")
+    if isinstance(entry, dict) and isinstance(entry.get("path"), str):  # checked by bundled_localiser
+        load_artifact(artifact.path / entry["path"]).build_model()
 
 
-def check_networks(paths) -> None:
-    """Refuse, before any work, an artifact whose weights do not fit its network: each network
-    is built and its weights loaded (one line, exit 65), not per image after preprocessing.
+def check_networks(path: Path | None) -> None:
+    """Refuse, before any work, a ``--model`` whose weights do not fit its network: the network
+    (and its bundled localiser's) is built and its weights loaded (one line, exit 65), not per
+    image after preprocessing.
 
     This runs in a spawned process: TensorFlow must not start in the main process, whose Nipype
-    workers are forked from it. The shipped models need no check (their checksums are verified
-    and they are built by the test suite)."""
+    workers are forked from it. The shipped model needs no check (its checksum is verified and
+    the test suite builds it)."""
     import concurrent.futures
     import multiprocessing
 
-    paths = [str(p) for p in paths if Path(p).resolve() not in {SHIPPED_SEGMENTATION.resolve(), SHIPPED_LOCALISER.resolve()}]
-    if not paths:
+    if path is None or Path(path).resolve() == SHIPPED_SEGMENTATION.resolve():
         return
     from .artifact import ArtifactError
 
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
-            pool.submit(_build_networks, paths).result()  # an ArtifactError is raised here
+            pool.submit(_build_networks, str(path)).result()  # an ArtifactError is raised here
         except concurrent.futures.process.BrokenProcessPool:
-            raise ArtifactError(paths[0], "its network could not be built (the process checking it died)") from None
+            raise ArtifactError(path, "its network could not be built (the process checking it died)") from None
 
 
 def check_models(config, inputs: dict) -> None:
@@ -211,8 +215,8 @@ def check_models(config, inputs: dict) -> None:
     needs = {(anat.contrast, anat.mask is None or config.ignore_manual_centerline) for anats in inputs.values() for anat in anats}
     with named("--model"):
         segmentation = read_segmentation_model(config.model)
-        localiser = bundled_localiser(segmentation)
-        check_networks([segmentation.path, *([localiser[0]] if localiser else [])])
+        bundled_localiser(segmentation)
+        check_networks(config.model)
         for contrast in sorted({contrast for contrast, _ in needs}):
             check_contrast(segmentation, contrast)
     for contrast in sorted({contrast for contrast, needs_localiser in needs if needs_localiser}):
