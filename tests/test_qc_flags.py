@@ -258,7 +258,7 @@ def test_every_image_gets_a_qc_node_wired_to_its_mask_sidecar(ds_spine_mini, tmp
     for node in qc_nodes:
         wired = {field for _, _, data in graph.in_edges(node, data=True) for _, field in data["connect"]}
         support = "heatmap_file" if "sctLumbar" in node.fullname else "support_stack"
-        assert {"prob_stack", "mask_stack", "geometry_json", "image_stack", support} == wired, node.fullname
+        assert {"prob_stack", "mask_stack", "geometry_json", "image_stack", "native_mask", support} == wired, node.fullname
     sinks = [node for node in graph.nodes if node.name == "ds_mask"]
     for sink in sinks:
         sources = {(src.name, field) for src, _, data in graph.in_edges(sink, data=True) for _, field in data["connect"]}
