@@ -45,7 +45,7 @@ def accepted_images(output_dir: Path, ratings_path: Path | None, anats: list) ->
                 f"--qc-ratings {ratings_path}: {anat.stem} is rated pass, but {output_dir} has no automatic mask of it "
                 f"({mask.name}); run the participant level into this OUTPUT_DIR first"
             )
-        meta = read_json(mask.with_name(mask.name.replace(".nii.gz", ".json"))) or {}
+        meta = read_json(image_output_path(output_dir, anat, "mask", extension=".json")) or {}
         now = str((meta.get("Model") or {}).get("Checksum", ""))
         rated = models.get(anat.stem, "")
         if rated and now != rated:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -85,22 +86,28 @@ def select_images(config, inputs: dict) -> tuple[list, set[str]]:
     return anats, rated_fail
 
 
+@functools.cache
+def _mask_coverage(image_path: Path, mask_path: Path):
+    """The :class:`~lumbo_bids.label_coverage.LabelCoverage` of a mask, or None when a file cannot
+    be read or the grids differ. Cached: the group level's checks and its run both select images."""
+    from ..label_coverage import label_coverage
+    from ..utils.images import ImageError, interpret_mask, read_volume
+
+    try:
+        image, affine, _ = read_volume(image_path)
+        cord, _ = interpret_mask(read_volume(mask_path)[0], str(mask_path))
+    except ImageError:
+        return None
+    return label_coverage(cord, affine, image) if cord.shape == image.shape else None
+
+
 def _complete_masks(anats: list) -> tuple[list, list]:
     """``(images whose manual masks label the cord where the image shows it, [(image, coverage)]
     of those with a partial mask)`` (:mod:`lumbo_bids.label_coverage`). A file that cannot be
     read is kept: preprocessing then names it."""
-    from ..label_coverage import label_coverage
-    from ..utils.images import ImageError, interpret_mask, read_volume
-
     complete, partial = [], []
     for anat in anats:
-        try:
-            image, affine, _ = read_volume(anat.path)
-            cord, _ = interpret_mask(read_volume(anat.mask)[0], str(anat.mask))
-        except ImageError:
-            complete.append(anat)
-            continue
-        coverage = label_coverage(cord, affine, image) if cord.shape == image.shape else None
+        coverage = _mask_coverage(Path(anat.path), Path(anat.mask))
         if coverage is not None and coverage.partial:
             partial.append((anat, coverage))
         else:

@@ -69,7 +69,7 @@ def write_to_correct(output_dir: Path, anats: list, rated_fail: set[str]) -> Pat
         partial = out.with_name(f".tmp-{out.name}")  # written whole, then renamed
         save_image((np.asanyarray(mask.dataobj) > 0).astype(np.uint8), source.affine, partial, source, dtype=np.uint8)
         os.replace(partial, out)
-        meta = read_json(automatic.with_name(automatic.name.replace(".nii.gz", ".json"))) or {}
+        meta = read_json(image_output_path(output_dir, anat, "mask", extension=".json")) or {}
         atomic_write_json(
             out.with_name(out.name.replace(".nii.gz", ".json")),
             {
