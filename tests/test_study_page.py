@@ -103,6 +103,12 @@ def build_output(root: Path) -> Path:
         "2\tsub-04_T2w\t04\t0.5\tunlike the masked images\tn/a\n"
         "3\tsub-99_T2w\t99\t0.1\tnot segmented yet\tsub-99/anat/sub-99_T2w.nii.gz\n"
     )
+    (group / "rounds.tsv").write_text(  # two rounds of the study loop (lumbo_bids.reports.rounds)
+        "round\timage\trating\tlabel\tdice_vs_last_round\n"
+        "1\tsub-01_T2w\tunrated\tmanual\tn/a\n1\tsub-03_T2star\tpass\taccepted automatic mask\tn/a\n"
+        "2\tsub-01_T2w\tunrated\tmanual\t0.9712\n2\tsub-03_T2star\tpass\taccepted automatic mask\t0.8804\n"
+        "2\tsub-99_T2w\tfail\tnone\tn/a\n"  # not on the page
+    )
     write_study_page(out)
     return out
 
@@ -163,6 +169,11 @@ def test_page_lists_every_image_with_its_sort_values(study):
     assert rows["01"]["data-volume"] == "1200.0" and rows["02"]["data-length"] == "60.0"
     assert {s: r["data-image"] for s, r in rows.items()} == IMAGE
     assert {s: r["data-rank"] for s, r in rows.items()} == {"01": "", "02": "1", "03": "", "04": "2"}
+    # the study loop's last round: label source and Dice against the round before (sortable)
+    assert {s: r["data-label"] for s, r in rows.items()} == {"01": "manual", "02": "", "03": "accepted automatic mask", "04": ""}
+    assert {s: r["data-change"] for s, r in rows.items()} == {"01": "0.9712", "02": "", "03": "0.8804", "04": ""}
+    assert "round 2: label <b>accepted automatic mask</b>, rated pass, Dice vs last round <b>0.8804</b>" in text
+    assert "<summary>rounds (2): n/a → 0.9712</summary>" in text and "sub-99_T2w\tfail" not in text
     assert "something_else" not in text and "low_margin_in_mask" in text  # the sidecar wins over the table
     explanation = html.escape(next(f.explanation for f in FLAGS if f.name == "mask_breaks"))
     assert f'<span class="flag" title="{explanation}">mask_breaks</span>' in text  # explained on hovering

@@ -4,7 +4,9 @@ Assembled from the derivatives found in OUTPUT_DIR (whichever runs wrote them): 
 mask sidecar (and its ``QCFlags``/``QCMeasures`` when the flags were computed), evaluation and
 morphometrics sidecars, and the figures the subject reports drew under ``sub-*/figures/``
 (:func:`~.figures.figure_path`), linked relatively so that the page stays small for 400
-subjects. ``group/qc_flags.tsv`` and ``group/annotate_next.tsv`` are shown when present.
+subjects. ``group/qc_flags.tsv``, ``group/annotate_next.tsv`` and ``group/rounds.tsv`` (the study
+loop's rounds: each image's label source and how much its mask changed from the last round) are
+shown when present.
 
 The page is one file with its script and style inline (``lumbo_bids/data/study_page/``): no
 network, nothing written but the browser's localStorage, so it works offline and from a
@@ -62,6 +64,11 @@ class StudyImage:
     report: Path | None = None
     annotate: dict | None = None  # its row of group/annotate_next.tsv
     model: str = ""  # checksum of the model that made the mask (exported with a rating: lumbo_bids.accepted)
+    rounds: list = field(default_factory=list)  # its rows of group/rounds.tsv, oldest first
+
+    @property
+    def last_round(self) -> dict:
+        return self.rounds[-1] if self.rounds else {}
 
 
 def _sibling(mask_json: Path, key: str) -> Path:
@@ -153,7 +160,8 @@ def _find(images: list[StudyImage], name: str) -> StudyImage | None:
 def merge_group_tables(output_dir: Path, images: list[StudyImage]) -> list[dict[str, str]]:
     """Flags from ``group/qc_flags.tsv`` (``image`` and ``flags`` columns, names separated by
     commas) for the images whose sidecar has none; the rows of ``group/annotate_next.tsv``
-    (``rank image subject score reason``), each attached to its image when it is on the page."""
+    (``rank image subject score reason``) and of ``group/rounds.tsv`` (``round image rating label
+    dice_vs_last_round``), each attached to its image when it is on the page."""
     group = Path(output_dir) / "group"
     for row in read_table(group / "qc_flags.tsv"):
         image = _find(images, row.get("image", ""))
@@ -164,6 +172,10 @@ def merge_group_tables(output_dir: Path, images: list[StudyImage]) -> list[dict[
         image = _find(images, row.get("image", ""))
         if image is not None:
             image.annotate = row
+    for row in read_table(group / "rounds.tsv"):
+        image = _find(images, row.get("image", ""))
+        if image is not None:
+            image.rounds.append(row)
     images.sort(key=lambda i: (-len(i.flags or []), i.subject, i.stem))
     return annotate
 
@@ -202,11 +214,14 @@ def _row(image: StudyImage) -> str:
     data.update({"data-image": image.image, "data-subject": image.subject, "data-target": f"img-{image.stem}"})
     data["data-nflags"] = "" if image.flags is None else str(len(image.flags))
     data["data-rank"] = (image.annotate or {}).get("rank", "")
+    data["data-label"] = image.last_round.get("label") or ""
+    data["data-change"] = _numeric_text(image.last_round.get("dice_vs_last_round"))
     attrs = " ".join(f'{k}="{_esc(v)}"' for k, v in data.items())
     flags = "n/a" if image.flags is None else (_flags_html(image.flags) or "0")
     cells = [f"<td>{_esc(image.image)}</td>", f"<td>{_esc(image.subject)}</td>"]
     cells += [f'<td class="num">{_fmt(image.values[key], _DIGITS[key])}</td>' for key, *_ in METRICS]
     cells += [f'<td class="nflags-{len(image.flags or [])}">{flags}</td>', f'<td class="num">{_esc(data["data-rank"])}</td>']
+    cells += [f"<td>{_esc(data['data-label'])}</td>", f'<td class="num">{_esc(data["data-change"])}</td>']
     return f'<tr id="row-{_esc(image.stem)}" {attrs}>' + "".join(cells) + '<td class="rating">unrated</td></tr>'
 
 
@@ -232,6 +247,33 @@ def _figure(image: StudyImage, view: str, page_dir: Path) -> str:
     return f'<figure{style}><a href="{link}" target="_blank">{"".join(tags)}</a><figcaption>{view}</figcaption></figure>'
 
 
+def _numeric_text(text: str | None) -> str:
+    """A number of a table as it is, or "" (``n/a``, missing)."""
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return ""
+    return text
+
+
+def _rounds_html(rows: list[dict]) -> str:
+    """The image's rounds of the study loop: rating, label source, Dice against the last round."""
+    if not rows:
+        return ""
+    last = rows[-1]
+    history = " → ".join(_esc(r.get("dice_vs_last_round", "n/a")) for r in rows)
+    table = "".join(
+        "<tr>" + "".join(f"<td>{_esc(r.get(k, ''))}</td>" for k in ("round", "rating", "label", "dice_vs_last_round")) + "</tr>"
+        for r in rows
+    )
+    return (
+        f"<span>round {_esc(last.get('round', '?'))}: label <b>{_esc(last.get('label', 'none'))}</b>, "
+        f"rated {_esc(last.get('rating', 'unrated'))}, Dice vs last round <b>{_esc(last.get('dice_vs_last_round', 'n/a'))}</b></span>"
+        f"<details><summary>rounds ({len(rows)}): {history}</summary><table><thead><tr><th>round</th><th>rating</th>"
+        f"<th>label</th><th>Dice vs last round</th></tr></thead><tbody>{table}</tbody></table></details>"
+    )
+
+
 def _card(image: StudyImage, order: int, page_dir: Path) -> str:
     facts = [f"<span>{title}: <b>{_fmt(image.values[key], _DIGITS[key])}</b></span>" for key, title, *_ in METRICS]
     facts.append(f"<span>centerline: {_esc(image.centerline or '?')}</span>")
@@ -240,6 +282,7 @@ def _card(image: StudyImage, order: int, page_dir: Path) -> str:
     if image.measures:
         rows = "".join(f"<tr><td>{_esc(str(k))}</td><td>{_esc(str(v))}</td></tr>" for k, v in image.measures.items())
         facts.append(f"<details><summary>QC measures ({len(image.measures)})</summary><table>{rows}</table></details>")
+    facts.append(_rounds_html(image.rounds))
     rank = f' <span class="rank">annotate next #{_esc(image.annotate.get("rank", "?"))}</span>' if image.annotate else ""
     links = []
     if image.report is not None:
@@ -287,7 +330,8 @@ def render_study_page(images: list[StudyImage], annotate: list[dict[str, str]], 
     """The page's HTML; links are relative to ``page_dir`` (where the page is written)."""
     columns = [("image", "image", "text"), ("subject", "subject", "text")]
     columns += [(key, title, "number") for key, title, *_ in METRICS]
-    columns += [("nflags", "flags", "number"), ("rank", "annotate rank", "number"), ("rating", "rating", "text")]
+    columns += [("nflags", "flags", "number"), ("rank", "annotate rank", "number")]
+    columns += [("label", "label (last round)", "text"), ("change", "Dice vs last round", "number"), ("rating", "rating", "text")]
     head = "".join(f'<th data-key="{k}" data-type="{t}">{_esc(title)}</th>' for k, title, t in columns)
     subjects = len({i.subject for i in images})
     keys = "<kbd>j</kbd>/<kbd>↓</kbd> next · <kbd>k</kbd>/<kbd>↑</kbd> previous · <kbd>o</kbd> overlay · "
