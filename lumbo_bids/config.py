@@ -80,6 +80,7 @@ class Config:
     qc_ratings: Path | None = None  # group level: images rated 'fail' on the study page are left out
     accepted_masks: bool = True  # group level: automatic masks rated 'pass' (no manual mask) are labels
     localiser_finetune: bool = True
+    keep_worse_localiser: bool = False  # group level: ship a fine-tuned localiser even if its validation centerline got worse
     localiser_epochs: int = options.LOCALISER_EPOCHS
     localiser_steps: int = options.LOCALISER_STEPS_PER_EPOCH
     learning_curve: bool = False

@@ -258,15 +258,19 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
     ``split``: the training and validation images, ``AnatInput``s); write ``group/model`` (the
     localiser nested in it), the model card, ``validation_dice.tsv`` and the training curves."""
     from ..derivatives import atomic_write_json
-    from .localiser import save_models, tune_localiser
+    from .localiser import localiser_card, localiser_got_worse, save_models, select_localiser, tune_localiser
 
     group_dir = config.output_dir / "group"
     cfg = train_config(config, init)
     started = time.time()
     tuned, before = tune_segmentation(config, init, train_raw, val_raw, cfg, group_dir / "training", "segmentation")
     seconds = round(time.time() - started, 1)
-    localiser = tune_localiser(config, *split) if config.localiser_finetune and split else None
+    tried = tune_localiser(config, *split) if config.localiser_finetune and split else None
+    localiser = select_localiser(config, tried)
     card = segmentation_card(config, init, train_raw, val_raw, cfg, tuned, before, seconds, localiser)
+    if tried is not None and localiser is None:  # fine-tuned, but worse than the shipped one: its record stays
+        card["localiser"] = {**localiser_card(tried), "fine_tuned": False, "used": "the shipped localiser"}
+        card["localiser"]["not_kept"] = localiser_got_worse(tried)
     if split:  # where each image's label came from: a manual mask, or an automatic one rated pass
         card["labels"] = {a.stem: label_source(a, config.output_dir) for a in [*split[0], *split[1]]}
     manifest = {
@@ -282,7 +286,7 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
     }
     artifact_path = save_models(tuned.result.model, manifest, localiser, group_dir / "model")
     atomic_write_json(group_dir / "model_card.json", manifest["training"])
-    write_validation_table(group_dir / "validation_dice.tsv", val_raw, before, tuned.validation_dice, localiser)
+    write_validation_table(group_dir / "validation_dice.tsv", val_raw, before, tuned.validation_dice, tried)
     write_training_curves(group_dir, before, tuned)
     LOGGER.info("fine-tuned model: %s (use: participant --model %s)", artifact_path, artifact_path)
     return ExitCode.OK

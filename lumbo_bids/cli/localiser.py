@@ -13,6 +13,42 @@ from pathlib import Path
 LOGGER = logging.getLogger("lumbo_bids.group")
 #: the sub-folder of the segmentation artifact that holds its localiser
 LOCALISER_DIR = "localiser"
+#: how much worse (mm) than the starting localiser a fine-tuned one may be on the validation images
+#: and still be kept: its mean and its largest centerline error
+MEAN_TOLERANCE_MM, MAX_TOLERANCE_MM = 0.1, 1.0
+
+
+def localiser_got_worse(tuned) -> str | None:
+    """Why the fine-tuned localiser is worse than where it started on the validation images (its
+    centerline error, mean or largest, beyond the tolerances; or no cord found where the starting
+    one found it), or None when it is not."""
+    for name, before in tuned.before.items():
+        after = tuned.after.get(name, {"mean_mm": None, "max_mm": None})
+        if before["mean_mm"] is None:
+            continue
+        if after["mean_mm"] is None:
+            return f"it finds no cord in {name}"
+        if after["mean_mm"] > before["mean_mm"] + MEAN_TOLERANCE_MM or after["max_mm"] > before["max_mm"] + MAX_TOLERANCE_MM:
+            return (
+                f"its centerline error on {name} grew from {before['mean_mm']:.1f}/{before['max_mm']:.1f} to "
+                f"{after['mean_mm']:.1f}/{after['max_mm']:.1f} mm (mean/max)"
+            )
+    return None
+
+
+def select_localiser(config, tuned):
+    """The fine-tuned localiser to ship, or None to keep the starting one (with a warning) when
+    fine-tuning made it worse on the validation images, unless ``--keep-worse-localiser``."""
+    if tuned is None:
+        return None
+    worse = localiser_got_worse(tuned)
+    if worse is None or config.keep_worse_localiser:
+        return tuned
+    LOGGER.warning(
+        "localiser: the fine-tuned localiser is worse than the shipped one (%s): the shipped localiser is kept "
+        "(--keep-worse-localiser ships it anyway)", worse,
+    )  # fmt: skip
+    return None
 
 
 def tune_localiser(config, train_anats: list, val_anats: list):

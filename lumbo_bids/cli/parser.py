@@ -411,6 +411,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune the segmentation network only (by default the cord localiser is fine-tuned too, on the masks' centerlines)",
     )
     g_group.add_argument(
+        "--keep-worse-localiser",
+        dest="keep_worse_localiser",
+        action="store_true",
+        help="ship the fine-tuned localiser even when its validation centerline is worse than the shipped one's "
+        "(by default the shipped localiser is kept then)",
+    )
+    g_group.add_argument(
         "--localiser-epochs",
         dest="localiser_epochs",
         type=_positive_int,
