@@ -1,4 +1,4 @@
-"""Streaming tf.data pipelines (lumbo_bids.model.dataset)."""
+"""Streams of training patches (lumbo_bids.model.dataset): tf.data and the backend-neutral PyDataset loader."""
 
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ import itertools
 import tracemalloc
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
 from lumbo_bids.model.augment import AugmentConfig
 from lumbo_bids.model.cases import TrainingCase
-from lumbo_bids.model.dataset import heatmap_slice_dataset, patch_dataset
+from lumbo_bids.model.dataset import BatchStream, heatmap_slice_dataset, patch_dataset
 from lumbo_bids.model.streams import iter_heatmap_slices, iter_patches
 
 PATCH = (16, 16, 16)
+#: the loaders this backend has (tf.data only with TensorFlow)
+LOADERS = ["tf.data", "python"] if keras.backend.backend() == "tensorflow" else ["python"]
 
 
 def write_tube_case(folder: Path, name: str, shape=(32, 32, 40), seed: int = 0, radius: float = 3.0) -> TrainingCase:
@@ -38,12 +41,23 @@ def cases(tmp_path_factory) -> list[TrainingCase]:
     return [write_tube_case(folder, f"case{i}", seed=i) for i in range(4)]
 
 
-def _batches(ds, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    return [(x.numpy(), y.numpy()) for x, y in itertools.islice(iter(ds), n)]
+def _batches(ds, n: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first ``n`` batches (all of a finite stream) as numpy arrays."""
+    return [(np.asarray(x), np.asarray(y)) for x, y in itertools.islice(iter(ds), n)]
 
 
-def test_batches_have_the_right_shape_and_content(cases):
-    ds = patch_dataset(cases, PATCH, batch_size=5, patches_per_epoch=20, cord_fraction=1.0, seed=0)
+def _n_batches(ds) -> int | None:
+    """Batches per pass; None for an infinite stream."""
+    if isinstance(ds, BatchStream):
+        return ds.num_batches
+    import tensorflow as tf
+
+    return None if int(ds.cardinality()) == int(tf.data.INFINITE_CARDINALITY) else int(ds.cardinality())
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_batches_have_the_right_shape_and_content(cases, loader):
+    ds = patch_dataset(cases, PATCH, batch_size=5, patches_per_epoch=20, cord_fraction=1.0, seed=0, loader=loader)
     ((x, y),) = _batches(ds, 1)
     assert x.shape == (5, *PATCH, 1) and y.shape == (5, *PATCH, 1)
     assert x.dtype == np.float32 and y.dtype == np.float32
@@ -58,8 +72,9 @@ def test_cord_fraction_zero_gives_mostly_background_centres(cases):
     assert centres.mean() < 0.3  # the tube is ~3 % of the volume
 
 
-def test_same_seed_same_stream_other_seed_other_stream(cases):
-    kw = {"batch_size": 4, "patches_per_epoch": 16, "augment": AugmentConfig(), "training": True}
+@pytest.mark.parametrize("loader", LOADERS)
+def test_same_seed_same_stream_other_seed_other_stream(cases, loader):
+    kw = {"batch_size": 4, "patches_per_epoch": 16, "augment": AugmentConfig(), "training": True, "loader": loader}
     a = _batches(patch_dataset(cases, PATCH, seed=3, **kw), 6)
     b = _batches(patch_dataset(cases, PATCH, seed=3, **kw), 6)
     c = _batches(patch_dataset(cases, PATCH, seed=4, **kw), 6)
@@ -69,8 +84,9 @@ def test_same_seed_same_stream_other_seed_other_stream(cases):
     assert not np.array_equal(a[0][0], c[0][0])
 
 
-def test_epochs_differ_and_start_epoch_continues_the_sequence(cases):
-    kw = {"batch_size": 4, "patches_per_epoch": 8, "augment": AugmentConfig(), "seed": 1}
+@pytest.mark.parametrize("loader", LOADERS)
+def test_epochs_differ_and_start_epoch_continues_the_sequence(cases, loader):
+    kw = {"batch_size": 4, "patches_per_epoch": 8, "augment": AugmentConfig(), "seed": 1, "loader": loader}
     stream = _batches(patch_dataset(cases, PATCH, **kw), 6)  # epochs 0, 1, 2 (2 batches each)
     assert not np.array_equal(stream[0][0], stream[2][0])
     assert not np.array_equal(stream[1][0], stream[3][0])
@@ -79,13 +95,12 @@ def test_epochs_differ_and_start_epoch_continues_the_sequence(cases):
     np.testing.assert_array_equal(resumed[1][1], stream[5][1])
 
 
-def test_validation_stream_is_finite_fixed_and_not_augmented(cases):
-    import tensorflow as tf
-
-    ds = patch_dataset(cases, PATCH, batch_size=3, patches_per_case=2, seed=0, training=False)
-    assert int(ds.cardinality()) == 3  # 8 patches: batches of 3, 3, 2
-    first = [x.numpy() for x, _ in ds]
-    second = [x.numpy() for x, _ in ds]
+@pytest.mark.parametrize("loader", LOADERS)
+def test_validation_stream_is_finite_fixed_and_not_augmented(cases, loader):
+    ds = patch_dataset(cases, PATCH, batch_size=3, patches_per_case=2, seed=0, training=False, loader=loader)
+    assert _n_batches(ds) == 3  # 8 patches: batches of 3, 3, 2
+    first = [x for x, _ in _batches(ds)]
+    second = [x for x, _ in _batches(ds)]
     assert [b.shape[0] for b in first] == [3, 3, 2]
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
@@ -94,7 +109,51 @@ def test_validation_stream_is_finite_fixed_and_not_augmented(cases):
     np.testing.assert_array_equal(np.concatenate(first)[..., 0], np.stack([r[0] for r in raw]))
     with pytest.raises(ValueError):
         patch_dataset(cases, PATCH, augment=AugmentConfig(), training=False)
-    assert int(patch_dataset(cases, PATCH, seed=0).cardinality()) == int(tf.data.INFINITE_CARDINALITY)
+    assert _n_batches(patch_dataset(cases, PATCH, seed=0, loader=loader)) is None  # training: infinite
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.data needs the TensorFlow backend")
+def test_both_loaders_give_the_same_batches(cases, tmp_path):
+    """The PyDataset loader (JAX, PyTorch) streams exactly what tf.data streams: same samples in
+    the same order, the same augmentation (each sample's own seed), whatever the threads."""
+
+    def _same(a, b):  # TensorFlow's threads flush denormals (< 1.2e-38) to zero; nothing else differs
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-37)
+
+    kw = {"batch_size": 3, "patches_per_epoch": 9, "augment": AugmentConfig(), "seed": 5, "start_epoch": 1}
+    tf_batches = _batches(patch_dataset(cases, PATCH, loader="tf.data", **kw), 7)  # across 3 epochs
+    stream = patch_dataset(cases, PATCH, loader="python", **kw)
+    py_batches = _batches(stream, 7)
+    stream.close()
+    for (xa, ya), (xb, yb) in zip(tf_batches, py_batches, strict=True):
+        _same(xa, xb), _same(ya, yb)
+    case = write_localiser_case(tmp_path, "whole")
+    kw = {"batch_size": 4, "slices_per_epoch": 8, "augment": AugmentConfig(), "seed": 2}
+    a = _batches(heatmap_slice_dataset([case], (32, 32), loader="tf.data", **kw), 3)
+    b = _batches(heatmap_slice_dataset([case], (32, 32), loader="python", **kw), 3)
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        _same(xa, xb), _same(ya, yb)
+
+
+def test_python_loader_reports_stream_errors_and_rejects_unknown_loaders(cases):
+    """An error in the producer thread reaches fit's thread; a wrong loader name is refused."""
+
+    def broken():
+        yield from itertools.islice(iter_patches(cases, PATCH, patches_per_epoch=4, seed=0), 5)
+        raise OSError("case file vanished")
+
+    stream = BatchStream(broken, 5, 2, AugmentConfig(), True, True)
+    assert [stream[i][0].shape for i in range(2)] == [(2, *PATCH, 1)] * 2
+    with pytest.raises(OSError, match="case file vanished"):
+        stream[2]  # the error came inside the third batch
+    ended = BatchStream(lambda: iter_patches(cases, PATCH, patches_per_case=1, seed=0, training=False), 4, 8, None, True, True)
+    with pytest.raises(RuntimeError, match="training stream ended"):
+        ended[0]
+    with pytest.raises(ValueError, match="loader must be one of"):
+        patch_dataset(cases, PATCH, loader="dali")
+    if keras.backend.backend() != "tensorflow":
+        with pytest.raises(ValueError, match="needs the TensorFlow backend"):
+            patch_dataset(cases, PATCH, loader="tf.data")
 
 
 def test_every_case_is_used_in_balanced_proportions(tmp_path):

@@ -10,11 +10,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from lumbo_bids.model import training
 from lumbo_bids.model.cases import TrainingCase
-from lumbo_bids.model.devices import select_strategy
+from lumbo_bids.model.devices import accelerators, mixed_policy, select_strategy
 from lumbo_bids.model.history import read_metrics
 from lumbo_bids.model.losses import DiceMetric, dice_bce_loss, dice_loss, get_loss
 from lumbo_bids.model.training import TrainConfig, TrainResult, train
@@ -50,9 +49,9 @@ def test_dice_loss_values():
 
 def test_losses_are_float32_with_float16_predictions():
     t = (np.random.default_rng(0).random((2, 8, 8, 8, 1)) > 0.7).astype(np.float32)
-    p16 = tf.constant(np.clip(t * 0.8 + 0.1, 0, 1), dtype=tf.float16)
+    p16 = keras.ops.convert_to_tensor(np.clip(t * 0.8 + 0.1, 0, 1), dtype="float16")
     for loss in (dice_loss(t, p16), dice_bce_loss(t, p16), get_loss("dice_bce", bce_weight=0.5)(t, p16)):
-        assert loss.dtype == tf.float32 and np.isfinite(float(loss))
+        assert keras.backend.standardize_dtype(loss.dtype) == "float32" and np.isfinite(float(loss))
     p = np.clip(t * 0.8 + 0.1, 0, 1)
     bce = -np.mean(t * np.log(p) + (1 - t) * np.log(1 - p))
     assert float(dice_bce_loss(t, p, bce_weight=2.0)) == pytest.approx(float(dice_loss(t, p)) + 2 * bce, rel=1e-4)
@@ -67,7 +66,7 @@ def test_dice_metric_accumulates_hard_dice_over_batches():
     preds = [np.clip(t * 0.7 + rng.random(t.shape) * 0.5, 0, 1).astype(np.float32) for t in truth]
     metric = DiceMetric()
     for t, p in zip(truth, preds):
-        metric.update_state(t, tf.constant(p, tf.float16))
+        metric.update_state(t, keras.ops.convert_to_tensor(p, dtype="float16"))
     tt, pp = np.concatenate(truth) > 0.5, np.concatenate(preds) >= 0.5
     expected = 2 * np.sum(tt & pp) / (tt.sum() + pp.sum())
     assert float(metric.result()) == pytest.approx(expected, rel=1e-3)
@@ -98,17 +97,41 @@ def test_select_strategy_matches_the_devices(caplog):
         strategy, description = select_strategy()
         select_strategy()  # a group run trains several networks: the warning is said once
         select_strategy()
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus, backend = accelerators(), keras.backend.backend()
+    with strategy.scope():  # build, compile and fit happen inside it
+        pass
     if not gpus:
-        assert strategy is tf.distribute.get_strategy()  # the default strategy
-        assert not tf.distribute.has_strategy()
         assert caplog.text.count("no GPU found, training on CPU") == 1
-        assert description.startswith("CPU")
+        assert description.startswith("CPU") and mixed_policy("auto") is None
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            assert strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()  # the default
+        else:
+            assert description.endswith(f", {backend})")
     elif len(gpus) == 1:
-        assert isinstance(strategy, tf.distribute.OneDeviceStrategy) and "GPU" in description
-    else:
-        assert isinstance(strategy, tf.distribute.MirroredStrategy)
-        assert strategy.num_replicas_in_sync == len(gpus)
+        assert "1 GPU" in description and mixed_policy("auto") in ("mixed_bfloat16", "mixed_float16")
+    elif backend == "tensorflow":
+        assert strategy.num_replicas_in_sync == len(gpus) and "MirroredStrategy" in description
+    elif backend == "jax":
+        assert isinstance(strategy, keras.distribution.DataParallel) and f"over {len(gpus)} GPUs" in description
+
+
+def test_mixed_precision_policy_follows_the_gpus(monkeypatch):
+    """bf16 where every GPU computes it natively (compute capability 8.0+), else float16; none on CPU."""
+    from lumbo_bids.model import devices
+
+    for gpus, auto in (
+        ([], None),
+        ([devices.Accelerator("NVIDIA H200", (9, 0))] * 2, "mixed_bfloat16"),
+        ([devices.Accelerator("Tesla V100", (7, 0))], "mixed_float16"),
+        ([devices.Accelerator("NVIDIA A100", (8, 0)), devices.Accelerator("GPU", None)], "mixed_float16"),
+    ):
+        monkeypatch.setattr(devices, "accelerators", lambda gpus=gpus: gpus)
+        assert mixed_policy("auto") == auto and mixed_policy(False) is None
+        assert mixed_policy(True) == auto  # asked for without a GPU: float32 (with a warning)
+    assert devices._capability("9.0") == (9, 0) and devices._capability((8, 6)) == (8, 6)
+    assert devices._capability("") is None and devices._capability("sm") is None
 
 
 # ----------------------------------------------------------------------------- training
@@ -253,7 +276,7 @@ def test_freeze_and_mixed_precision_request_on_cpu(split, tmp_path, caplog):
 
     before = model_fn().get_layer("enc0_conv1").get_weights()
     policy = keras.mixed_precision.global_policy().name
-    mixed = bool(tf.config.list_physical_devices("GPU"))
+    mixed = mixed_policy(True)
     cfg = small_config(epochs=1, steps_per_epoch=3, freeze="encoder", mixed_precision=True, augmentation_strength=0.0)
     with caplog.at_level(logging.WARNING, logger="lumbo_bids.training"):
         result = train(model_fn, *split, cfg, tmp_path / "run", freeze_fn=freeze_first, progress=False)
@@ -267,7 +290,7 @@ def test_freeze_and_mixed_precision_request_on_cpu(split, tmp_path, caplog):
         assert "mixed precision requested but no GPU" in caplog.text
         assert result.model.get_layer("dec0_conv1").compute_dtype == "float32"
     else:
-        assert result.model.get_layer("dec0_conv1").compute_dtype == "float16"
+        assert result.model.get_layer("dec0_conv1").compute_dtype == mixed.removeprefix("mixed_")
 
 
 def test_localiser_training_on_heatmap_windows(tmp_path):

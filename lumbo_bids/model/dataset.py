@@ -1,17 +1,30 @@
-"""Streaming ``tf.data`` pipelines of training patches (3D segmentation, 2D localiser).
+"""Streams of training patches for ``Model.fit`` (3D segmentation, 2D localiser), on any Keras backend.
 
 The samples come from the Python generators of :mod:`lumbo_bids.model.streams` (a plan drawn
 from ``np.random.default_rng([seed, epoch])`` per epoch, patches copied out of memory-mapped
-``.npy`` cases). Augmentation runs in a parallel ``Dataset.map`` (order kept), each sample with
-its own generator seeded from the plan: the stream is a function of ``seed`` and the epoch
-only. Validation streams (``training=False``) are finite, fixed (one seed, epoch independent)
-and never augmented.
+``.npy`` cases). Each sample is augmented with its own generator seeded from the plan, so the
+stream is a function of ``seed`` and the epoch only, however many threads augment it.
+Validation streams (``training=False``) are finite, fixed (one seed, epoch independent) and
+never augmented.
+
+Two loaders give the same batches (``loader=``):
+
+``"tf.data"`` (default on the TensorFlow backend)
+    ``Dataset.from_generator`` with augmentation in a parallel, order-keeping ``Dataset.map``.
+``"python"`` (default on JAX and PyTorch; :class:`BatchStream`)
+    A :class:`keras.utils.PyDataset`: one producer thread reads the stream in order, a pool of
+    threads augments each batch (order kept), and up to ``prefetch`` batches wait for ``fit``.
 """
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.pool import ThreadPool
 
+import keras
 import numpy as np
 
 from .augment import AugmentConfig, augment_pair
@@ -19,18 +32,115 @@ from .cases import TrainingCase
 from .exit_guard import GUARD
 from .streams import Sample, iter_heatmap_slices, iter_patches
 
+LOADERS = ("auto", "tf.data", "python")
+
+
+def _augment_sample(sample: Sample, augment: AugmentConfig | None, binary: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One sample's ``(image, target)`` as float32, augmented with its own seeded generator."""
+    image, target, seed = sample
+    if augment is not None:
+        image, target = augment_pair(image, target, np.random.default_rng(int(seed)), augment, binary=binary)
+    return np.asarray(image, np.float32), np.asarray(target, np.float32)
+
+
+class BatchStream(keras.utils.PyDataset):
+    """Batches ``(images, targets)`` of a sample stream, each ``(B, *shape, 1)`` float32, for any backend.
+
+    Training streams are infinite (``num_batches`` None, batches of exactly ``batch_size``, read
+    in order whatever index Keras asks for); validation streams are finite, read once and kept
+    (the last batch may be smaller). :meth:`close` stops the producer thread (``train`` calls it
+    after ``fit``).
+    """
+
+    def __init__(
+        self, stream: Callable[[], Iterator[Sample]], n_samples: int, batch_size: int, augment: AugmentConfig | None,
+        binary: bool, training: bool, threads: int | None = None, prefetch: int = 4,
+    ):  # fmt: skip
+        super().__init__(workers=1, use_multiprocessing=False)  # fit reads in the calling thread: order kept
+        self._stream, self._n, self._batch = stream, int(n_samples), int(batch_size)
+        self._augment, self._binary, self._training = augment, binary, training
+        self._threads = max(1, threads or min(8, os.cpu_count() or 1))
+        self._prefetch = max(1, int(prefetch))
+        self._queue: queue.Queue | None = None
+        self._stop = threading.Event()
+        self._kept: list | None = None
+
+    @property
+    def num_batches(self) -> int | None:
+        return None if self._training else -(-self._n // self._batch)
+
+    def __getitem__(self, index: int):
+        if not self._training:
+            if self._kept is None:
+                self._kept = self._read_all()
+            return self._kept[index]
+        if self._queue is None:
+            self._start()
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def _stack(self, pairs: list) -> tuple[np.ndarray, np.ndarray]:
+        return np.stack([p[0] for p in pairs])[..., None], np.stack([p[1] for p in pairs])[..., None]
+
+    def _read_all(self) -> list:
+        pairs = [_augment_sample(s, None, self._binary) for s in self._stream()]
+        return [self._stack(pairs[i : i + self._batch]) for i in range(0, len(pairs), self._batch)]
+
+    def _start(self) -> None:
+        self._queue = queue.Queue(self._prefetch)
+        threading.Thread(target=self._produce, name="lumbo_bids-batches", daemon=True).start()
+
+    def _produce(self) -> None:
+        """Read the stream in order, augment each batch in the pool, queue it (until :meth:`close`)."""
+        samples = self._stream()
+        work = lambda sample: _augment_sample(sample, self._augment, self._binary)  # noqa: E731
+        try:
+            with ThreadPool(self._threads) as pool:
+                while not self._stop.is_set():
+                    try:
+                        batch = [next(samples) for _ in range(self._batch)]
+                    except StopIteration:
+                        raise RuntimeError("the training stream ended (it is infinite by design)") from None
+                    item = self._stack(pool.map(work, batch))
+                    while not self._stop.is_set():
+                        try:
+                            self._queue.put(item, timeout=0.5)
+                            break
+                        except queue.Full:
+                            continue
+        except BaseException as error:  # handed to fit's thread, which raises it
+            self._queue.put(error)
+
+    def close(self) -> None:
+        """Stop the producer thread (a finished ``fit`` asks no more batches)."""
+        self._stop.set()
+
+
+def _loader(loader: str) -> str:
+    if loader not in LOADERS:
+        raise ValueError(f"loader must be one of {', '.join(LOADERS)}, got {loader!r}")
+    if loader == "auto":
+        return "tf.data" if keras.backend.backend() == "tensorflow" else "python"
+    if loader == "tf.data" and keras.backend.backend() != "tensorflow":
+        raise ValueError(f"loader 'tf.data' needs the TensorFlow backend (this is {keras.backend.backend()})")
+    return loader
+
 
 def _to_dataset(
     stream: Callable[[], Iterator[Sample]], n_samples: int, shape: tuple[int, ...], batch_size: int,
-    augment: AugmentConfig | None, binary: bool, training: bool,
-):  # fmt: skip  # -> tf.data.Dataset (tensorflow imported lazily)
-    """Batched, prefetched dataset of ``stream`` (augmented in a parallel, order-keeping map)."""
-    import tensorflow as tf
-
+    augment: AugmentConfig | None, binary: bool, training: bool, loader: str = "auto",
+):  # fmt: skip  # -> tf.data.Dataset or BatchStream
+    """Batched, prefetched stream of ``stream`` (augmented in parallel, order kept), by ``loader``."""
     if augment is not None and not training:
         raise ValueError("validation streams (training=False) are never augmented: pass augment=None")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if _loader(loader) == "python":
+        return BatchStream(stream, n_samples, batch_size, augment, binary, training)
+    import tensorflow as tf
+
     spec = tf.TensorSpec(shape, tf.float32)
     ds = tf.data.Dataset.from_generator(stream, output_signature=(spec, spec, tf.TensorSpec((), tf.int64)))
     # a known length lets Keras end validation passes without an "ran out of data" warning
@@ -76,7 +186,8 @@ def patch_dataset(
     synthetic_fraction: float | None = None,
     grey_matter: float = 0.0,
     end_fraction: float = 0.0,
-):  # -> tf.data.Dataset
+    loader: str = "auto",
+):  # -> tf.data.Dataset or BatchStream
     """Batches of 3D training (or validation) patches, streamed from the cases' ``.npy`` files.
 
     Parameters
@@ -112,10 +223,12 @@ def patch_dataset(
     end_fraction : float
         Share of a synthetic case's cord patches centred around its cord's ends inside the
         volume (:func:`lumbo_bids.model.patches.sample_patch_centres`; real masks: none).
+    loader : {"auto", "tf.data", "python"}
+        ``tf.data`` on the TensorFlow backend, else :class:`BatchStream` (``"auto"``).
 
     Returns
     -------
-    tf.data.Dataset
+    tf.data.Dataset or BatchStream
         ``(images, masks)``, both ``(B, sx, sy, sz, 1)`` float32 (masks 0/1).
     """
     size = tuple(int(s) for s in patch_size)
@@ -126,7 +239,7 @@ def patch_dataset(
     )  # fmt: skip
     iter_patches(*args)  # validates the arguments now rather than at the first batch
     n_val = patches_per_case * len(cases)
-    return _to_dataset(lambda: iter_patches(*args), n_val, size, batch_size, augment, binary=True, training=training)
+    return _to_dataset(lambda: iter_patches(*args), n_val, size, batch_size, augment, True, training, loader)
 
 
 def heatmap_slice_dataset(
@@ -141,7 +254,8 @@ def heatmap_slice_dataset(
     seed: int = 0,
     training: bool = True,
     start_epoch: int = 0,
-):  # -> tf.data.Dataset
+    loader: str = "auto",
+):  # -> tf.data.Dataset or BatchStream
     """Batches of 2D localiser windows with their target heat-maps (see :func:`~lumbo_bids.model.streams.iter_heatmap_slices`).
 
     Parameters
@@ -163,12 +277,12 @@ def heatmap_slice_dataset(
         Probability that a window is placed to contain the slice's cord point.
     augment : AugmentConfig, optional
         Training augmentation (the heat-map is resampled, not thresholded).
-    seed, training, start_epoch
+    seed, training, start_epoch, loader
         As in :func:`patch_dataset`.
 
     Returns
     -------
-    tf.data.Dataset
+    tf.data.Dataset or BatchStream
         ``(images, heatmaps)``, both ``(B, sx, sy, 1)`` float32.
     """
     size = tuple(int(s) for s in patch_size)
@@ -178,4 +292,4 @@ def heatmap_slice_dataset(
     args = (cases, size, slices_per_epoch, slices_per_case, sigma, cord_probability, seed, training, start_epoch)
     iter_heatmap_slices(*args)  # validates the arguments now rather than at the first batch
     n_val, stream = slices_per_case * len(cases), lambda: iter_heatmap_slices(*args)
-    return _to_dataset(stream, n_val, size, batch_size, augment, binary=False, training=training)
+    return _to_dataset(stream, n_val, size, batch_size, augment, False, training, loader)

@@ -1,6 +1,6 @@
 """Training loop: ``Model.fit`` on the streamed patch datasets, with Keras callbacks.
 
-``train`` picks a ``tf.distribute`` strategy (:func:`~lumbo_bids.model.devices.select_strategy`),
+``train`` picks the backend's distribution (:func:`~lumbo_bids.model.devices.select_strategy`),
 builds and compiles the model inside its scope, and fits it with the callbacks of
 :func:`~lumbo_bids.model.callbacks.training_callbacks`: ``BackupAndRestore``
 (``checkpoints/backup``: an interrupted run started again with ``resume=True`` continues at the
@@ -31,7 +31,7 @@ from .augment import AugmentConfig
 from .callbacks import training_callbacks
 from .cases import TrainingCase
 from .dataset import heatmap_slice_dataset, patch_dataset
-from .devices import precision_policy, select_strategy, use_mixed_precision
+from .devices import mixed_policy, precision_policy, select_strategy
 from .history import backup_epoch, best_row, plain_newlines, read_metrics, truncate_metrics
 from .losses import DiceMetric, get_loss
 
@@ -47,7 +47,8 @@ class TrainConfig:
     ``batch_size`` is the global batch (split across GPUs under ``MirroredStrategy``);
     ``patch_size`` has 3 entries for ``task="segmentation"`` (3D patches) and 2 for
     ``task="localisation"`` (2D heat-map windows). ``early_stopping_patience=0`` disables early
-    stopping. ``mixed_precision="auto"`` means ``mixed_float16`` when a GPU is used.
+    stopping. ``mixed_precision="auto"`` means mixed precision when a GPU is used (``mixed_bfloat16``
+    on GPUs with native bf16, else ``mixed_float16``: :func:`~lumbo_bids.model.devices.mixed_policy`).
     """
 
     epochs: int = options.EPOCHS
@@ -133,12 +134,16 @@ class TrainResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def _datasets(train_cases: Sequence[TrainingCase], val_cases: Sequence[TrainingCase], cfg: TrainConfig, start: int):
-    """Training stream (one stream epoch == one Keras epoch) and fixed validation set."""
+def _datasets(
+    train_cases: Sequence[TrainingCase], val_cases: Sequence[TrainingCase], cfg: TrainConfig, start: int,
+    loader: str = "auto",
+):  # fmt: skip
+    """Training stream (one stream epoch == one Keras epoch) and fixed validation set
+    (:mod:`lumbo_bids.model.dataset`, by ``loader``)."""
     augment = None
     if cfg.augmentation_strength > 0:  # domain_randomisation 0: the plain augmentation
         augment = AugmentConfig.domain_randomised(cfg.augmentation_strength, cfg.domain_randomisation, cfg.thick_axes)
-    common = {"patch_size": cfg.patch_size, "batch_size": cfg.batch_size, "seed": cfg.seed}
+    common = {"patch_size": cfg.patch_size, "batch_size": cfg.batch_size, "seed": cfg.seed, "loader": loader}
     per_epoch, per_case = cfg.steps_per_epoch * cfg.batch_size, cfg.val_patches_per_case
     if cfg.task == "segmentation":
         common.update(cord_fraction=cfg.cord_fraction, grey_matter=cfg.grey_matter, end_fraction=cfg.end_fraction)
@@ -175,6 +180,7 @@ def train(
     freeze_fn: Callable[[keras.Model, str], Any] | None = None,
     progress: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    loader: str = "auto",
 ) -> TrainResult:
     """Train (or fine-tune) the model that ``model_fn`` builds, with checkpoints and resume.
 
@@ -199,6 +205,9 @@ def train(
     callbacks : sequence of keras.callbacks.Callback
         Extra callbacks, run after the built-in ones; one with a ``resume_best(value)`` method is
         told the best ``val_dice`` of the epochs a resumed run keeps (``-inf`` for a new run).
+    loader : {"auto", "tf.data", "python"}
+        How batches reach ``fit`` (:mod:`lumbo_bids.model.dataset`): ``tf.data`` on the
+        TensorFlow backend, a ``keras.utils.PyDataset`` on the others (``"auto"``).
 
     Returns
     -------
@@ -213,12 +222,11 @@ def train(
 
     keras.utils.set_random_seed(cfg.seed)
     strategy, device = select_strategy()
-    mixed = use_mixed_precision(cfg.mixed_precision)
-    LOGGER.info("training on %s%s, from epoch %d", device, " (mixed_float16)" if mixed else "", initial_epoch)
-    with precision_policy(mixed):
-        with strategy.scope():
-            model = _compiled_model(model_fn, cfg, freeze_fn)
-        train_ds, val_ds = _datasets(train_cases, val_cases, cfg, initial_epoch)
+    policy = mixed_policy(cfg.mixed_precision)
+    LOGGER.info("training on %s%s, from epoch %d", device, f" ({policy})" if policy else "", initial_epoch)
+    with precision_policy(policy), strategy.scope():  # JAX's DataParallel shards the batches in fit
+        model = _compiled_model(model_fn, cfg, freeze_fn)
+        train_ds, val_ds = _datasets(train_cases, val_cases, cfg, initial_epoch, loader)
         built_in = training_callbacks(cfg, out_dir, progress, initial_epoch, best_so_far)
         for callback in callbacks:  # a progress line's "(best)" then compares with the kept epochs too
             if hasattr(callback, "resume_best"):
@@ -267,7 +275,16 @@ def _compiled_model(
 
 
 def _fit(model: keras.Model, train_ds: Any, val_ds: Any, cfg: TrainConfig, callbacks: list, progress: bool) -> None:
-    """``model.fit`` for ``cfg.epochs`` epochs of ``cfg.steps_per_epoch`` batches."""
+    """``model.fit`` for ``cfg.epochs`` epochs of ``cfg.steps_per_epoch`` batches (then the
+    training stream's producer, if any, is stopped)."""
+    try:
+        _fit_once(model, train_ds, val_ds, cfg, callbacks, progress)
+    finally:
+        if hasattr(train_ds, "close"):
+            train_ds.close()
+
+
+def _fit_once(model: keras.Model, train_ds: Any, val_ds: Any, cfg: TrainConfig, callbacks: list, progress: bool) -> None:
     model.fit(
         train_ds,
         validation_data=val_ds,
