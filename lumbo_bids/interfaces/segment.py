@@ -136,7 +136,12 @@ class Postprocess(SimpleInterface):
 
 
 def _limit_threads(n: int) -> None:
-    """Keep TensorFlow within the node's thread budget (--omp-nthreads)."""
+    """Keep TensorFlow within the node's thread budget (--omp-nthreads); other backends take
+    theirs from the environment (``XLA_FLAGS``, ``OMP_NUM_THREADS``) when the process starts."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return
     import tensorflow as tf
 
     try:

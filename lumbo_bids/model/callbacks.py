@@ -55,10 +55,12 @@ def training_callbacks(cfg: TrainConfig, out_dir: Path, progress: bool, initial_
         ),  # fmt: skip
         keras.callbacks.BackupAndRestore(str(ckpt / "backup")),
     ]
-    if importlib.util.find_spec("tensorboard") is not None:
+    # Keras writes TensorBoard logs through tf.summary on every backend: both packages are needed
+    missing = [name for name in ("tensorboard", "tensorflow") if importlib.util.find_spec(name) is None]
+    if not missing:
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "tensorboard"), write_graph=False, profile_batch=0))
     else:
-        LOGGER.warning("the tensorboard package is not installed: no TensorBoard logs (metrics.tsv is written)")
+        LOGGER.warning("%s not installed: no TensorBoard logs (metrics.tsv is written)", " and ".join(missing))
     if cfg.early_stopping_patience > 0:
         patience = cfg.early_stopping_patience
         callbacks.append(keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True, **on_val_dice))

@@ -139,22 +139,29 @@ def fine_tune(
 
 
 def device_description() -> str:
-    import tensorflow as tf
+    from .devices import accelerators
 
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = accelerators()
     return f"{len(gpus)} GPU(s)" if gpus else f"CPU ({platform.processor() or platform.machine()})"
+
+
+def backend_versions() -> dict[str, str]:
+    """``{"keras": ..., "backend": "tensorflow", "tensorflow": ...}``: Keras and the backend it ran on."""
+    import importlib
+
+    import keras
+
+    backend = keras.backend.backend()
+    return {"keras": keras.__version__, "backend": backend, backend: importlib.import_module(backend).__version__}
 
 
 def model_card(**fields) -> dict:
     """A JSON-serialisable record of how a model was made."""
-    import keras
-    import tensorflow as tf
-
     return json.loads(
         json.dumps(
             {
                 **fields,
-                "software": {"lumbo_bids": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
+                "software": {"lumbo_bids": __version__, **backend_versions()},
                 "device": device_description(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },
