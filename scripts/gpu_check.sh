@@ -20,7 +20,7 @@ if [ "${1:-}" = prepare ]; then
   rm -rf "$WHEELS" && mkdir -p "$WHEELS"
   "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version "${GPU_PYTHON:-3.12}" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux2014_x86_64 -d "$WHEELS" keras==3.15.1 namex==0.1.0 optree==0.20.0 nibabel==5.3.2 2>&1 | grep -v "is ignored" || true
+    --platform manylinux2014_x86_64 -d "$WHEELS" keras==3.15.1 namex==0.1.0 optree==0.20.0 nibabel==5.4.2 2>&1 | grep -v "is ignored" || true
   ls -la "$WHEELS"; du -sh "$WHEELS"
   exit 0
 fi
