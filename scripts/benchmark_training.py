@@ -2,13 +2,15 @@
 """Training throughput (patches/s) of the group level on this machine: CPU, or GPU(s) if any.
 
 Measures, on the example dataset preprocessed as the group level does:
-  1. the input pipeline alone (``patch_dataset`` with augmentation, tf.data),
+  1. the input pipeline alone (``patch_dataset`` with augmentation, by ``--loader``: tf.data, or
+     the backend-neutral PyDataset loader of JAX and PyTorch),
   2. full training steps (``Model.fit`` through :func:`lumbo_bids.model.training.train`),
 for the shipped architecture; prints a table and peak RSS.
 
 Usage::
 
-    .venv/bin/python scripts/benchmark_training.py [--steps 20] [--batch-size 4] [--base-filters 8]
+    .venv/bin/python scripts/benchmark_training.py [--steps 20] [--batch-size 4] [--base-filters 8] [--loader python]
+    KERAS_BACKEND=jax .venv/bin/python scripts/benchmark_training.py   # another Keras backend
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -38,9 +42,12 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--base-filters", type=int, default=8)
+    parser.add_argument("--loader", choices=("auto", "tf.data", "python"), default="auto", help="how batches reach fit")
     args = parser.parse_args(argv)
 
-    import tensorflow as tf
+    import itertools
+
+    import keras
 
     from lumbo_bids.model.augment import AugmentConfig
     from lumbo_bids.model.dataset import patch_dataset
@@ -58,20 +65,21 @@ def main(argv=None) -> int:
         n = args.steps * args.batch_size
 
         ds = patch_dataset(cases, patch_size=(48, 48, 48), batch_size=args.batch_size, patches_per_epoch=n,
-                           augment=AugmentConfig.domain_randomised(), seed=0, training=True)  # fmt: skip
+                           augment=AugmentConfig.domain_randomised(), seed=0, training=True, loader=args.loader)  # fmt: skip
         started = time.perf_counter()
-        count = sum(int(x.shape[0]) for x, _ in ds.take(args.steps))  # the stream repeats
-        pipeline = count / (time.perf_counter() - started)
+        batches = [(np.asarray(x), np.asarray(y)) for x, y in itertools.islice(iter(ds), args.steps)]  # the stream repeats
+        pipeline = sum(int(x.shape[0]) for x, _ in batches) / (time.perf_counter() - started)
+        if hasattr(ds, "close"):
+            ds.close()
 
         _, device = select_strategy()
         arch = UNet3DConfig(base_filters=args.base_filters)
         cfg = TrainConfig(epochs=2, steps_per_epoch=args.steps, batch_size=args.batch_size, early_stopping_patience=0,
                           val_patches_per_case=1, patch_size=(48, 48, 48))  # fmt: skip
-        result = train(lambda: build_unet3d(arch), cases, cases[:1], cfg, tmp / "run", progress=False)
+        result = train(lambda: build_unet3d(arch), cases, cases[:1], cfg, tmp / "run", progress=False, loader=args.loader)
         per_epoch = result.seconds / 2  # includes graph tracing and validation
         model = result.model
         model.compile(optimizer="adam", loss="binary_crossentropy")
-        batches = list(ds.take(args.steps))
         model.train_on_batch(*batches[0])
         started = time.perf_counter()
         for x, y in batches:
@@ -80,10 +88,10 @@ def main(argv=None) -> int:
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"device: {device}; TensorFlow {tf.__version__}; base_filters {args.base_filters}, batch {args.batch_size}, 48^3 patches"
+        f"device: {device}; Keras {keras.__version__} on {keras.backend.backend()}, loader {args.loader}; base_filters {args.base_filters}, batch {args.batch_size}, 48^3 patches"
     )
     print(f"{'measure':<40}{'patches/s':>12}")
-    print(f"{'input pipeline (augmented, tf.data)':<40}{pipeline:>12.1f}")
+    print(f"{'input pipeline (augmented)':<40}{pipeline:>12.1f}")
     print(f"{'train steps only (in-memory batches)':<40}{steps_only:>12.1f}")
     print(f"{'Model.fit, incl. validation and setup':<40}{n / per_epoch:>12.1f}")
     print(f"peak RSS: {rss:.0f} MiB")
