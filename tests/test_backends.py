@@ -71,14 +71,14 @@ def other(crop) -> Path:
 
 @pytest.fixture(scope="module")
 def crop(tmp_path_factory) -> Path:
-    """56 slices of sub-sctTesting's T2w as the network sees them (RPI, 0.5 mm, cropped around
+    """48 slices of sub-sctTesting's T2w as the network sees them (RPI, 0.5 mm, cropped around
     its manual mask's centerline: :class:`lumbo_bids.preprocess.Preprocessor`)."""
     image = nib.load(DATA / "sub-sctTesting" / "anat" / "sub-sctTesting_T2w.nii.gz")
     mask = nib.load(next((DATA / "derivatives" / "labels" / "sub-sctTesting").rglob("*T2w*seg*.nii.gz")))
     case = Preprocessor().run_case(np.asanyarray(image.dataobj), image.affine, np.asanyarray(mask.dataobj))
     middle = int(np.median(np.nonzero(case.mask_stack.any(axis=(0, 1)))[0]))
     path = tmp_path_factory.mktemp("backends") / "crop.npy"
-    np.save(path, case.stack[:, :, max(0, middle - 28) : middle + 28])
+    np.save(path, case.stack[:, :, max(0, middle - 24) : middle + 24])
     return path
 
 
