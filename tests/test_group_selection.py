@@ -52,3 +52,19 @@ def test_every_masked_image_rated_fail_is_a_clear_error(inputs, tmp_path):
     ratings.write_text(format_ratings({name: ("fail", "") for name in masked}))
     with pytest.raises(LumboError, match="every image with a manual mask is rated fail"):
         select_images(_config(tmp_path, ratings), inputs)
+
+
+def test_images_rated_fail_whose_contrast_no_label_has_are_named(inputs, tmp_path, caplog):
+    """Every T2*w mask rated fail: the T2*w images are left out, and the warning says that training
+    on T1w and T2w alone may not help them (the rate-don't-draw run on the bundled data)."""
+    ratings = tmp_path / "ratings.tsv"
+    ratings.write_text(format_ratings({"sub-sctTesting_T2starw": ("fail", ""), "sub-unf01_T2star": ("fail", "")}))
+    with caplog.at_level("WARNING", logger="lumbo_bids.group"):
+        anats, _ = select_images(_config(tmp_path, ratings), inputs)
+    assert {a.suffix for a in anats} == {"T1w", "T2w"}
+    assert "a contrast (T2star, T2starw) that no training label has: sub-sctTesting_T2starw, sub-unf01_T2star" in caplog.text
+    caplog.clear()
+    ratings.write_text(format_ratings({"sub-PAM50small_T2w": ("fail", "")}))  # other T2w images stay: no warning
+    with caplog.at_level("WARNING", logger="lumbo_bids.group"):
+        select_images(_config(tmp_path, ratings), inputs)
+    assert "no training label has" not in caplog.text

@@ -83,7 +83,23 @@ def select_images(config, inputs: dict) -> tuple[list, set[str]]:
     accepted = [a.stem for a in anats if label_source(a, config.output_dir) == ACCEPTED]
     if accepted:
         LOGGER.info("group: %d accepted automatic mask(s) rated pass as labels: %s", len(accepted), ", ".join(accepted))
+    _warn_unlabelled_contrasts(anats, rated_fail)
     return anats, rated_fail
+
+
+def _warn_unlabelled_contrasts(anats: list, rated_fail: set[str]) -> None:
+    """Say when images rated ``fail`` have a contrast (BIDS suffix) that no training label has:
+    fine-tuning on the others may not help them (the rate-don't-draw run: the T2*w images rated
+    fail got worse when only T1w and T2w masks were accepted)."""
+    trained = {a.suffix for a in anats}
+    unseen = sorted({name for name in rated_fail if name.rsplit("_", 1)[-1] not in trained})
+    if unseen and trained:
+        contrasts = sorted({name.rsplit("_", 1)[-1] for name in unseen})
+        LOGGER.warning(
+            "group: rated fail, with a contrast (%s) that no training label has: %s; fine-tuning on %s may not help "
+            "them: correct their masks (group/to_correct/) and move them into the labels dataset",
+            ", ".join(contrasts), ", ".join(unseen), ", ".join(sorted(trained)),
+        )  # fmt: skip
 
 
 @functools.cache
