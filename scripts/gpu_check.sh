@@ -32,7 +32,8 @@ while [ $# -gt 0 ]; do
     *) ARGS+=("$1"); shift ;;
   esac
 done
-if [ -d "$WHEELS" ] && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+# the carried wheels, where this interpreter lacks keras or nibabel (here the venv has them)
+if ! "$PYTHON" -c "import keras, nibabel" >/dev/null 2>&1 && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
   SITE=/tmp/lumbo_gpu_site
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
