@@ -40,3 +40,18 @@ def test_a_localiser_that_loses_the_cord_is_not_kept():
     lost = _tuned({"a": _e(0.5, 1.0), "b": _e(0.6, 1.2)}, {"a": _e(0.4, 0.9), "b": _e(None, None)})
     assert localiser_got_worse(lost) == "it finds no cord in b"
     assert select_localiser(SimpleNamespace(keep_worse_localiser=False), lost) is None
+
+
+def test_the_card_records_a_localiser_that_was_not_kept():
+    from lumbo_bids.cli.localiser import localiser_card
+
+    run = _tuned({"a": _e(0.7, 3.3)}, {"a": _e(0.9, 4.7)})
+    run.init = SimpleNamespace(path="shipped", manifest={"name": "loc"}, checksum="abc")
+    run.cfg = SimpleNamespace(to_dict=lambda: {"epochs": 2})
+    run.result = SimpleNamespace(epochs_run=2, best_epoch=0, seconds=3.0, best_val_dice=0.5)
+    kept = localiser_card(run)
+    assert kept["fine_tuned"] is True and "not_kept" not in kept and "used" not in kept
+    rejected = localiser_card(run, localiser_got_worse(run))
+    assert rejected["fine_tuned"] is False and rejected["used"] == "the shipped localiser"
+    assert "grew from 0.7/3.3 to 0.9/4.7 mm" in rejected["not_kept"]
+    assert rejected["centerline_error_mm_after"] == {"a": _e(0.9, 4.7)}  # the rejected run stays on record

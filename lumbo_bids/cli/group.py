@@ -274,7 +274,7 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
     ``split``: the training and validation images, ``AnatInput``s); write ``group/model`` (the
     localiser nested in it), the model card, ``validation_dice.tsv`` and the training curves."""
     from ..derivatives import atomic_write_json
-    from .localiser import localiser_card, localiser_got_worse, save_models, select_localiser, tune_localiser
+    from .localiser import save_models, select_localiser, tune_localiser
 
     group_dir = config.output_dir / "group"
     cfg = train_config(config, init)
@@ -282,11 +282,8 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
     tuned, before = tune_segmentation(config, init, train_raw, val_raw, cfg, group_dir / "training", "segmentation")
     seconds = round(time.time() - started, 1)
     tried = tune_localiser(config, *split) if config.localiser_finetune and split else None
-    localiser = select_localiser(config, tried)
-    card = segmentation_card(config, init, train_raw, val_raw, cfg, tuned, before, seconds, localiser)
-    if tried is not None and localiser is None:  # fine-tuned, but worse than the shipped one: its record stays
-        card["localiser"] = {**localiser_card(tried), "fine_tuned": False, "used": "the shipped localiser"}
-        card["localiser"]["not_kept"] = localiser_got_worse(tried)
+    localiser = select_localiser(config, tried)  # None when it came out worse than the shipped one
+    card = segmentation_card(config, init, train_raw, val_raw, cfg, tuned, before, seconds, tried, kept=localiser is not None)
     if split:  # where each image's label came from: a manual mask, or an automatic one rated pass
         card["labels"] = {a.stem: label_source(a, config.output_dir) for a in [*split[0], *split[1]]}
     manifest = {
@@ -360,10 +357,11 @@ def tune_segmentation(config, init, train_raw, val_raw, cfg, state_dir: Path, ke
     return tuned, before
 
 
-def segmentation_card(config, init, train_raw, val_raw, cfg, tuned, before, seconds, localiser) -> dict:
-    """The model card: the split, the settings, the Dice before/after and the localiser's record."""
+def segmentation_card(config, init, train_raw, val_raw, cfg, tuned, before, seconds, localiser, kept=True) -> dict:
+    """The model card: the split, the settings, the Dice before/after and the localiser's record
+    (``localiser``: its fine-tuning run, if any; ``kept`` False: it was not shipped, and why)."""
     from ..model.finetune import model_card
-    from .localiser import localiser_card
+    from .localiser import localiser_card, localiser_got_worse
 
     return model_card(
         initial_model={"path": str(init.path), "name": init.manifest.get("name"), "checksum": init.checksum, "from_scratch": config.from_scratch},
@@ -377,7 +375,10 @@ def segmentation_card(config, init, train_raw, val_raw, cfg, tuned, before, seco
         seconds=seconds,
         validation_dice_before=before,
         validation_dice_after=tuned.validation_dice,
-        localiser=localiser_card(localiser) if localiser else {"fine_tuned": False, "used": "the shipped localiser"},
+        localiser=(
+            localiser_card(localiser, None if kept else localiser_got_worse(localiser)) if localiser
+            else {"fine_tuned": False, "used": "the shipped localiser"}
+        ),
     )  # fmt: skip
 
 

@@ -107,10 +107,12 @@ def _mean(errors: dict, stat: str) -> float | None:
     return round(sum(values) / len(values), 3) if values and len(values) == len(errors) else None
 
 
-def localiser_card(tuned) -> dict:
-    """The segmentation model card's account of the localiser (JSON-ready)."""
+def localiser_card(tuned, not_kept: str | None = None) -> dict:
+    """The segmentation model card's account of the localiser (JSON-ready); ``not_kept``: why a
+    fine-tuned localiser was not shipped (:func:`localiser_got_worse`), its run still recorded."""
+    rejected = {"used": "the shipped localiser", "not_kept": not_kept} if not_kept else {}
     return {
-        "fine_tuned": True,
+        "fine_tuned": not not_kept,
         "initial_model": {"path": str(tuned.init.path), "name": tuned.init.manifest.get("name"), "checksum": tuned.init.checksum},
         "hyperparameters": tuned.cfg.to_dict(),
         "epochs_run": tuned.result.epochs_run,
@@ -125,6 +127,7 @@ def localiser_card(tuned) -> dict:
         "centerline_error_mm_after": tuned.after,
         "mean_centerline_error_mm_before": _mean(tuned.before, "mean_mm"),
         "mean_centerline_error_mm_after": _mean(tuned.after, "mean_mm"),
+        **rejected,
     }
 
 

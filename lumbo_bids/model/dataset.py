@@ -152,8 +152,7 @@ def _to_dataset(
             if GUARD.exiting.is_set():
                 return image, target
             with GUARD.call():
-                img, tgt = augment_pair(image, target, np.random.default_rng(int(seed)), augment, binary=binary)
-            return img, tgt.astype(np.float32, copy=False)
+                return _augment_sample((image, target, seed), augment, binary)
 
         def _map(image, target, seed):
             return tf.numpy_function(_augment, [image, target, seed], [tf.float32, tf.float32], stateful=False)

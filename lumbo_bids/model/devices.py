@@ -144,11 +144,6 @@ def mixed_policy(setting: str | bool) -> str | None:
     return "mixed_bfloat16" if bf16 else "mixed_float16"
 
 
-def use_mixed_precision(setting: str | bool) -> bool:
-    """Whether to train in mixed precision (:func:`mixed_policy` is not None)."""
-    return mixed_policy(setting) is not None
-
-
 @contextmanager
 def precision_policy(policy: str | bool | None) -> Iterator[None]:
     """Run the block under the global ``policy`` (``"mixed_bfloat16"``/``"mixed_float16"``; True
