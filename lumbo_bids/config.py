@@ -9,9 +9,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from . import __version__
+from . import __version__, options
 from .errors import ExitCode, LumboError, MissingInputError, OutputError, UsageError
-from .model import options
 
 LEVELS = ("participant", "group")
 

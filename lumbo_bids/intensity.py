@@ -6,7 +6,7 @@ Three methods, named in a model's plan (``preprocessing.intensity.method``) and 
 * ``robust`` (the shipped models): clip the image's own foreground to its 0.5-99.5
   percentiles, then z-score. It learns nothing from training images, so it cannot misplace
   an unseen sequence's histogram the way landmarks learned on other images do; the network is
-  trained for it on intensity-randomised images (:mod:`lumbo_bids.model.augment`).
+  trained for it on intensity-randomised images (:mod:`lumbo_bids.training.augment`).
 * ``nyul``: the deepseg_sc recipe below, kept for models trained with it.
 * ``percentile``: foreground 1-99 percentiles to 0-1, then z-score.
 

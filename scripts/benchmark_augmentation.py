@@ -3,9 +3,9 @@
 
 Issue 16 asked to measure ``batchgenerators`` (nnU-Net's numpy augmentation) inside the tf.data
 stream before adopting it. This script times, on 48^3 patches of synthetic lumbar images
-(:mod:`lumbo_bids.model.synth`), per patch and through ``tf.data`` (batches of 4, prefetch):
+(:mod:`lumbo_bids.training.synth`), per patch and through ``tf.data`` (batches of 4, prefetch):
 
-* ``lumbo_bids``: :func:`lumbo_bids.model.augment.augment_pair` with the shipped recipe's settings
+* ``lumbo_bids``: :func:`lumbo_bids.training.augment.augment_pair` with the shipped recipe's settings
   (flip, rotation/scaling, elastic, intensity, and the domain randomisation: LUT, inversion,
   thick slices, ringing, ghosting, bias, Rician noise, gamma);
 * ``batchgenerators``: nnU-Net's default 3D chain (spatial with elastic/rotation/scale, noise,
@@ -37,7 +37,7 @@ PATCH = (48, 48, 48)
 
 def source_patches(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """``n`` (image, cord mask) 48^3 patches of synthetic lumbar images."""
-    from lumbo_bids.model.synth import CORD, lumbar_phantom, synthesise
+    from lumbo_bids.training.synth import CORD, lumbar_phantom, synthesise
 
     rng = np.random.default_rng(seed)
     out = []
@@ -51,7 +51,7 @@ def source_patches(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def ours(seed: int):
-    from lumbo_bids.model.augment import AugmentConfig, augment_pair
+    from lumbo_bids.training.augment import AugmentConfig, augment_pair
 
     cfg = AugmentConfig.domain_randomised(1.0, 1.0)
     rng = np.random.default_rng(seed)

@@ -35,7 +35,7 @@ def conv_flops(model, patch) -> float:
     member, for an ensemble)."""
     import keras
 
-    from lumbo_bids.model.ensemble import members_of
+    from lumbo_bids.model.network import members_of
 
     nets = members_of(model)
     if nets != [model]:

@@ -4,7 +4,7 @@
 Measures, on the example dataset preprocessed as the group level does:
   1. the input pipeline alone (``patch_dataset`` with augmentation, by ``--loader``: tf.data, or
      the backend-neutral PyDataset loader of JAX and PyTorch),
-  2. full training steps (``Model.fit`` through :func:`lumbo_bids.model.training.train`),
+  2. full training steps (``Model.fit`` through :func:`lumbo_bids.training.trainer.train`),
 for the shipped architecture; prints a table and peak RSS.
 
 Usage::
@@ -49,13 +49,13 @@ def main(argv=None) -> int:
 
     import keras
 
-    from lumbo_bids.model.augment import AugmentConfig
-    from lumbo_bids.model.dataset import patch_dataset
-    from lumbo_bids.model.devices import select_strategy
-    from lumbo_bids.model.finetune import learn_intensity, standardise_cases
     from lumbo_bids.model.network import build_unet3d
-    from lumbo_bids.model.training import TrainConfig, train
     from lumbo_bids.model.unet_config import UNet3DConfig
+    from lumbo_bids.training.augment import AugmentConfig
+    from lumbo_bids.training.dataset import patch_dataset
+    from lumbo_bids.training.devices import select_strategy
+    from lumbo_bids.training.finetune import learn_intensity, standardise_cases
+    from lumbo_bids.training.trainer import TrainConfig, train
 
     base = _base_model_script()
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fine-tuning throughput on this machine's GPU (or CPU), on any Keras 3 backend, without the BIDS stack.
 
-The group level's fine-tuning of the shipped model (:func:`lumbo_bids.model.finetune.fine_tune`,
+The group level's fine-tuning of the shipped model (:func:`lumbo_bids.training.finetune.fine_tune`,
 the group recipe: batches of 4 patches of 48^3, augmentation on, the model's own intensity plan)
 on the bundled example data's masked images, for ``--epochs`` epochs of ``--steps`` batches, with
 a subject-wise validation split. The images are preprocessed here as the participant level does
@@ -49,8 +49,8 @@ def masked_images(bids: Path, subjects: list[str] | None) -> list[tuple[str, str
 
 def prepare(images, out: Path) -> list:
     """The participant level's preprocessing of each image (centerline from its mask) as RawCases."""
-    from lumbo_bids.model.finetune import RawCase
     from lumbo_bids.preprocess import Preprocessor
+    from lumbo_bids.training.finetune import RawCase
 
     out.mkdir(parents=True, exist_ok=True)
     cases = []
@@ -122,10 +122,10 @@ def main(argv=None) -> int:
         parser.error("--epochs must be >= 2 (the first one compiles and is not timed)")
 
     from lumbo_bids.model.artifact import load_artifact
-    from lumbo_bids.model.devices import select_strategy
-    from lumbo_bids.model.finetune import evaluate_cases, fine_tune
     from lumbo_bids.model.selection import SHIPPED_SEGMENTATION
-    from lumbo_bids.model.training import TrainConfig
+    from lumbo_bids.training.devices import select_strategy
+    from lumbo_bids.training.finetune import evaluate_cases, fine_tune
+    from lumbo_bids.training.trainer import TrainConfig
 
     started = time.perf_counter()
     images = masked_images(args.bids, args.subjects)

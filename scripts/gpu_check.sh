@@ -39,7 +39,7 @@ if ! "$PYTHON" -c "import keras, nibabel" >/dev/null 2>&1 && ls "$WHEELS"/*.whl 
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export KERAS_BACKEND=${GPU_CHECK_BACKEND:-jax} PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-HAS_GPU=$("$PYTHON" -c "from lumbo_bids.model.devices import accelerators; print(len(accelerators()))" 2>/dev/null || echo 0)
+HAS_GPU=$("$PYTHON" -c "from lumbo_bids.training.devices import accelerators; print(len(accelerators()))" 2>/dev/null || echo 0)
 GPU_JSON=""
 if [ "$HAS_GPU" -gt 0 ]; then
   echo "[gpu_check] $KERAS_BACKEND on $HAS_GPU GPU(s)"

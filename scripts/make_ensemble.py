@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Join segmentation models trained by one recipe with different seeds into one ensemble artifact.
 
-The ensemble (:mod:`lumbo_bids.model.ensemble`) averages its members' probabilities; every part of
+The ensemble (:mod:`lumbo_bids.model.architectures`) averages its members' probabilities; every part of
 the app takes it like a single network (``participant --model``, ``group --init-model``). Its model
 card keeps each member's card (training command, seed, time) and checksum, and the command that
 joined them, so the recipe stays reproducible: train the members with
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     from lumbo_bids.errors import LumboError
-    from lumbo_bids.model.ensemble import ensemble_artifact
+    from lumbo_bids.training.ensembles import ensemble_artifact
 
     if args.overlap is not None and not 0.0 <= args.overlap < 1.0:
         parser.error(f"--overlap must be in [0, 1), got {args.overlap}")

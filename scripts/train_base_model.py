@@ -2,7 +2,7 @@
 """Reproduce the base models that ship in ``lumbo_bids/data/models``.
 
 Two artifacts, both trained from scratch with the group level's own training code
-(:func:`lumbo_bids.model.training.train`). The segmentation model is trained on **synthetic
+(:func:`lumbo_bids.training.trainer.train`). The segmentation model is trained on **synthetic
 images only**, drawn from label maps (the bundled ``examples/label-maps-spinegeneric``, cord +
 CSF masks of 10 subjects, and procedural lumbar phantoms); the real images with manual masks
 of a BIDS dataset (the bundled ``examples/ds-spine-mini``; ``sub-sctLumbar`` has none and stays
@@ -13,8 +13,8 @@ held-out figure. The localiser is trained on those real images:
   16 to 8 so that it trains on a 2-core CPU) on 48^3 patches of the per-slice 64x64 crops
   around the manual-mask centerline at 0.5 mm; intensities standardised by the robust
   per-image z-score, patches domain-randomised (contrast, resolution, artefacts:
-  :mod:`lumbo_bids.model.augment`), label maps turned into new synthetic images every draw
-  (:mod:`lumbo_bids.model.synth`; ``--dorsal-roots 0.5``: half of the lumbar phantoms with
+  :mod:`lumbo_bids.training.augment`), label maps turned into new synthetic images every draw
+  (:mod:`lumbo_bids.training.synth`; ``--dorsal-roots 0.5``: half of the lumbar phantoms with
   their nerve roots in a dorsal bundle). The shipped ``cord_seg`` is a seed ensemble: this
   recipe run with ``--seed 42``, ``43`` and ``44``, joined by ``scripts/make_ensemble.py``
   (the mean of the three networks' probabilities; see its docstring).
@@ -57,9 +57,9 @@ sys.path.insert(0, str(REPO))
 from lumbo_bids import __version__  # noqa: E402
 from lumbo_bids.model import options  # noqa: E402
 from lumbo_bids.model.localise import LOCALISER_INTENSITY as INTENSITY  # noqa: E402  (one plan for both models)
-from lumbo_bids.model.localiser_tuning import LOCALISER_PATCH, LOCALISER_RESOLUTION  # noqa: E402
 from lumbo_bids.model.predictor import DEFAULT_INFERENCE  # noqa: E402
 from lumbo_bids.model.unet_config import SLICE_CONTEXTS  # noqa: E402
+from lumbo_bids.training.localiser_tuning import LOCALISER_PATCH, LOCALISER_RESOLUTION  # noqa: E402
 
 LOGGER = logging.getLogger("lumbo_bids.base_model")
 RESOLUTION = 0.5
@@ -91,7 +91,7 @@ def label_map_cases(label_dir: Path, out_dir: Path) -> list:
 
     Each pair is reoriented, resampled to 0.5 mm (linear, then thresholded: smooth shapes
     between thick slices), cropped around its cord centerline like a real image, and turned
-    into a label map (:func:`lumbo_bids.model.synth.derive_labels`).
+    into a label map (:func:`lumbo_bids.training.synth.derive_labels`).
     """
     from lumbo_bids.centerline import centerline_from_mask
     from lumbo_bids.geometry import (
@@ -103,8 +103,8 @@ def label_map_cases(label_dir: Path, out_dir: Path) -> list:
         resample_mask_to_grid,
         resampled_grid,
     )
-    from lumbo_bids.model.cases import TrainingCase
-    from lumbo_bids.model.synth import derive_labels
+    from lumbo_bids.training.cases import TrainingCase
+    from lumbo_bids.training.synth import derive_labels
     from lumbo_bids.utils.images import read_volume
 
     cases = []
@@ -141,12 +141,12 @@ def phantom_cases(
 ) -> list:
     """``n`` procedural lumbar label maps, 120 mm long crops at 0.5 mm, as synthetic cases.
 
-    ``model``: ``"tube"`` (:func:`lumbo_bids.model.synth.lumbar_phantom`: a tube that tapers to a
+    ``model``: ``"tube"`` (:func:`lumbo_bids.training.synth.lumbar_phantom`: a tube that tapers to a
     conus among roots, a share ``dorsal_roots`` of them in a dorsal bundle) or ``"conus"``
-    (:func:`lumbo_bids.model.synth.conus_phantom`: enlargement, conus taper, filum, roots leaving
+    (:func:`lumbo_bids.training.synth.conus_phantom`: enlargement, conus taper, filum, roots leaving
     the cord beside the conus)."""
-    from lumbo_bids.model import synth
-    from lumbo_bids.model.cases import TrainingCase
+    from lumbo_bids.training import synth
+    from lumbo_bids.training.cases import TrainingCase
 
     draw = getattr(synth, PHANTOM_MODELS[model])
     if roots and model != "conus":
@@ -169,11 +169,11 @@ def prepare_case(anat, out_dir: Path):
 
     Returns the segmentation case (cropped stacks, raw intensities) and the localiser case
     (whole field of view at 1 mm in-plane, normalised as the localiser expects:
-    :func:`lumbo_bids.model.localiser_tuning.prepare_localiser_case`, the group level's code).
+    :func:`lumbo_bids.training.localiser_tuning.prepare_localiser_case`, the group level's code).
     """
-    from lumbo_bids.model.finetune import RawCase
-    from lumbo_bids.model.localiser_tuning import prepare_localiser_case
     from lumbo_bids.preprocess import Preprocessor
+    from lumbo_bids.training.finetune import RawCase
+    from lumbo_bids.training.localiser_tuning import prepare_localiser_case
     from lumbo_bids.utils.images import read_volume
 
     data, affine, _ = read_volume(anat.path)
@@ -194,10 +194,10 @@ def train_segmentation(train_raw, val_raw, args, run_dir: Path, synthetic=()):
 
     The best epoch is chosen on ``val_raw``: pass the training images themselves for a run whose
     held-out images must stay unseen."""
-    from lumbo_bids.model.finetune import fine_tune
     from lumbo_bids.model.network import build_unet3d
-    from lumbo_bids.model.training import TrainConfig
     from lumbo_bids.model.unet_config import UNet3DConfig
+    from lumbo_bids.training.finetune import fine_tune
+    from lumbo_bids.training.trainer import TrainConfig
 
     arch = UNet3DConfig(base_filters=args.base_filters, slice_context=args.slice_context, patch_size=PATCH_SIZE)
     cfg = TrainConfig(
@@ -233,7 +233,7 @@ def _initialised(build, init_model: Path, member: int):
     """``build`` with the weights of ``init_model`` (a segmentation artifact of the same network,
     or member ``member`` of an ensemble of them): training continues from that network."""
     from lumbo_bids.model.artifact import load_artifact
-    from lumbo_bids.model.ensemble import members_of
+    from lumbo_bids.model.network import members_of
 
     source = load_artifact(init_model).build_model()
     members = members_of(source)
@@ -267,8 +267,8 @@ def init_model_card(init_model: Path, member: int) -> dict:
 
 def evaluate(tuned, cases, cfg) -> dict:
     """Dice of each case, segmented as the participant level does (plan, prediction, post-processing)."""
-    from lumbo_bids.model.finetune import evaluate_cases
     from lumbo_bids.model.predictor import InferencePlan
+    from lumbo_bids.training.finetune import evaluate_cases
 
     return evaluate_cases(tuned.result.model, cases, InferencePlan(cfg.patch_size, tuned.intensity))
 
@@ -311,10 +311,10 @@ def _validation_card(args, raw, subjects, dice: dict, loso: dict) -> dict:
 
 
 def train_localiser(cases, args, run_dir: Path):
-    from lumbo_bids.model.localiser_tuning import localiser_train_config
     from lumbo_bids.model.network import build_unet2d
-    from lumbo_bids.model.training import train
     from lumbo_bids.model.unet_config import UNet2DConfig
+    from lumbo_bids.training.localiser_tuning import localiser_train_config
+    from lumbo_bids.training.trainer import train
 
     arch = UNet2DConfig(base_filters=8, depth=2, dilation_layers=2, patch_size=LOCALISER_PATCH)
     cfg = localiser_train_config(
@@ -395,7 +395,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
     from lumbo_bids.model.artifact import save_artifact
-    from lumbo_bids.model.finetune import model_card
+    from lumbo_bids.training.finetune import model_card
 
     anats = masked_images(args.bids)
     data_dir = args.work / "cases"
@@ -460,7 +460,7 @@ def main(argv=None) -> int:
     )
     dataset["synthetic_phantoms"] = {
         "count": len(phantoms),
-        "generator": f"lumbo_bids.model.synth.{PHANTOM_MODELS[args.phantom_model]}",
+        "generator": f"lumbo_bids.training.synth.{PHANTOM_MODELS[args.phantom_model]}",
         "dorsal_roots": args.dorsal_roots,
         "seed": args.seed,
     }

@@ -11,9 +11,9 @@ import pytest
 from conftest import DS_SPINE_MINI, LABELS
 
 from lumbo_bids.accepted import ACCEPTED, MANUAL, accepted_images, label_source
-from lumbo_bids.cli.group import check_group_inputs, select_images
 from lumbo_bids.derivatives import atomic_write_json, image_output_path
 from lumbo_bids.errors import ExitCode, LumboError
+from lumbo_bids.group.inputs import check_group_inputs, select_images
 from lumbo_bids.utils.bids import build_layout, collect_anat, select_subjects
 
 MODEL = "sha256:" + "a" * 64

@@ -1,4 +1,4 @@
-"""Random augmentation of image/mask pairs (lumbo_bids.model.augment)."""
+"""Random augmentation of image/mask pairs (lumbo_bids.training.augment)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from lumbo_bids.model.augment import AugmentConfig, augment_pair
+from lumbo_bids.training.augment import AugmentConfig, augment_pair
 
 EVERYTHING = AugmentConfig(p_flip=1.0, p_spatial=1.0, p_elastic=1.0, p_intensity=1.0, p_gamma=1.0, p_noise=1.0)
 

@@ -141,7 +141,7 @@ def test_unwritable_output_is_73(ds_spine_mini, tmp_path):
     ],
 )
 def test_crash_summary_gives_the_message_and_its_exit_code(tmp_path, error, code):
-    from lumbo_bids.cli.participant import summarise_crash
+    from lumbo_bids.participant import summarise_crash
 
     crash = tmp_path / "crash-20250101-000000-user-ds_mask-x.txt"
     crash.write_text(f"Node: lumbo_bids_wf.sub_01_wf.ds_mask\nTraceback:\n\tTraceback (most recent call last):\n\t{error}\n")

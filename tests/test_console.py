@@ -17,8 +17,8 @@ import pytest
 from conftest import REPO
 
 from lumbo_bids.cli import console
-from lumbo_bids.cli.participant import image_summary
-from lumbo_bids.cli.progress import ImageProgress, epoch_line, training_outcome
+from lumbo_bids.engine.progress import ImageProgress, epoch_line, training_outcome
+from lumbo_bids.participant import image_summary
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # anything but text, tab and newline
 TF_NOTICE = re.compile(r"absl::InitializeLog|port\.cc|cpu_feature_guard|oneDNN")
@@ -206,7 +206,7 @@ def test_epoch_line_marks_the_best_epoch():
 
 def test_after_a_resume_best_means_best_of_the_whole_run(restore_logging, caplog):
     """The first epoch after ``--resume`` is "(best)" only when it beats the epochs kept before it."""
-    from lumbo_bids.cli.progress import epoch_progress
+    from lumbo_bids.engine.progress import epoch_progress
 
     progress = epoch_progress(30, 25)
     progress.resume_best(0.9)  # what train() says of the kept epochs

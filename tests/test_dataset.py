@@ -1,4 +1,4 @@
-"""Streams of training patches (lumbo_bids.model.dataset): tf.data and the backend-neutral PyDataset loader."""
+"""Streams of training patches (lumbo_bids.training.dataset): tf.data and the backend-neutral PyDataset loader."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import keras
 import numpy as np
 import pytest
 
-from lumbo_bids.model.augment import AugmentConfig
-from lumbo_bids.model.cases import TrainingCase
-from lumbo_bids.model.dataset import BatchStream, heatmap_slice_dataset, patch_dataset
-from lumbo_bids.model.streams import iter_heatmap_slices, iter_patches
+from lumbo_bids.training.augment import AugmentConfig
+from lumbo_bids.training.cases import TrainingCase
+from lumbo_bids.training.dataset import BatchStream, heatmap_slice_dataset, patch_dataset
+from lumbo_bids.training.streams import iter_heatmap_slices, iter_patches
 
 PATCH = (16, 16, 16)
 #: the loaders this backend has (tf.data only with TensorFlow)
@@ -244,9 +244,9 @@ def test_process_exits_with_a_live_iterator(tmp_path, cases):
     script = """
 import itertools, sys
 from pathlib import Path
-from lumbo_bids.model.augment import AugmentConfig
-from lumbo_bids.model.cases import TrainingCase
-from lumbo_bids.model.dataset import patch_dataset
+from lumbo_bids.training.augment import AugmentConfig
+from lumbo_bids.training.cases import TrainingCase
+from lumbo_bids.training.dataset import patch_dataset
 cases = [TrainingCase("s", c.stem, c, Path(str(c).replace("_image", "_mask"))) for c in map(Path, sys.argv[1:])]
 it = iter(patch_dataset(cases, (32, 32, 32), batch_size=2, augment=AugmentConfig(), seed=0))
 for _ in range(3):

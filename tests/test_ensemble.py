@@ -1,4 +1,4 @@
-"""Seed ensembles (lumbo_bids.model.ensemble): one artifact, the mean of its members' probabilities."""
+"""Seed ensembles (lumbo_bids.model.architectures, lumbo_bids.training.ensembles): one artifact, the mean of its members' probabilities."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import keras
 import numpy as np
 import pytest
 
+from lumbo_bids.model.architectures import build_ensemble
 from lumbo_bids.model.artifact import ArtifactError, load_artifact, save_artifact
-from lumbo_bids.model.ensemble import build_ensemble, ensemble_artifact, members_of
-from lumbo_bids.model.network import build_unet3d, freeze_depth
+from lumbo_bids.model.network import build_unet3d, freeze_depth, members_of
 from lumbo_bids.model.predictor import Predictor
-from lumbo_bids.model.training import TrainConfig, train
 from lumbo_bids.model.unet_config import UNet3DConfig
+from lumbo_bids.training.ensembles import ensemble_artifact
+from lumbo_bids.training.trainer import TrainConfig, train
 
 TINY = {"base_filters": 2, "depth": 2, "patch_size": [16, 16, 16]}
 
@@ -108,7 +109,7 @@ def test_freezing_an_ensemble_freezes_every_members_encoder():
 
 
 def test_an_ensemble_fine_tunes_like_a_single_network(tmp_path):
-    from lumbo_bids.model.cases import TrainingCase
+    from lumbo_bids.training.cases import TrainingCase
 
     image, mask = _tube()
     cases = []

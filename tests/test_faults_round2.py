@@ -123,7 +123,7 @@ def test_ratings_row_rated_fail_that_matches_no_image_is_64(case):
 def test_ratings_rows_that_match_no_image_are_warned_one_line_each(tmp_path, caplog, ds_spine_mini):
     from types import SimpleNamespace
 
-    from lumbo_bids.cli.group import check_ratings
+    from lumbo_bids.group.inputs import check_ratings
 
     ratings = tmp_path / "ratings.tsv"
     ratings.write_text(

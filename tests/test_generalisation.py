@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lumbo_bids.intensity import apply_intensity, robust_standardise
-from lumbo_bids.model.augment import (
+from lumbo_bids.training.augment import (
     AugmentConfig,
     augment_pair,
     bias_field,
@@ -20,9 +20,9 @@ from lumbo_bids.model.augment import (
     random_lut,
     simulate_resolution,
 )
-from lumbo_bids.model.cases import TrainingCase
-from lumbo_bids.model.streams import iter_patches
-from lumbo_bids.model.synth import BONE, CORD, CSF, OUTER, ROOTS, SHELL, derive_labels, lumbar_phantom, synthesise
+from lumbo_bids.training.cases import TrainingCase
+from lumbo_bids.training.streams import iter_patches
+from lumbo_bids.training.synth import BONE, CORD, CSF, OUTER, ROOTS, SHELL, derive_labels, lumbar_phantom, synthesise
 
 LABEL_MAPS = Path(__file__).resolve().parents[1] / "examples" / "label-maps-spinegeneric"
 
@@ -245,7 +245,7 @@ def test_bundled_label_maps_become_synthetic_cases(tmp_path):
 
 
 def test_fine_tuning_keeps_a_robust_plan_and_learns_nyul_landmarks_otherwise(tmp_path):
-    from lumbo_bids.model.finetune import RawCase, learn_intensity
+    from lumbo_bids.training.finetune import RawCase, learn_intensity
 
     rng = np.random.default_rng(0)
     cases = []

@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import pytest
 from conftest import DS_SPINE_MINI, LABELS
 
-from lumbo_bids.cli.group import select_images, write_annotation_outputs
 from lumbo_bids.errors import LumboError
+from lumbo_bids.group.inputs import select_images
+from lumbo_bids.group.study import write_annotation_outputs
 from lumbo_bids.ratings import format_ratings
 from lumbo_bids.utils.bids import build_layout, collect_anat, select_subjects
 

@@ -110,7 +110,7 @@ def test_input_check_warns_of_a_partial_mask(tmp_path):
 
 
 def test_group_level_leaves_partial_masks_out_with_one_line_each(tmp_path, caplog):
-    from lumbo_bids.cli.group import select_images
+    from lumbo_bids.group.inputs import select_images
 
     anats = []
     for name, mask in (("01", tube(9)), ("02", tube(9)), ("03", np.where(np.arange(9) == 4, tube(9), 0))):

@@ -15,7 +15,6 @@ from conftest import DS_SPINE_MINI, LABELS
 
 from lumbo_bids.centerline_error import centerline_error
 from lumbo_bids.errors import LumboError
-from lumbo_bids.model.learning_curve import CurvePoint, curve_sizes, curve_subsets, curve_table, run_learning_curve
 from lumbo_bids.model.selection import (
     SHIPPED_LOCALISER,
     SHIPPED_SEGMENTATION,
@@ -23,6 +22,7 @@ from lumbo_bids.model.selection import (
     choose_models,
     read_segmentation_model,
 )
+from lumbo_bids.training.learning_curve import CurvePoint, curve_sizes, curve_subsets, curve_table, run_learning_curve
 
 
 def test_centerline_error_of_a_shifted_line_is_the_shift_in_mm():
@@ -132,7 +132,7 @@ def test_shipped_localiser_centerline_error_on_a_real_image(tmp_path):
     """Real-data check: the localiser case of sub-unf01's T2w (1 mm, whole field of view) and the
     shipped localiser's centerline within a few mm of the manual mask's on every slice with cord."""
     from lumbo_bids.model.artifact import load_artifact
-    from lumbo_bids.model.localiser_tuning import centerline_errors, prepare_localiser_case
+    from lumbo_bids.training.localiser_tuning import centerline_errors, prepare_localiser_case
     from lumbo_bids.utils.images import read_volume
 
     image = DS_SPINE_MINI / "sub-unf01" / "anat" / "sub-unf01_T2w.nii.gz"

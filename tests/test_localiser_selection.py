@@ -1,12 +1,12 @@
 """The group level keeps a fine-tuned localiser only when it is no worse than where it started
-(lumbo_bids.cli.localiser.select_localiser): on the validation images, its centerline error."""
+(lumbo_bids.group.localiser.select_localiser): on the validation images, its centerline error."""
 
 from __future__ import annotations
 
 import logging
 from types import SimpleNamespace
 
-from lumbo_bids.cli.localiser import localiser_got_worse, select_localiser
+from lumbo_bids.group.localiser import localiser_got_worse, select_localiser
 
 
 def _tuned(before: dict, after: dict):
@@ -43,7 +43,7 @@ def test_a_localiser_that_loses_the_cord_is_not_kept():
 
 
 def test_the_card_records_a_localiser_that_was_not_kept():
-    from lumbo_bids.cli.localiser import localiser_card
+    from lumbo_bids.group.localiser import localiser_card
 
     run = _tuned({"a": _e(0.7, 3.3)}, {"a": _e(0.9, 4.7)})
     run.init = SimpleNamespace(path="shipped", manifest={"name": "loc"}, checksum="abc")

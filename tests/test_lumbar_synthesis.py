@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lumbo_bids.model.augment import THICK_AXES, AugmentConfig, augment_pair, box_kernel, simulate_resolution
-from lumbo_bids.model.synth import CORD, CSF, ROOTS, conus_phantom, grey_matter_core, synthesise
-from lumbo_bids.model.training import TrainConfig
+from lumbo_bids.training.augment import THICK_AXES, AugmentConfig, augment_pair, box_kernel, simulate_resolution
+from lumbo_bids.training.synth import CORD, CSF, ROOTS, conus_phantom, grey_matter_core, synthesise
+from lumbo_bids.training.trainer import TrainConfig
 
 SHAPE = (64, 64, 240)
 MM = 2  # voxels per mm at 0.5 mm

@@ -1,4 +1,4 @@
-"""Patch sampling and extraction (lumbo_bids.model.patches)."""
+"""Patch sampling and extraction (lumbo_bids.training.patches)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lumbo_bids.model import patches
-from lumbo_bids.model.patches import (
+from lumbo_bids.training import patches
+from lumbo_bids.training.patches import (
     cord_slices,
     extract_patch,
     extract_patch_2d,

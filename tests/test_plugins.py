@@ -11,9 +11,9 @@ import pytest
 from nipype.interfaces.utility import Function
 from nipype.pipeline import engine as pe
 
-from lumbo_bids.cli import interrupt
-from lumbo_bids.cli.participant import run_workflow
-from lumbo_bids.cli.plugins import SafeMultiProcPlugin
+from lumbo_bids.engine import interrupt
+from lumbo_bids.engine.plugins import SafeMultiProcPlugin
+from lumbo_bids.engine.runner import run_workflow
 
 CONFIG = SimpleNamespace(nprocs=2, mem_gb=None)
 

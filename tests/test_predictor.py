@@ -11,10 +11,10 @@ from conftest import IMAGE_MASK_PAIRS
 
 from lumbo_bids.metrics import dice
 from lumbo_bids.model.artifact import load_artifact
-from lumbo_bids.model.finetune import RawCase, evaluate_cases
 from lumbo_bids.model.predictor import InferencePlan, Predictor
 from lumbo_bids.model.selection import SHIPPED_SEGMENTATION
 from lumbo_bids.preprocess import Preprocessor
+from lumbo_bids.training.finetune import RawCase, evaluate_cases
 from lumbo_bids.utils.images import read_volume
 
 

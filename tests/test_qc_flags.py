@@ -271,8 +271,8 @@ def test_every_image_gets_a_qc_node_wired_to_its_mask_sidecar(ds_spine_mini, tmp
 def test_the_done_line_shows_the_raised_flags(tmp_path, flags, shown):
     from types import SimpleNamespace
 
-    from lumbo_bids.cli.participant import image_summary
     from lumbo_bids.derivatives import image_output_path
+    from lumbo_bids.participant import image_summary
     from lumbo_bids.utils.bids import AnatInput
 
     anat = AnatInput(Path("sub-01_T2w.nii.gz"), "01", None, "T2w", None, {"subject": "01"})

@@ -13,7 +13,7 @@ import pytest
 from conftest import DS_SPINE_MINI, REPO
 
 from lumbo_bids.errors import LumboError
-from lumbo_bids.model.search import SearchSpec, load_search_spec, run_search_local, subject_folds
+from lumbo_bids.training.search import SearchSpec, load_search_spec, run_search_local, subject_folds
 
 RUN = [sys.executable, str(REPO / "run.py")]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -1,4 +1,4 @@
-"""Losses, the Dice metric and the training loop (lumbo_bids.model.losses / training)."""
+"""Losses, the Dice metric and the training loop (lumbo_bids.training.losses / training)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import keras
 import numpy as np
 import pytest
 
-from lumbo_bids.model import training
-from lumbo_bids.model.cases import TrainingCase
-from lumbo_bids.model.devices import accelerators, mixed_policy, select_strategy
-from lumbo_bids.model.history import read_metrics
-from lumbo_bids.model.losses import DiceMetric, dice_bce_loss, dice_loss, get_loss
-from lumbo_bids.model.training import TrainConfig, TrainResult, train
-from lumbo_bids.model.training_curves import plot_history
+from lumbo_bids.training import trainer as training
+from lumbo_bids.training.cases import TrainingCase
+from lumbo_bids.training.curves import plot_history
+from lumbo_bids.training.devices import accelerators, mixed_policy, select_strategy
+from lumbo_bids.training.history import read_metrics
+from lumbo_bids.training.losses import DiceMetric, dice_bce_loss, dice_loss, get_loss
+from lumbo_bids.training.trainer import TrainConfig, TrainResult, train
 
 PATCH = (16, 16, 16)
 
@@ -90,7 +90,7 @@ def test_train_config_round_trip_and_validation():
 
 
 def test_select_strategy_matches_the_devices(caplog):
-    from lumbo_bids.model import devices
+    from lumbo_bids.training import devices
 
     devices._SAID.discard("no GPU")  # as in a new process
     with caplog.at_level(logging.WARNING, logger="lumbo_bids.training"):
@@ -119,7 +119,7 @@ def test_select_strategy_matches_the_devices(caplog):
 
 def test_mixed_precision_policy_follows_the_gpus(monkeypatch):
     """bf16 where every GPU computes it natively (compute capability 8.0+), else float16; none on CPU."""
-    from lumbo_bids.model import devices
+    from lumbo_bids.training import devices
 
     for gpus, auto in (
         ([], None),
@@ -317,8 +317,8 @@ def test_localiser_training_on_heatmap_windows(tmp_path):
 
 def test_evaluate_cases_follows_the_models_inference_settings(tmp_path):
     """Validation Dice is computed the participant level's way: the manifest's threshold matters."""
-    from lumbo_bids.model.finetune import RawCase, evaluate_cases
     from lumbo_bids.model.predictor import InferencePlan
+    from lumbo_bids.training.finetune import RawCase, evaluate_cases
 
     shape = (32, 32, 24)
     xx, yy = np.meshgrid(np.arange(32) - 15.5, np.arange(32) - 15.5, indexing="ij")
@@ -339,7 +339,7 @@ def test_evaluate_cases_follows_the_models_inference_settings(tmp_path):
 
 def test_group_metrics_carry_the_whole_image_dice_before_and_after(tmp_path):
     """The starting point (before fine-tuning) is a row of its own; the kept epoch gets the after."""
-    from lumbo_bids.model.history import with_image_dice
+    from lumbo_bids.training.history import with_image_dice
 
     tsv = tmp_path / "metrics.tsv"
     tsv.write_text("epoch\tdice\tloss\tval_dice\n0\t0.5\t0.9\t0.6\n1\t0.7\t0.5\t0.8\n2\t0.8\t0.4\t0.7\n")

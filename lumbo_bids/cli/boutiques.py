@@ -33,14 +33,14 @@ _WRITTEN = {"output_dir", "work_dir", "bids_database_dir"}
 
 def _kind(action: argparse.Action) -> dict:
     """Boutiques ``type`` (and ``integer``) of an argument."""
-    from . import parser as p
+    from . import arg_types as p
 
     if action.nargs == 0:
         return {"type": "Flag"}
-    if action.type is p._path or action.dest in _WRITTEN:
+    if action.type is p.path or action.dest in _WRITTEN:
         return {"type": "String" if action.dest in _WRITTEN else "File"}
-    integers = (p._positive_int, p._non_negative_int)
-    numbers = (p._positive_float, p._fraction, p._overlap, p._unit)
+    integers = (p.positive_int, p.non_negative_int)
+    numbers = (p.positive_float, p.fraction, p.overlap, p.unit)
     if action.type in integers or action.type in numbers:
         return {"type": "Number", "integer": action.type in integers}
     return {"type": "String"}

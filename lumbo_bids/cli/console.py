@@ -20,9 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..engine.status import STATUS, set_sink  # noqa: F401  (STATUS: re-exported for callers of console)
+
 LOGGER = logging.getLogger("lumbo_bids")
-#: ``extra=`` of a record that is progress: on a terminal it replaces the status line
-STATUS = {"status": True}
 _FORMAT = "%(asctime)s [%(name)s] %(levelname)s: %(message)s"
 _DATEFMT = "%y%m%d-%H:%M:%S"
 _CLEAR = "\r\x1b[K"  # back to the line's start, erase it (terminals only)
@@ -131,6 +131,7 @@ def setup(verbosity: int, stream=None) -> ConsoleHandler:
     buffer = logging.handlers.MemoryHandler(capacity=10_000, flushLevel=logging.CRITICAL + 1)
     root.addHandler(console)
     root.addHandler(buffer)
+    set_sink(console.set_status)  # the engine's status line (lumbo_bids.engine.status)
     root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
     LOGGER.setLevel(logging.DEBUG)
     logging.captureWarnings(True)  # "file:line: RuntimeWarning: ..." and its source line, off stderr

@@ -7,14 +7,23 @@ fMRIPrep/MRIQC: both dash and underscore spellings of the classic flags are acce
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
-from pathlib import Path
 
-from .. import __version__
+from .. import __version__, options
 from ..errors import ExitCode
-from ..model import options
+from .arg_types import (
+    LOSSES,
+    fraction,
+    label,
+    memory_gb,
+    non_negative_int,
+    overlap,
+    path,
+    positive_float,
+    positive_int,
+    unit,
+)
 
 DEFAULT_CONTRASTS = ("T2w", "T1w", "T2starw")
 
@@ -61,106 +70,6 @@ class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _number(value: str, kind: type = float):
-    """``value`` as a finite ``kind`` (int or float), or an argparse type error."""
-    noun = "an integer" if kind is int else "a number"
-    fractional = kind is int and isinstance(value, float) and not value.is_integer()
-    if isinstance(value, bool) or fractional:  # JSON values of --config-file
-        raise argparse.ArgumentTypeError(f"expected {noun}, got {value!r}")
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected {noun}, got {value!r}") from None
-    if not math.isfinite(number):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
-    return number
-
-
-def _checked(kind: type, low: float | None, high: float | None, closed: tuple[bool, bool], what: str):
-    """An argparse ``type`` accepting ``kind`` values in the interval (``closed``: bounds included)."""
-
-    def convert(value: str):
-        number = _number(value, kind)
-        too_low = low is not None and (number < low if closed[0] else number <= low)
-        too_high = high is not None and (number > high if closed[1] else number >= high)
-        if too_low or too_high:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}")
-        return number
-
-    convert.__name__ = what  # argparse names the type in some messages
-    return convert
-
-
-_positive_int = _checked(int, 0, None, (False, False), "a positive integer")
-_non_negative_int = _checked(int, 0, 2**32 - 1, (True, True), "an integer in [0, 2**32)")
-_positive_float = _checked(float, 0, None, (False, False), "a positive number")
-_fraction = _checked(float, 0, 1, (False, False), "a fraction in (0, 1)")
-_overlap = _checked(float, 0, 1, (True, False), "a number in [0, 1)")
-_unit = _checked(float, 0, 1, (True, True), "a number in [0, 1]")
-
-
-LOSSES = options.CHOICES["loss"]
-FREEZE = options.CHOICES["freeze"]
-
-
-def _choice(*names: str):
-    def convert(value):
-        if value not in names:
-            raise argparse.ArgumentTypeError(f"expected one of {', '.join(names)}, got {value!r}")
-        return value
-
-    return convert
-
-
-def _patch_size(value) -> tuple[int, ...]:
-    if not (isinstance(value, list) and len(value) in (2, 3)):
-        raise argparse.ArgumentTypeError(f"expected a list of 2 or 3 positive integers, got {value!r}")
-    return tuple(_positive_int(v) for v in value)
-
-
-def _model_or_shipped(value) -> Path | None:
-    if not isinstance(value, str):
-        raise argparse.ArgumentTypeError(f"expected a path or 'shipped', got {value!r}")
-    return None if value == "shipped" else _path(value)
-
-
-#: settings a --config-file may hold: the option (dest) each stands for, checked as on the command line
-CONFIG_FILE_OPTIONS = {
-    "learning_rate": _positive_float, "epochs": _positive_int, "augmentation": _unit, "loss": _choice(*LOSSES),
-    "steps_per_epoch": _positive_int, "batch_size": _positive_int, "freeze": _choice(*FREEZE),
-    "patch_size": _patch_size, "init_model": _model_or_shipped,
-}  # fmt: skip
-
-
-def _memory_gb(value: str) -> float:
-    """Accept ``16``, ``16G``, ``16GB``, ``16000M``, ``16000MB`` -> GB."""
-    text = value.strip().upper().removesuffix("B")
-    scale = 1.0
-    if text.endswith("G"):
-        text = text[:-1]
-    elif text.endswith("M"):
-        text, scale = text[:-1], 1 / 1024
-    try:
-        gb = _positive_float(text) * scale
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected a positive memory size such as 8G or 8000M, got {value!r}") from None
-    if gb < options.MODEL_NODE_MEM_GB:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is below the {options.MODEL_NODE_MEM_GB:g}G that one step running a network (segment, "
-            f"localise: TensorFlow and the model) is budgeted; give at least {options.MODEL_NODE_MEM_GB:g}G, "
-            "or leave --mem out"
-        )
-    return gb
-
-
-def _path(value: str) -> Path:
-    return Path(value).expanduser().absolute()
-
-
-def _label(value: str) -> str:
-    return value.removeprefix("sub-")
-
-
 class _ExecSpecAction(argparse.Action):
     """``--bids-exec-spec``: print the Boutiques descriptor and exit 0 (as ``--version`` does)."""
 
@@ -188,10 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=_DefaultsHelpFormatter,
     )
-    parser.add_argument("bids_dir", type=_path, help="the root folder of a BIDS dataset (read only)")
+    parser.add_argument("bids_dir", type=path, help="the root folder of a BIDS dataset (read only)")
     parser.add_argument(
         "output_dir",
-        type=_path,
+        type=path,
         help="where derivatives are written (e.g. BIDS_DIR/../derivatives/lumbo_bids; never inside BIDS_DIR)",
     )
     parser.add_argument(
@@ -212,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--participant_label",
         dest="participant_label",
         nargs="+",
-        type=_label,
+        type=label,
         metavar="LABEL",
         help="one or more participant labels, with or without 'sub-' (default: all subjects)",
     )
@@ -229,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--bids-filter-file",
         "--bids_filter_file",
         dest="bids_filter_file",
-        type=_path,
+        type=path,
         metavar="FILE",
         help=(
             'JSON file of pybids queries per input, e.g. {"anat": {"suffix": ["T2w"]}} '
@@ -247,18 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
     g_bids.add_argument(
         "--bids-database-dir",
         dest="bids_database_dir",
-        type=_path,
+        type=path,
         metavar="DIR",
         help="persist (or reuse) the pybids index in this folder",
     )
     g_bids.add_argument(
         "--labels-dir",
         dest="labels_dir",
-        type=_path,
+        type=path,
         metavar="DIR",
         help=(
             "where manual cord masks live (default: BIDS_DIR/derivatives/labels; "
-            "sub-XX[/ses-YY]/anat/<source>_label-SC_seg.nii.gz or <source>_seg-manual.nii.gz)"
+            "sub-XX[/ses-YY]/anat/<source>label-SC_seg.nii.gz or <source>_seg-manual.nii.gz)"
         ),
     )
 
@@ -268,18 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--n_cpus",
         "--n-cpus",
         dest="nprocs",
-        type=_positive_int,
+        type=positive_int,
         help="maximum number of processes (default: all CPUs)",
     )
     g_perf.add_argument(
-        "--omp-nthreads", dest="omp_nthreads", type=_positive_int, help="maximum threads per process (default: nprocs)"
+        "--omp-nthreads", dest="omp_nthreads", type=positive_int, help="maximum threads per process (default: nprocs)"
     )
     g_perf.add_argument(
         "--mem",
         "--mem-gb",
         "--mem_gb",
         dest="mem_gb",
-        type=_memory_gb,
+        type=memory_gb,
         metavar="GB",
         help="memory limit for the workflow, e.g. 8G",
     )
@@ -287,20 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
     g_model = parser.add_argument_group("Segmentation model")
     g_model.add_argument(
         "--model",
-        type=_path,
+        type=path,
         metavar="PATH",
         help="model artifact (folder or archive) to segment with (default: the shipped base model)",
     )
     g_model.add_argument(
         "--sct-models",
         dest="sct_models",
-        type=_path,
+        type=path,
         metavar="DIR",
         help="folder with SCT deepseg_sc Keras-2 HDF5 models (e.g. t2_ctr.h5); its centerline models then localise the cord",
     )
     g_model.add_argument(
         "--resolution",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         metavar="MM",
         help="isotropic working resolution in mm (default: the model's, 0.5)",
@@ -308,14 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     g_model.add_argument(
         "--crop-size",
         dest="crop_size",
-        type=_positive_int,
+        type=positive_int,
         nargs=2,
         default=None,
         metavar=("X", "Y"),
         help="in-plane box around the centerline, in voxels (default: the model's, 64 64)",
     )
-    g_model.add_argument("--threshold", type=_fraction, default=None, help="probability threshold (default: the model's, 0.5)")
-    g_model.add_argument("--overlap", type=_overlap, default=None, help="sliding-window overlap in [0, 1) (default: the model's)")
+    g_model.add_argument("--threshold", type=fraction, default=None, help="probability threshold (default: the model's, 0.5)")
+    g_model.add_argument("--overlap", type=overlap, default=None, help="sliding-window overlap in [0, 1) (default: the model's)")
     g_model.add_argument("--tta", action="store_true", help="test-time flip augmentation")
     g_model.add_argument(
         "--save-probseg", dest="save_probseg", action="store_true", help="also write the soft probability map (_probseg)"
@@ -331,30 +240,30 @@ def build_parser() -> argparse.ArgumentParser:
     g_group.add_argument(
         "--init-model",
         dest="init_model",
-        type=_path,
+        type=path,
         metavar="PATH",
         help="model to start from (default: the shipped base model)",
     )
     g_group.add_argument(
         "--from-scratch", dest="from_scratch", action="store_true", help="random initialisation instead of --init-model"
     )
-    g_group.add_argument("--epochs", type=_positive_int, default=options.EPOCHS, help="training epochs")
+    g_group.add_argument("--epochs", type=positive_int, default=options.EPOCHS, help="training epochs")
     g_group.add_argument(
-        "--steps-per-epoch", dest="steps_per_epoch", type=_positive_int, default=options.STEPS_PER_EPOCH, help="batches per epoch"
+        "--steps-per-epoch", dest="steps_per_epoch", type=positive_int, default=options.STEPS_PER_EPOCH, help="batches per epoch"
     )
     g_group.add_argument(
-        "--batch-size", dest="batch_size", type=_positive_int, default=options.BATCH_SIZE, help="patches per batch"
+        "--batch-size", dest="batch_size", type=positive_int, default=options.BATCH_SIZE, help="patches per batch"
     )
     g_group.add_argument(
-        "--learning-rate", dest="learning_rate", type=_positive_float, default=options.LEARNING_RATE, help="Adam learning rate"
+        "--learning-rate", dest="learning_rate", type=positive_float, default=options.LEARNING_RATE, help="Adam learning rate"
     )
     g_group.add_argument("--loss", choices=LOSSES, default=options.LOSS, help="training loss")
     g_group.add_argument("--freeze-encoder", dest="freeze_encoder", action="store_true", help="train the decoder only")
-    g_group.add_argument("--patience", type=_positive_int, default=options.PATIENCE, help="early-stopping patience (epochs)")
+    g_group.add_argument("--patience", type=positive_int, default=options.PATIENCE, help="early-stopping patience (epochs)")
     g_group.add_argument(
         "--validation-fraction",
         dest="validation_fraction",
-        type=_fraction,
+        type=fraction,
         default=options.VALIDATION_FRACTION,
         help="fraction of subjects held out",
     )
@@ -362,31 +271,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--validation-subjects",
         dest="validation_subjects",
         nargs="+",
-        type=_label,
+        type=label,
         metavar="LABEL",
         help="explicit validation subjects",
     )
     g_group.add_argument(
-        "--augmentation", type=_unit, default=options.AUGMENTATION, metavar="STRENGTH", help="augmentation strength in [0, 1]"
+        "--augmentation", type=unit, default=options.AUGMENTATION, metavar="STRENGTH", help="augmentation strength in [0, 1]"
     )
     g_group.add_argument("--resume", action="store_true", help="resume an interrupted fine-tuning from its checkpoints")
     g_group.add_argument(
         "--config-file",
         dest="config_file",
-        type=_path,
+        type=path,
         metavar="JSON",
         help="fine-tuning settings (e.g. a search's best_config.json); options given on the command line win",
     )
     g_group.add_argument(
         "--search",
-        type=_path,
+        type=path,
         metavar="SPEC.json",
         help="parameter search with subject-wise k-fold cross-validation instead of one fine-tuning",
     )
     g_group.add_argument(
         "--qc-ratings",
         dest="qc_ratings",
-        type=_path,
+        type=path,
         metavar="FILE",
         help="ratings TSV exported from the study QC page (OUTPUT_DIR/qc/index.html): images rated 'fail' are left out of "
         "fine-tuning; images without a manual mask rated 'pass' are trained on with their automatic mask from OUTPUT_DIR",
@@ -420,14 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     g_group.add_argument(
         "--localiser-epochs",
         dest="localiser_epochs",
-        type=_positive_int,
+        type=positive_int,
         default=options.LOCALISER_EPOCHS,
         help="localiser fine-tuning epochs",
     )
     g_group.add_argument(
         "--localiser-steps",
         dest="localiser_steps",
-        type=_positive_int,
+        type=positive_int,
         default=options.LOCALISER_STEPS_PER_EPOCH,
         help="localiser batches (16 axial windows) per epoch",
     )
@@ -444,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-w",
         "--work-dir",
         dest="work_dir",
-        type=_path,
+        type=path,
         default=os.environ.get("LUMBO_BIDS_WORK_DIR", "work"),
         help="working directory, the cache (default: $LUMBO_BIDS_WORK_DIR or ./work)",
     )
@@ -455,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop-on-first-crash", dest="stop_on_first_crash", action="store_true", help="abort on the first failing node"
     )
     g_other.add_argument(
-        "--random-seed", dest="random_seed", type=_non_negative_int, default=42, help="seed for every random generator"
+        "--random-seed", dest="random_seed", type=non_negative_int, default=42, help="seed for every random generator"
     )
     g_other.add_argument("-v", "--verbose", dest="verbose_count", action="count", default=0, help="more output (-v, -vv)")
     return parser

@@ -56,7 +56,7 @@ def _error(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the BIDS App; returns (and, as a console script, exits with) a BEP027 code."""
-    from . import interrupt
+    from ..engine import interrupt
     from .parser import build_parser
 
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
@@ -113,7 +113,7 @@ def _apply_config_file(args, given: set[str]) -> None:
     import argparse
     import json
 
-    from .parser import CONFIG_FILE_OPTIONS
+    from .arg_types import CONFIG_FILE_OPTIONS
 
     if not getattr(args, "config_file", None):
         return
@@ -166,11 +166,11 @@ def _run_level(config, raw_description: dict, inputs: dict) -> ExitCode:
         LOGGER.info("removing %s (--clean-workdir)", config.nipype_dir)
         shutil.rmtree(config.nipype_dir)
     if config.analysis_level == "participant":
-        from .participant import run_participant
+        from ..participant import run_participant
 
         write_dataset_files(config.output_dir, config.bids_dir, raw_description)
         return run_participant(config, inputs)
-    from .group import run_group
+    from ..group.run import run_group
 
     code = run_group(config, inputs)
     if code == ExitCode.OK:  # a failed group run leaves no dataset_description.json behind
@@ -213,7 +213,7 @@ def _select_inputs(config, labels_dir_given: bool) -> tuple[dict, dict]:
         check_models(config, inputs)  # a bad --model or --sct-models is refused before anything is written
         check_subject_outputs(config.output_dir, inputs)
     else:
-        from .group import check_group_inputs
+        from ..group.inputs import check_group_inputs
 
         check_group_inputs(config, inputs)
     return raw_description, inputs

@@ -1,7 +1,7 @@
 """Automatic cord localisation: a 2D heat-map network over every axial slice.
 
 Two kinds of localiser are accepted: our own artifact (task ``localisation``, a
-``unet2d`` trained by :mod:`lumbo_bids.model.training` on the same data as the segmentation
+``unet2d`` trained by :mod:`lumbo_bids.training.trainer` on the same data as the segmentation
 model) and SCT's deepseg_sc centerline models (``*_ctr.h5``, Keras-2 HDF5) that a user points
 to with ``--sct-models``.
 """

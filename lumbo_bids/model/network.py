@@ -234,8 +234,6 @@ def freeze_depth(model: keras.Model, mode: FreezeMode) -> list[str]:
         Names of the layers left frozen. The model must be (re)compiled after
         this for the change to affect training.
     """
-    from .ensemble import members_of
-
     nested = members_of(model)
     if nested != [model]:  # an ensemble: freeze every member alike
         model.trainable = True
@@ -257,3 +255,9 @@ def freeze_depth(model: keras.Model, mode: FreezeMode) -> list[str]:
     for layer in model.layers:
         layer.trainable = layer.name not in frozen
     return [name for name in names if name in frozen]
+
+
+def members_of(model: Any) -> list[Any]:
+    """The member networks of an ensemble model (``[model]`` for any other network)."""
+    nested = [layer for layer in model.layers if layer.name.startswith("member") and hasattr(layer, "layers")]
+    return nested or [model]

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..derivatives import atomic_write_bytes, atomic_write_json, atomic_write_text
-from ..model.search import DEFAULTS, SearchSpec, TrialResult
+from ..training.search import DEFAULTS, SearchSpec, TrialResult
 from .figures import figure_png
 
 

@@ -8,7 +8,7 @@ from ..interfaces.morphometry import CordMorphometrics, EvaluateMask
 from ..interfaces.preproc import ToNative
 from ..interfaces.qc import QCFlags
 from ..interfaces.segment import Postprocess, Segment, Standardise
-from ..model.options import MODEL_NODE_MEM_GB
+from ..options import MODEL_NODE_MEM_GB
 from .outputs import init_ds_anat_wf
 from .preproc import init_anat_preproc_wf
 

@@ -12,7 +12,7 @@ from nipype.pipeline import engine as pe
 from ..interfaces.io import ValidateAnat
 from ..interfaces.preproc import Centerline, CropAroundCenterline, Reorient, Resample
 from ..interfaces.segment import LocaliseCord
-from ..model.options import MODEL_NODE_MEM_GB
+from ..options import MODEL_NODE_MEM_GB
 
 OUTPUT_FIELDS = [
     "rpi_file", "resampled_file", "mask_resampled", "centerline_json", "centerline_file",

@@ -1,17 +1,5 @@
-"""A seed ensemble: several networks of one architecture whose probabilities are averaged.
-
-Networks trained by the same recipe with different seeds disagree most where the data say least
-(an unseen contrast, the conus, thick slices); their mean is steadier than any one of them
-(nnU-Net ships five folds for the same reason). The ensemble is a single Keras model, the
-architecture ``"ensemble"`` of a model artifact: its members are nested models (``member0``,
-``member1``, ...) fed the same patch, and an ``Average`` layer gives the output. Everything that
-takes an artifact (the participant level, the group level's fine-tuning, the scripts) takes an
-ensemble unchanged; inference costs one forward pass per member.
-
-Architecture config::
-
-    {"members": 2, "member": {"name": "unet3d", "config": {...}}}
-"""
+"""Make a seed-ensemble artifact (architecture ``"ensemble"``, :mod:`lumbo_bids.model.architectures`)
+from member artifacts trained by one recipe with different seeds (``scripts/make_ensemble.py``)."""
 
 from __future__ import annotations
 
@@ -19,58 +7,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-MAX_MEMBERS = 10
-
-
-def member_spec(config: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:
-    """``(number of members, member architecture, member config)`` of an ensemble config.
-
-    Raises
-    ------
-    ValueError
-        A config without a positive ``members`` count (at most ``MAX_MEMBERS``) or a ``member``
-        naming a known, non-ensemble architecture with a config object.
-    """
-    from .architectures import ARCHITECTURES
-
-    n, member = config.get("members"), config.get("member")
-    if not (type(n) is int and 1 <= n <= MAX_MEMBERS):
-        raise ValueError(f"'members' must be an integer in [1, {MAX_MEMBERS}], got {n!r}")
-    if not (isinstance(member, dict) and isinstance(member.get("config"), dict)):
-        raise ValueError("'member' must be an object with 'name' and 'config'")
-    name = member.get("name")
-    if name not in ARCHITECTURES or name == "ensemble":
-        raise ValueError(f"unknown member architecture {name!r}")
-    return n, name, member["config"]
-
-
-def build_ensemble(config: dict[str, Any]) -> Any:
-    """The Keras model of an ensemble config: the mean of ``members`` networks on one input."""
-    import keras
-
-    from .architectures import ARCHITECTURES
-
-    n, name, member_config = member_spec(config)
-    members = []
-    for k in range(n):
-        net = ARCHITECTURES[name](dict(member_config))
-        members.append(keras.Model(net.input, net.output, name=f"member{k}"))
-    inputs = keras.Input(members[0].inputs[0].shape[1:], name="input")
-    outputs = [m(inputs) for m in members]
-    mean = outputs[0] if n == 1 else keras.layers.Average(name="mean")(outputs)
-    return keras.Model(inputs, mean, name="ensemble")
-
-
-def members_of(model: Any) -> list[Any]:
-    """The member networks of an ensemble model (``[model]`` for any other network)."""
-    nested = [layer for layer in model.layers if layer.name.startswith("member") and hasattr(layer, "layers")]
-    return nested or [model]
+from ..model.architectures import build_ensemble, normalised_config
+from ..model.network import members_of
 
 
 def _same_plan(manifests: Sequence[dict[str, Any]]) -> tuple[int, str] | None:
     """``(member, what)``: the first member whose architecture / preprocessing / inference / task /
     contrasts differ from member 0's; ``None`` when they all agree."""
-    from .architectures import normalised_config
 
     def arch(m: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return m["architecture"]["name"], normalised_config(m["architecture"]["name"], m["architecture"]["config"])
@@ -105,8 +48,7 @@ def ensemble_artifact(
     ArtifactError
         A member that cannot be loaded, or members that differ.
     """
-    from .architectures import normalised_config
-    from .artifact import ArtifactError, load_artifact, save_artifact
+    from ..model.artifact import ArtifactError, load_artifact, save_artifact
 
     if len(members) < 2:
         raise ArtifactError(out_dir, f"an ensemble needs at least 2 members, got {len(members)}")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import keras
 
 if TYPE_CHECKING:
-    from .training import TrainConfig
+    from .trainer import TrainConfig
 
 LOGGER = logging.getLogger("lumbo_bids.training")
 

@@ -1,4 +1,4 @@
-"""A training run's history: the ``metrics.tsv`` that :func:`~lumbo_bids.model.training.train` writes.
+"""A training run's history: the ``metrics.tsv`` that :func:`~lumbo_bids.training.trainer.train` writes.
 
 One row per epoch (tab-separated, ``CSVLogger``): read back as columns, cut back to the epochs
 a resumed run keeps, and, at the group level, extended with the whole-image validation Dice.
@@ -15,7 +15,7 @@ import numpy as np
 
 
 def read_metrics(metrics_tsv: Path) -> dict[str, list[float]]:
-    """Columns of a ``metrics.tsv`` written by :func:`~lumbo_bids.model.training.train` (``epoch`` as floats too)."""
+    """Columns of a ``metrics.tsv`` written by :func:`~lumbo_bids.training.trainer.train` (``epoch`` as floats too)."""
     with open(metrics_tsv, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     columns = list(rows[0]) if rows else []

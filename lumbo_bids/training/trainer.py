@@ -1,13 +1,13 @@
 """Training loop: ``Model.fit`` on the streamed patch datasets, with Keras callbacks.
 
-``train`` picks the backend's distribution (:func:`~lumbo_bids.model.devices.select_strategy`),
+``train`` picks the backend's distribution (:func:`~lumbo_bids.training.devices.select_strategy`),
 builds and compiles the model inside its scope, and fits it with the callbacks of
-:func:`~lumbo_bids.model.callbacks.training_callbacks`: ``BackupAndRestore``
+:func:`~lumbo_bids.training.callbacks.training_callbacks`: ``BackupAndRestore``
 (``checkpoints/backup``: an interrupted run started again with ``resume=True`` continues at the
 epoch after the last one completed), ``ModelCheckpoint`` (``checkpoints/last.weights.h5`` every
 epoch and ``checkpoints/best.weights.h5`` on the best ``val_dice``), ``EarlyStopping`` on
 ``val_dice``, ``CSVLogger`` (``metrics.tsv``, tab-separated, one row per epoch; see
-:mod:`lumbo_bids.model.history`), ``TensorBoard`` (``tensorboard/``, when the ``tensorboard``
+:mod:`lumbo_bids.training.history`), ``TensorBoard`` (``tensorboard/``, when the ``tensorboard``
 package is installed) and, optionally, ``ReduceLROnPlateau`` and the progress bar. The returned
 model carries the weights of the best validation epoch of the whole run (resumes included).
 """
@@ -26,7 +26,7 @@ from typing import Any
 
 import keras
 
-from . import options
+from .. import options
 from .augment import AugmentConfig
 from .callbacks import training_callbacks
 from .cases import TrainingCase
@@ -48,7 +48,7 @@ class TrainConfig:
     ``patch_size`` has 3 entries for ``task="segmentation"`` (3D patches) and 2 for
     ``task="localisation"`` (2D heat-map windows). ``early_stopping_patience=0`` disables early
     stopping. ``mixed_precision="auto"`` means mixed precision when a GPU is used (``mixed_bfloat16``
-    on GPUs with native bf16, else ``mixed_float16``: :func:`~lumbo_bids.model.devices.mixed_policy`).
+    on GPUs with native bf16, else ``mixed_float16``: :func:`~lumbo_bids.training.devices.mixed_policy`).
     """
 
     epochs: int = options.EPOCHS
@@ -139,7 +139,7 @@ def _datasets(
     loader: str = "auto",
 ):  # fmt: skip
     """Training stream (one stream epoch == one Keras epoch) and fixed validation set
-    (:mod:`lumbo_bids.model.dataset`, by ``loader``)."""
+    (:mod:`lumbo_bids.training.dataset`, by ``loader``)."""
     augment = None
     if cfg.augmentation_strength > 0:  # domain_randomisation 0: the plain augmentation
         augment = AugmentConfig.domain_randomised(cfg.augmentation_strength, cfg.domain_randomisation, cfg.thick_axes)
@@ -206,7 +206,7 @@ def train(
         Extra callbacks, run after the built-in ones; one with a ``resume_best(value)`` method is
         told the best ``val_dice`` of the epochs a resumed run keeps (``-inf`` for a new run).
     loader : {"auto", "tf.data", "python"}
-        How batches reach ``fit`` (:mod:`lumbo_bids.model.dataset`): ``tf.data`` on the
+        How batches reach ``fit`` (:mod:`lumbo_bids.training.dataset`): ``tf.data`` on the
         TensorFlow backend, a ``keras.utils.PyDataset`` on the others (``"auto"``).
 
     Returns
@@ -264,7 +264,7 @@ def _compiled_model(
     model = model_fn()
     if cfg.freeze != "none":
         if freeze_fn is None:
-            from .network import freeze_depth as freeze_fn
+            from ..model.network import freeze_depth as freeze_fn
         freeze_fn(model, cfg.freeze)
     model.compile(
         optimizer=_optimizer(cfg),

@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from ..derivatives import subject_report_path
-from ..errors import ExitCode, OutputError, output_error
+from .derivatives import subject_report_path
+from .engine.runner import configure_nipype, run_workflow
+from .errors import ExitCode, OutputError, output_error
 
 LOGGER = logging.getLogger("lumbo_bids")
 
@@ -21,132 +22,9 @@ class Failure(NamedTuple):
     code: ExitCode = ExitCode.FAILURE
 
 
-class _FirstLineOnly(logging.Filter):
-    """Nipype logs every crashed node's traceback: the crash file keeps it, stderr gets the first
-    line (``-v`` shows it all)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "\n" in message:
-            record.msg, record.args = message.split("\n", 1)[0], None
-        return True
-
-
-#: how often Nipype's scheduler checks for finished nodes (seconds)
-POLL_SECONDS = 0.05
-
-
-def configure_nipype(config) -> None:
-    """Point Nipype's logs away from $HOME and set execution options for this run."""
-    from nipype import config as ncfg
-    from nipype import logging as nlogging
-
-    log_dir = config.work_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    level = "DEBUG" if config.verbose_count >= 2 else "INFO"  # the terminal shows INFO with -v (console.py)
-    ncfg.update_config(
-        {
-            # log_to_file=False: Nipype's rotating file handler holds a filelock that MultiProc's
-            # forked workers inherit, and recent filelock releases refuse it (every node fails).
-            "logging": {
-                "log_directory": str(log_dir),
-                "log_to_file": False,
-                "workflow_level": level,
-                "interface_level": level,
-            },
-            "execution": {
-                "crashfile_format": "txt",
-                "stop_on_first_crash": config.stop_on_first_crash,
-                "remove_unnecessary_outputs": False,
-                "parameterize_dirs": False,
-                "check_version": False,
-                "get_linked_libs": False,
-                # the scheduler looks for finished nodes every poll: Nipype's 2 s default made each
-                # step of a chain of ~25 nodes wait up to 2 s (most of a run's wall time, and a
-                # fully cached rerun took minutes to recompute nothing)
-                "poll_sleep_duration": POLL_SECONDS,
-            },
-            "monitoring": {"enabled": False},
-        }
-    )
-    nlogging.update_logging(ncfg)
-    # Nipype prints its records through its own stdout handler: drop it, so that they reach
-    # our stderr handler once, in our format (with the node, i.e. subject and step)
-    nipype_logger = logging.getLogger("nipype")
-    for handler in list(nipype_logger.handlers):
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            nipype_logger.removeHandler(handler)
-    workflow_logger = logging.getLogger("nipype.workflow")
-    if not config.verbose_count and not any(isinstance(f, _FirstLineOnly) for f in workflow_logger.filters):
-        workflow_logger.addFilter(_FirstLineOnly())
-
-
-def plugin_settings(config) -> dict:
-    """MultiProc with the user's CPU and memory limits (Linear with a single process)."""
-    if config.nprocs == 1:
-        return {"plugin": "Linear", "plugin_args": {}}
-    args = {"n_procs": config.nprocs, "raise_insufficient": False, "maxtasksperchild": 1}
-    if config.mem_gb:
-        args["memory_gb"] = config.mem_gb
-    return {"plugin": "MultiProc", "plugin_args": args}
-
-
-def run_workflow(workflow, config, progress=None):
-    """``workflow.run`` with :func:`plugin_settings`; on Ctrl-C the workers are stopped cleanly.
-
-    ``progress`` (a :class:`~.progress.ImageProgress`) hears every node start and end."""
-    from nipype.pipeline.plugins import LinearPlugin
-
-    from . import console, interrupt
-    from .plugins import SafeMultiProcPlugin
-
-    settings = plugin_settings(config)
-    plugin_args = {**settings["plugin_args"], "status_callback": _status_callback(progress)}
-    plugin = SafeMultiProcPlugin if settings["plugin"] == "MultiProc" else LinearPlugin
-    runner = plugin(plugin_args=plugin_args)
-    if progress is not None:
-        _announce_graph(runner, progress)
-    LOGGER.debug("running %s with %s (%d process(es))", workflow.name, settings["plugin"], config.nprocs)
-    try:
-        return workflow.run(plugin=runner)
-    except KeyboardInterrupt:
-        interrupt.stop_workers(runner)
-        raise
-    except RuntimeError:
-        if interrupt.interrupted():  # recorded by Nipype as a failing node
-            raise KeyboardInterrupt from None
-        raise
-    finally:
-        console.clear_status()
-
-
-def _status_callback(progress):
-    from . import interrupt
-
-    if progress is None:
-        return interrupt.status_callback
-
-    def callback(node, status: str) -> None:
-        interrupt.status_callback(node, status)
-        progress(node, status)
-
-    return callback
-
-
-def _announce_graph(runner, progress) -> None:
-    """Tell ``progress`` which nodes the plugin is given to run (Nipype's execution graph)."""
-    run_graph = runner.run
-
-    def run(graph, *args, **kwargs):
-        progress.expect(graph.nodes())
-        return run_graph(graph, *args, **kwargs)
-
-    runner.run = run
-
-
 def run_participant(config, inputs: dict) -> ExitCode:
     """Run the participant workflow; keep going past failing subjects and images, report them."""
-    from ..utils.bids import split_available
+    from .utils.bids import split_available
 
     configure_nipype(config)
     available, missing = split_available(inputs)  # unfetched git-annex/DataLad files fail alone
@@ -181,8 +59,8 @@ def _index_finished(config, inputs: dict, seconds: float) -> None:
 def image_progress(config, available: dict):
     """An :class:`~.progress.ImageProgress` over the images that run, ending each image's line
     with its Dice (when it has a manual mask), where its centerline came from and its report."""
-    from ..workflows.base import anat_wf_name
-    from .progress import ImageProgress
+    from .engine.progress import ImageProgress
+    from .workflows.base import anat_wf_name
 
     anats = {anat_wf_name(anat): anat for items in available.values() for anat in items}
     labels = {key: anat.label for key, anat in anats.items()}
@@ -192,7 +70,7 @@ def image_progress(config, available: dict):
 def image_summary(config, anat) -> str:
     """``Dice 0.871 · flags: none · centerline: manual mask · report OUT/sub-X.html`` from the
     image's sidecars (``flags``: the QC failure flags the mask raised, lumbo_bids.qc)."""
-    from ..derivatives import image_output_path, read_json
+    from .derivatives import image_output_path, read_json
 
     parts = []
     evaluation = read_json(image_output_path(config.output_dir, anat, "evaluation", extension=".json")) or {}
@@ -218,7 +96,7 @@ def shown_path(path: Path) -> str:
 
 def announce_reports(config, inputs: dict) -> None:
     """The run's last lines: where the QC reports, the study QC page and the full log are."""
-    from ..reports.study import study_page_path
+    from .reports.study import study_page_path
 
     reports = [subject_report_path(config.output_dir, subject) for subject in inputs]
     reports = [path for path in reports if path.is_file()]
@@ -238,7 +116,7 @@ def _run_available(config, available: dict, inputs: dict) -> bool:
     :class:`OutputError` (exit 73) when OUTPUT_DIR cannot take this run's config.json, or
     not even the crash file of a derivative that could not be written (a full disk).
     """
-    from ..workflows.base import init_lumbo_wf
+    from .workflows.base import init_lumbo_wf
 
     workflow = init_lumbo_wf(config, available) if available else None
     try:
@@ -290,7 +168,7 @@ def _report_failures(
 
 def log_warnings(config, inputs: dict) -> None:
     """One line per warning the derivatives' sidecars record, naming the input it is about."""
-    from ..reports.subject import recorded_warnings
+    from .reports.subject import recorded_warnings
 
     for subject, anats in inputs.items():
         for anat in anats:
@@ -301,10 +179,10 @@ def log_warnings(config, inputs: dict) -> None:
 def write_reports(config, inputs: dict, failures: dict[str, list[Failure]], seconds: float) -> list[Failure]:
     """One HTML report per subject, from the derivatives (also for subjects that failed);
     the reports that could not be written because the output cannot be created."""
-    from .. import __version__
-    from ..model.selection import read_segmentation_model
-    from ..reports.subject import write_subject_report
-    from ..workflows.outputs import resolution_entity
+    from . import __version__
+    from .model.selection import read_segmentation_model
+    from .reports.subject import write_subject_report
+    from .workflows.outputs import resolution_entity
 
     res = resolution_entity(config.resolution or read_segmentation_model(config.model).resolution)
     not_written = []
@@ -336,8 +214,8 @@ def write_reports(config, inputs: dict, failures: dict[str, list[Failure]], seco
 def write_study_page(config) -> list[Failure]:
     """``OUTPUT_DIR/qc/index.html`` from every subject in OUTPUT_DIR (this run's and others');
     a failure when the output cannot be created, a warning for anything else."""
-    from ..reports.study import study_page_path
-    from ..reports.study import write_study_page as write_page
+    from .reports.study import study_page_path
+    from .reports.study import write_study_page as write_page
 
     page = study_page_path(config.output_dir)
     try:

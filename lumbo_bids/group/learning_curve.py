@@ -13,12 +13,12 @@ LOGGER = logging.getLogger("lumbo_bids.group")
 
 
 def learning_curve_and_report(config, init, train_raw: list, val_raw: list) -> ExitCode:
-    """Run the curve (:func:`lumbo_bids.model.learning_curve.run_learning_curve`) with the group
+    """Run the curve (:func:`lumbo_bids.training.learning_curve.run_learning_curve`) with the group
     level's own fine-tuning; write ``group/learning_curve.tsv`` and ``group/learning_curve.png``."""
     from ..derivatives import atomic_write_text
-    from ..model.finetune import evaluate_cases
-    from ..model.learning_curve import curve_table, plot_learning_curve, run_learning_curve
-    from .group import train_config, tune_segmentation
+    from ..training.finetune import evaluate_cases
+    from ..training.learning_curve import curve_table, plot_learning_curve, run_learning_curve
+    from .fine_tune import train_config, tune_segmentation
 
     group_dir = config.output_dir / "group"
     cfg = train_config(config, init)

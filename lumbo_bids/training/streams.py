@@ -2,11 +2,11 @@
 
 For each epoch a plan of samples (case, centre, augmentation seed) is drawn from
 ``np.random.default_rng([seed, epoch])``; the volumes are opened with ``np.load(mmap_mode="r")``
-(:class:`~lumbo_bids.model.cases.CaseVolumes`) and only the patches are copied out, so memory
+(:class:`~lumbo_bids.training.cases.CaseVolumes`) and only the patches are copied out, so memory
 stays bounded whatever the number and size of the cases. Each sample carries the seed of its
 own augmentation: the stream is a function of ``seed`` and the epoch only. Validation streams
 (``training=False``) are finite and fixed (one seed, epoch independent).
-:mod:`lumbo_bids.model.dataset` wraps them as ``tf.data`` pipelines.
+:mod:`lumbo_bids.training.dataset` wraps them as ``tf.data`` pipelines.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def iter_patches(
     grey_matter: float = 0.0,
     end_fraction: float = 0.0,
 ) -> Iterator[Sample]:
-    """The raw (unaugmented) 3D patch stream behind :func:`~lumbo_bids.model.dataset.patch_dataset`.
+    """The raw (unaugmented) 3D patch stream behind :func:`~lumbo_bids.training.dataset.patch_dataset`.
 
     Samples are spread evenly over the cases, or, with ``synthetic_fraction``, that fraction
     over the synthetic cases and the rest over the real ones. ``end_fraction`` of a synthetic
@@ -141,12 +141,12 @@ def iter_heatmap_slices(
     training: bool = True,
     start_epoch: int = 0,
 ) -> Iterator[Sample]:
-    """The raw 2D localiser stream behind :func:`~lumbo_bids.model.dataset.heatmap_slice_dataset`.
+    """The raw 2D localiser stream behind :func:`~lumbo_bids.training.dataset.heatmap_slice_dataset`.
 
     Every sample is an axial slice chosen uniformly in a whole volume (slices without cord, for
     instance below the conus, included: their target is empty) cut to a ``patch_size`` window
     that contains the cord point with probability ``cord_probability``
-    (:func:`~lumbo_bids.model.patches.sample_window_centre_2d`); the target is a Gaussian of
+    (:func:`~lumbo_bids.training.patches.sample_window_centre_2d`); the target is a Gaussian of
     peak 1 and ``sigma`` voxels around the centre of mass of the slice's mask.
     """
     size = tuple(int(s) for s in patch_size)

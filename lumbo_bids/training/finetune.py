@@ -100,7 +100,7 @@ def evaluate_cases(model, cases: list[RawCase], plan) -> dict[str, float]:
     participant level's :class:`~lumbo_bids.model.predictor.Predictor` with ``plan``
     (an :class:`~lumbo_bids.model.predictor.InferencePlan`)."""
     from ..metrics import dice
-    from .predictor import Predictor
+    from ..model.predictor import Predictor
 
     predictor = Predictor(model, plan)
     return {case.name: float(dice(predictor.segment(np.load(case.image)), np.load(case.mask) > 0)) for case in cases}
@@ -111,7 +111,7 @@ class FineTuned:
     """What :func:`fine_tune` returns: the training run (its model holds the best weights), the
     Nyúl landmarks learned on the training images, and the Dice of each validation image."""
 
-    result: Any  # lumbo_bids.model.training.TrainResult
+    result: Any  # lumbo_bids.training.trainer.TrainResult
     intensity: dict
     validation_dice: dict[str, float]
 
@@ -122,13 +122,13 @@ def fine_tune(
 ) -> FineTuned:  # fmt: skip
     """Standardise both sets into ``data_dir`` with ``intensity_plan`` (Nyúl landmarks learned on
     ``train_raw`` when the plan asks for them, or when there is none), train on them and on
-    ``synthetic_cases`` (:class:`~lumbo_bids.model.cases.TrainingCase` label maps, see
-    :mod:`lumbo_bids.model.synth`) with :func:`lumbo_bids.model.training.train` in ``run_dir``,
+    ``synthetic_cases`` (:class:`~lumbo_bids.training.cases.TrainingCase` label maps, see
+    :mod:`lumbo_bids.training.synth`) with :func:`lumbo_bids.training.trainer.train` in ``run_dir``,
     and score on ``val_raw`` as the participant level would segment them (:func:`evaluate_cases`
     with ``inference``, an :class:`~lumbo_bids.model.predictor.InferencePlan` whose patch size and
     intensity are replaced by ``cfg``'s and the learned ones; default settings when None)."""
-    from .predictor import InferencePlan
-    from .training import train
+    from ..model.predictor import InferencePlan
+    from .trainer import train
 
     intensity = learn_intensity(train_raw, intensity_plan)
     train_cases = standardise_cases(train_raw, intensity, data_dir) + list(synthetic_cases)

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from . import console
+from . import status as status_line
 
 LOGGER = logging.getLogger("lumbo_bids")
 
@@ -59,9 +59,9 @@ class ImageProgress:
             return
         self.started.setdefault(key, time.monotonic())
         if status == "start" and node.name == self.announce and key not in self.number:
-            LOGGER.info("%s · %s", self.head(key), node.name, extra=console.STATUS)
+            LOGGER.info("%s · %s", self.head(key), node.name, extra=status_line.STATUS)
         if status in ("start", "end"):  # MultiProc says "start" only for nodes it sends to a worker
-            console.status(f"{len(self.done)}/{len(self.labels)} images done · {self.labels[key]} · {node.name}")
+            status_line.show(f"{len(self.done)}/{len(self.labels)} images done · {self.labels[key]} · {node.name}")
         if status == "end":
             self._end(key)
         elif status == "exception":
@@ -113,7 +113,7 @@ def epoch_progress(epochs: int, steps_per_epoch: int):
             self.current, self.epoch_started = epoch + 1, time.monotonic()
 
         def on_train_batch_end(self, batch: int, logs=None) -> None:
-            console.status(f"epoch {self.current}/{epochs} · step {batch + 1}/{steps_per_epoch}")
+            status_line.show(f"epoch {self.current}/{epochs} · step {batch + 1}/{steps_per_epoch}")
 
         def on_epoch_end(self, epoch: int, logs=None) -> None:
             logs = logs or {}

@@ -17,13 +17,13 @@ class TrainingCase:
     """One preprocessed image and its binary cord mask, stored as ``.npy`` files.
 
     For the segmentation model both are the per-slice crops around the centerline; for the
-    localiser (:func:`~lumbo_bids.model.dataset.heatmap_slice_dataset`) both are whole RPI volumes and the target
+    localiser (:func:`~lumbo_bids.training.dataset.heatmap_slice_dataset`) both are whole RPI volumes and the target
     heat-map is made from the mask's centerline on the fly.
     """
 
     subject: str  # e.g. "sub-01"
     name: str  # unique id, e.g. the source file stem
-    image: Path  # .npy float32 (X, Y, Z); for a synthetic case, uint8 labels (lumbo_bids.model.synth)
+    image: Path  # .npy float32 (X, Y, Z); for a synthetic case, uint8 labels (lumbo_bids.training.synth)
     mask: Path  # .npy uint8, same shape, binary
     synthetic: bool = False  # image is a label map: every patch drawn from it is a new synthetic image
 

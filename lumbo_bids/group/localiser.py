@@ -53,11 +53,11 @@ def select_localiser(config, tuned):
 
 def tune_localiser(config, train_anats: list, val_anats: list):
     """Fine-tune the shipped localiser on ``train_anats``' masks (best epoch on ``val_anats``), one
-    line per epoch: a :class:`~lumbo_bids.model.localiser_tuning.LocaliserTuned`."""
-    from ..model import options
+    line per epoch: a :class:`~lumbo_bids.training.localiser_tuning.LocaliserTuned`."""
+    from .. import options
     from ..model.artifact import load_artifact
-    from ..model.localiser_tuning import fine_tune_localiser, localiser_train_config
     from ..model.selection import SHIPPED_LOCALISER
+    from ..training.localiser_tuning import fine_tune_localiser, localiser_train_config
 
     init = load_artifact(SHIPPED_LOCALISER)
     patch = tuple(init.manifest["preprocessing"].get("patch_size") or init.manifest["architecture"]["config"]["patch_size"])
@@ -83,7 +83,7 @@ def localiser_progress(epochs: int):
     """A Keras callback: ``localiser epoch 2/5 · loss 0.41 · Dice 0.62 · validation Dice 0.58 (best) · 3 s``."""
     import keras
 
-    from .progress import epoch_line
+    from ..engine.progress import epoch_line
 
     class LocaliserEpochs(keras.callbacks.Callback):
         best, started = -math.inf, 0.0
@@ -136,7 +136,7 @@ def save_models(model, manifest: dict, localiser, out_dir: Path) -> Path:
     ``out_dir/localiser`` (referenced with its checksum from the segmentation manifest, so that
     :func:`lumbo_bids.model.selection.choose_localiser` uses it for images without a mask)."""
     from ..model.artifact import load_artifact, save_artifact
-    from ..model.localiser_tuning import localiser_manifest
+    from ..training.localiser_tuning import localiser_manifest
 
     if localiser is None:
         return save_artifact(model, out_dir, manifest)

@@ -1,6 +1,6 @@
 """Streams of training patches for ``Model.fit`` (3D segmentation, 2D localiser), on any Keras backend.
 
-The samples come from the Python generators of :mod:`lumbo_bids.model.streams` (a plan drawn
+The samples come from the Python generators of :mod:`lumbo_bids.training.streams` (a plan drawn
 from ``np.random.default_rng([seed, epoch])`` per epoch, patches copied out of memory-mapped
 ``.npy`` cases). Each sample is augmented with its own generator seeded from the plan, so the
 stream is a function of ``seed`` and the epoch only, however many threads augment it.
@@ -218,10 +218,10 @@ def patch_dataset(
         Share of the patches drawn from synthetic cases (default: even over all cases).
     grey_matter : float
         Probability that a synthetic image gets a grey-matter core of its own intensity inside
-        the cord (:func:`lumbo_bids.model.synth.synthesise`).
+        the cord (:func:`lumbo_bids.training.synth.synthesise`).
     end_fraction : float
         Share of a synthetic case's cord patches centred around its cord's ends inside the
-        volume (:func:`lumbo_bids.model.patches.sample_patch_centres`; real masks: none).
+        volume (:func:`lumbo_bids.training.patches.sample_patch_centres`; real masks: none).
     loader : {"auto", "tf.data", "python"}
         ``tf.data`` on the TensorFlow backend, else :class:`BatchStream` (``"auto"``).
 
@@ -255,7 +255,7 @@ def heatmap_slice_dataset(
     start_epoch: int = 0,
     loader: str = "auto",
 ):  # -> tf.data.Dataset or BatchStream
-    """Batches of 2D localiser windows with their target heat-maps (see :func:`~lumbo_bids.model.streams.iter_heatmap_slices`).
+    """Batches of 2D localiser windows with their target heat-maps (see :func:`~lumbo_bids.training.streams.iter_heatmap_slices`).
 
     Parameters
     ----------

@@ -25,11 +25,11 @@ LOCALISER_PATCH = (64, 64)
 
 
 def prepare_localiser_case(subject: str, name: str, data, affine, mask, resolution: float, out_dir: Path, plan=None):
-    """A :class:`~lumbo_bids.model.cases.TrainingCase` of the whole field of view at ``resolution``
+    """A :class:`~lumbo_bids.training.cases.TrainingCase` of the whole field of view at ``resolution``
     (RPI, linear; the mask by the mask rule), normalised as the localiser's ``plan`` says."""
+    from ..model.localise import localiser_input
     from ..preprocess import Preprocessor
     from .cases import TrainingCase
-    from .localise import localiser_input
 
     fov, fov_mask, _ = Preprocessor(resolution).resample(data, affine, mask)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -56,8 +56,8 @@ def localiser_train_config(
     patch_size=LOCALISER_PATCH, augmentation: float = 1.0, thick_axes: str = "axial",
 ):  # fmt: skip
     """The localiser recipe (heat-map windows of ``patch_size``, sigma 2 voxels, Dice+BCE, cosine;
-    ``thick_axes``: :data:`lumbo_bids.model.augment.THICK_AXES`)."""
-    from .training import TrainConfig
+    ``thick_axes``: :data:`lumbo_bids.training.augment.THICK_AXES`)."""
+    from .trainer import TrainConfig
 
     return TrainConfig(
         task="localisation", epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=16, learning_rate=learning_rate,
@@ -72,7 +72,7 @@ def centerline_errors(model, cases: list, resolution: float, batch_size: int = 1
     with cord (both ``None`` when the heat-map finds no cord at all)."""
     from ..centerline import centerline_from_heatmap, centerline_from_mask
     from ..centerline_error import centerline_error
-    from .inference import keras_predict_fn, predict_slices
+    from ..model.inference import keras_predict_fn, predict_slices
 
     predict = keras_predict_fn(model, batch_size)
     zooms = (resolution,) * 3
@@ -96,9 +96,9 @@ class LocaliserTuned:
     """What :func:`fine_tune_localiser` returns: the training run (best weights), the starting
     artifact, and the centerline error of each validation image before and after."""
 
-    result: Any  # lumbo_bids.model.training.TrainResult
+    result: Any  # lumbo_bids.training.trainer.TrainResult
     init: Any  # lumbo_bids.model.artifact.ModelArtifact
-    cfg: Any  # lumbo_bids.model.training.TrainConfig
+    cfg: Any  # lumbo_bids.training.trainer.TrainConfig
     before: dict[str, dict]
     after: dict[str, dict]
 
@@ -109,7 +109,7 @@ def fine_tune_localiser(
     """Fine-tune the localiser artifact ``init`` on the masks' centerlines of ``train_anats``
     (best epoch on ``val_anats``' heat-map Dice), scoring the centerline error of ``val_anats``
     before and after."""
-    from .training import train
+    from .trainer import train
 
     pre = init.manifest["preprocessing"]
     resolution, plan = float(pre["resolution_mm"]), pre.get("intensity")

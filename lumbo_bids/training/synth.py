@@ -2,7 +2,7 @@
 
 A label map (cord and CSF masks drawn by hand, without their image) becomes a new image every
 time it is drawn: each tissue class gets a random intensity and texture, and the domain
-randomisation of :mod:`lumbo_bids.model.augment` then deforms, blurs, degrades the resolution,
+randomisation of :mod:`lumbo_bids.training.augment` then deforms, blurs, degrades the resolution,
 adds bias and noise. A network trained on such images cannot rely on any one contrast: it must
 use the shape of the cord inside the canal.
 

@@ -11,13 +11,13 @@ from .history import read_metrics
 
 def plot_history(metrics_tsv: Path, png_path: Path) -> Path:
     """Draw the loss and Dice curves (training and validation) of a ``metrics.tsv`` as a PNG;
-    a ``val_image_dice`` column (:func:`~lumbo_bids.model.history.with_image_dice`) is drawn as
+    a ``val_image_dice`` column (:func:`~lumbo_bids.training.history.with_image_dice`) is drawn as
     the before/after points.
 
     Parameters
     ----------
     metrics_tsv : Path
-        File written by :func:`~lumbo_bids.model.training.train`.
+        File written by :func:`~lumbo_bids.training.trainer.train`.
     png_path : Path
         Output image (folders created).
 

@@ -1,5 +1,5 @@
 """Training settings' choices and the group level's defaults: one home, light to import (the CLI
-parser reads it before TensorFlow is loaded; :class:`~lumbo_bids.model.training.TrainConfig`
+parser reads it before TensorFlow is loaded; :class:`~lumbo_bids.training.trainer.TrainConfig`
 and :class:`~lumbo_bids.config.Config` take their defaults from here)."""
 
 from __future__ import annotations
