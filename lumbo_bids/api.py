@@ -58,22 +58,21 @@ def segment_image(image, model=None, mask=None, localiser=None, tta: bool = Fals
     from .model.predictor import Predictor
     from .model.selection import SHIPPED_SEGMENTATION
     from .preprocess import Preprocessor
-    from .utils.images import check_same_grid, interpret_mask, make_image
+    from .utils.images import MASK_THRESHOLD, check_same_grid, interpret_mask, make_image
 
     img = _as_image(image)
     artifact = load_artifact(model or SHIPPED_SEGMENTATION)
-    pre = artifact.manifest["preprocessing"]
     manual = None
     if mask is not None:
         mask_img = _as_image(mask)
         check_same_grid(img, mask_img, str(image), str(mask))
         manual, _ = interpret_mask(load_volume(mask_img), str(mask))  # label maps, soft masks: as the workflow
-    preprocessor = Preprocessor(float(pre["resolution_mm"]), tuple(pre["crop_size"]), _localiser_of(model, localiser))
+    preprocessor = Preprocessor.from_plan(artifact.plan, _localiser_of(model, localiser))
     case = preprocessor.run_case(load_volume(img), img.affine, manual)
     predictor = Predictor.from_artifact(artifact)
     probability = predictor.probability(predictor.standardise(case.stack), tta=tta)
     cord = predictor.mask(probability)
-    native_mask = to_native(cord.astype(np.float32), case.geometry, order=1, threshold=0.5).astype(np.uint8)
+    native_mask = to_native(cord.astype(np.float32), case.geometry, order=1, threshold=MASK_THRESHOLD).astype(np.uint8)
     native_prob = to_native(probability, case.geometry, order=1).astype(np.float32)
     method = "manual mask" if manual is not None else "localiser"
     return Segmentation(

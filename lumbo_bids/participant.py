@@ -184,7 +184,7 @@ def write_reports(config, inputs: dict, failures: dict[str, list[Failure]], seco
     from .reports.subject import write_subject_report
     from .workflows.outputs import resolution_entity
 
-    res = resolution_entity(config.resolution or read_segmentation_model(config.model).resolution)
+    res = resolution_entity(read_segmentation_model(config.model).plan.with_overrides(config).resolution)
     not_written = []
     for subject, anats in inputs.items():
         LOGGER.debug("sub-%s: writing the QC report", subject)

@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     print(f"threads {args.threads}; matmul peak float32: numpy {np_peak:.1f} GFLOP/s, TensorFlow {tf_peak:.1f} GFLOP/s")
     print(f"network: {per_patch / 1e9:.2f} GFLOP per {patch} patch (convolutions only)")
     print(f"{'image':<28}{'stack':>16}{'tiles':>7}{'GFLOP':>8}{'seconds':>9}{'GFLOP/s':>9}{'% of TF peak':>14}")
-    preprocessor = Preprocessor(artifact.resolution_mm, tuple(artifact.preprocessing["crop_size"]), SHIPPED_LOCALISER)
+    preprocessor = Preprocessor(artifact.plan.resolution, artifact.plan.crop_size, SHIPPED_LOCALISER)
     for image in sorted(args.dataset.glob("sub-*/anat/*.nii.gz")):
         data, affine, _ = read_volume(image)
         mask_path = find_manual_mask(image, args.dataset, args.dataset / "derivatives" / "labels")

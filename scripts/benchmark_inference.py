@@ -49,11 +49,10 @@ def main(argv=None) -> int:
     from lumbo_bids.model.localise import localise_heatmap
     from lumbo_bids.model.predictor import Predictor
     from lumbo_bids.model.selection import SHIPPED_LOCALISER, SHIPPED_SEGMENTATION
-    from lumbo_bids.postproc import postprocess
     from lumbo_bids.utils.images import read_volume
 
     seg = load_artifact(args.model or SHIPPED_SEGMENTATION)
-    pre = seg.preprocessing
+    plan = seg.plan
     started = time.perf_counter()
     predictor = Predictor.from_artifact(seg)
     print(f"model load: {time.perf_counter() - started:.2f} s; threads: {args.threads}")
@@ -71,15 +70,15 @@ def main(argv=None) -> int:
         data, affine, _ = timed("load", lambda: read_volume(image))
         rpi_data, rpi_affine = timed("reorient", lambda: reorient(data, affine, RPI))
         rpi = Grid(tuple(rpi_data.shape), rpi_affine)
-        grid = resampled_grid(rpi, pre["resolution_mm"])
+        grid = resampled_grid(rpi, plan.resolution)
         resampled = timed("resample", lambda: resample_to_grid(rpi_data, rpi_affine, grid, order=1))
         heat = timed("localise", lambda: localise_heatmap(SHIPPED_LOCALISER, resampled, grid.affine))
         xy = timed("centerline", lambda: centerline_from_heatmap(heat, zooms=grid.zooms))
-        box = crop_box_from_centerline(xy, grid, tuple(pre["crop_size"]))
+        box = crop_box_from_centerline(xy, grid, plan.crop_size)
         stack = timed("crop", lambda: crop_around_centerline(resampled, box))
         std = timed("standardise", lambda: predictor.standardise(stack))
         prob = timed("segment", lambda: predictor.probability(std))
-        mask = timed("postproc", lambda: postprocess(prob, seg.plan.threshold))
+        mask = timed("postproc", lambda: predictor.mask(prob))
         geometry = PreprocGeometry(Grid(tuple(data.shape), affine), rpi, grid, box)
         timed("native", lambda: to_native(mask, geometry, order=1, threshold=0.5))
         total = sum(t.values())

@@ -149,8 +149,8 @@ def main(argv=None) -> int:
         )  # fmt: skip
         timer = StepTimer()
         tuned = fine_tune(
-            init.build_model, train, val, cfg, Path(tmp) / "data", Path(tmp) / "run", intensity_plan=intensity,
-            inference=plan, progress=False, callbacks=[timer],
+            init.build_model, train, val, cfg, Path(tmp) / "data", Path(tmp) / "run", intensity=intensity,
+            plan=plan, progress=False, callbacks=[timer],
         )  # fmt: skip
     timed = timer.seconds[1:]
     result = {

@@ -54,11 +54,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lumbo_bids import __version__  # noqa: E402
-from lumbo_bids.model import options  # noqa: E402
+from lumbo_bids import __version__, options  # noqa: E402
 from lumbo_bids.model.localise import LOCALISER_INTENSITY as INTENSITY  # noqa: E402  (one plan for both models)
-from lumbo_bids.model.predictor import DEFAULT_INFERENCE  # noqa: E402
 from lumbo_bids.model.unet_config import SLICE_CONTEXTS  # noqa: E402
+from lumbo_bids.plan import DEFAULT_INFERENCE  # noqa: E402
 from lumbo_bids.training.localiser_tuning import LOCALISER_PATCH, LOCALISER_RESOLUTION  # noqa: E402
 
 LOGGER = logging.getLogger("lumbo_bids.base_model")
@@ -224,7 +223,7 @@ def train_segmentation(train_raw, val_raw, args, run_dir: Path, synthetic=()):
         model_fn = _initialised(model_fn, args.init_model, args.init_member)
     tuned = fine_tune(
         model_fn, train_raw, val_raw, cfg, run_dir / "data", run_dir / "training",
-        intensity_plan=INTENSITY, synthetic_cases=tuple(synthetic), progress=args.progress,
+        intensity=INTENSITY, synthetic_cases=tuple(synthetic), progress=args.progress,
     )  # fmt: skip
     return tuned, cfg, arch
 
@@ -267,10 +266,10 @@ def init_model_card(init_model: Path, member: int) -> dict:
 
 def evaluate(tuned, cases, cfg) -> dict:
     """Dice of each case, segmented as the participant level does (plan, prediction, post-processing)."""
-    from lumbo_bids.model.predictor import InferencePlan
+    from lumbo_bids.plan import ModelPlan
     from lumbo_bids.training.finetune import evaluate_cases
 
-    return evaluate_cases(tuned.result.model, cases, InferencePlan(cfg.patch_size, tuned.intensity))
+    return evaluate_cases(tuned.result.model, cases, ModelPlan(cfg.patch_size, intensity=tuned.intensity))
 
 
 def leave_one_subject_out(raw, subjects, args, synthetic) -> dict:

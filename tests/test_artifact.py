@@ -107,7 +107,7 @@ def test_round_trip_gives_identical_predictions(saved: Path, tiny_model: keras.M
     assert loaded.checksum == art.sha256_file(saved / "weights.weights.h5")
     assert (loaded.architecture, loaded.task) == (TINY, "segmentation")
     assert loaded.contrasts == ["T2w", "T2starw"]
-    assert (loaded.patch_size, loaded.resolution_mm, loaded.threshold) == ((8, 8, 8), 0.5, 0.5)
+    assert (loaded.plan.patch_size, loaded.plan.resolution, loaded.plan.threshold) == ((8, 8, 8), 0.5, 0.5)
     assert data["training"] == {"epochs": 1, "dataset": "synthetic"} and data["created"]
     loaded.check_compatible("T2w")
 

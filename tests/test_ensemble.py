@@ -58,7 +58,7 @@ def test_ensemble_artifact_gives_the_mean_of_its_members(tmp_path):
     members = [_member(tmp_path, seed) for seed in (1, 2)]
     out = ensemble_artifact(members, tmp_path / "ensemble", overlap=0.25, reproduce="make_ensemble")
     artifact = load_artifact(out)
-    assert artifact.architecture == "ensemble" and artifact.overlap == 0.25
+    assert artifact.architecture == "ensemble" and artifact.plan.overlap == 0.25
     assert artifact.plan.threshold == 0.5 and artifact.plan.patch_size == (16, 16, 16)
     card = artifact.manifest["training"]
     assert [m["seed"] for m in card["members"]] == [1, 2] and card["reproduce"] == "make_ensemble"
@@ -151,7 +151,7 @@ def test_make_ensemble_script_writes_a_loadable_ensemble(tmp_path, capsys):
     members = [str(_member(tmp_path, seed)) for seed in (1, 2)]
     assert script.main([*members, "--overlap", "0.25", "--out", str(tmp_path / "ens")]) == 0
     artifact = load_artifact(tmp_path / "ens")
-    assert artifact.overlap == 0.25 and artifact.architecture_config["members"] == 2
+    assert artifact.plan.overlap == 0.25 and artifact.architecture_config["members"] == 2
     assert artifact.manifest["training"]["reproduce"].startswith("scripts/make_ensemble.py ")
     wider = str(_member(tmp_path, 3, {**TINY, "base_filters": 4}))
     assert script.main([members[0], wider, "--out", str(tmp_path / "bad")]) != 0

@@ -49,8 +49,8 @@ def test_group_writes_a_loadable_fine_tuned_artifact(group_run):
     assert artifact.checksum != shipped.checksum
     assert artifact.architecture_config == shipped.architecture_config
     # the base model's intensity plan is kept: the robust per-image z-score learns nothing
-    assert shipped.preprocessing["intensity"]["method"] == "robust"
-    assert artifact.preprocessing["intensity"] == shipped.preprocessing["intensity"]
+    assert shipped.plan.intensity["method"] == "robust"
+    assert artifact.plan.intensity == shipped.plan.intensity
     x = np.random.default_rng(0).normal(size=(1, 48, 48, 48, 1)).astype(np.float32)
     y = np.asarray(artifact.build_model()(x, training=False))
     assert y.shape == x.shape and np.isfinite(y).all()

@@ -3,15 +3,13 @@ segments (the Standardise -> Segment -> Postprocess nodes), on a real image and 
 
 from __future__ import annotations
 
-from dataclasses import FrozenInstanceError
-
 import numpy as np
 import pytest
 from conftest import IMAGE_MASK_PAIRS
 
 from lumbo_bids.metrics import dice
 from lumbo_bids.model.artifact import load_artifact
-from lumbo_bids.model.predictor import InferencePlan, Predictor
+from lumbo_bids.model.predictor import Predictor
 from lumbo_bids.model.selection import SHIPPED_SEGMENTATION
 from lumbo_bids.preprocess import Preprocessor
 from lumbo_bids.training.finetune import RawCase, evaluate_cases
@@ -36,9 +34,10 @@ def _nodes(stack_path, artifact, workdir):
     from lumbo_bids.interfaces.segment import Postprocess, Segment, Standardise
 
     workdir.mkdir()
-    std = Standardise(in_stack=str(stack_path), intensity=dict(artifact.plan.intensity)).run(cwd=str(workdir))
-    seg = Segment(in_stack=std.outputs.out_stack, model=str(artifact.path)).run(cwd=str(workdir))
-    post = Postprocess(prob_stack=seg.outputs.prob_stack, threshold=artifact.plan.threshold).run(cwd=str(workdir))
+    plan = artifact.plan.to_dict()
+    std = Standardise(in_stack=str(stack_path), plan=plan).run(cwd=str(workdir))
+    seg = Segment(in_stack=std.outputs.out_stack, model=str(artifact.path), plan=plan).run(cwd=str(workdir))
+    post = Postprocess(prob_stack=seg.outputs.prob_stack, plan=plan).run(cwd=str(workdir))
     return np.load(post.outputs.out_stack) > 0
 
 
@@ -50,23 +49,3 @@ def test_validation_dice_is_the_participant_levels_dice(case, tmp_path):
     assert validation == pytest.approx(dice(participant, manual), abs=1e-9)
     assert validation > 0.85  # and it is a real segmentation, not two empty masks
     np.testing.assert_array_equal(Predictor.from_artifact(artifact).segment(np.load(case.image)), participant)
-
-
-def test_the_plan_comes_from_the_manifest_and_is_frozen():
-    artifact = load_artifact(SHIPPED_SEGMENTATION)
-    plan = artifact.plan
-    manifest = artifact.manifest
-    assert plan.patch_size == tuple(manifest["preprocessing"]["patch_size"])
-    assert (plan.threshold, plan.overlap, plan.blend) == tuple(
-        manifest["inference"][k] for k in ("threshold", "overlap", "blend")
-    )
-    assert dict(plan.intensity) == manifest["preprocessing"]["intensity"]
-    with pytest.raises(FrozenInstanceError):
-        plan.threshold = 0.1
-    with pytest.raises(TypeError):
-        plan.intensity["method"] = "nyul"
-
-
-def test_a_plan_without_inference_settings_gets_the_defaults():
-    plan = InferencePlan.from_manifest({"preprocessing": {"patch_size": [48, 48, 48]}})
-    assert (plan.threshold, plan.overlap, plan.blend, dict(plan.intensity)) == (0.5, 0.5, "gaussian", {})

@@ -317,7 +317,7 @@ def test_localiser_training_on_heatmap_windows(tmp_path):
 
 def test_evaluate_cases_follows_the_models_inference_settings(tmp_path):
     """Validation Dice is computed the participant level's way: the manifest's threshold matters."""
-    from lumbo_bids.model.predictor import InferencePlan
+    from lumbo_bids.plan import ModelPlan
     from lumbo_bids.training.finetune import RawCase, evaluate_cases
 
     shape = (32, 32, 24)
@@ -331,7 +331,7 @@ def test_evaluate_cases_follows_the_models_inference_settings(tmp_path):
     conv = keras.layers.Conv3D(1, 1, activation="sigmoid")  # p = sigmoid(4 z): cord (z ~ +1.7) ~ 1, rest ~ 0
     model = keras.Model(inputs, conv(inputs))
     conv.set_weights([np.full((1, 1, 1, 1, 1), 4.0, np.float32), np.zeros(1, np.float32)])
-    plan = InferencePlan((16, 16, 16), {"method": "robust"})
+    plan = ModelPlan((16, 16, 16), intensity={"method": "robust"})
     assert evaluate_cases(model, [case], plan)["img"] == pytest.approx(1.0)
     never = evaluate_cases(model, [case], replace(plan, threshold=1.0))  # nothing is above 1
     assert never["img"] == pytest.approx(0.0)

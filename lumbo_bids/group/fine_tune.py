@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,12 @@ from ..errors import ExitCode
 LOGGER = logging.getLogger("lumbo_bids.group")
 
 
-def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size, split=None) -> ExitCode:
+def fine_tune_and_report(config, init, train_raw, val_raw, plan, split=None) -> ExitCode:
     """Fine-tune the segmentation network (and, unless ``--no-localiser-finetune``, the localiser on
     ``split``: the training and validation images, ``AnatInput``s); write ``group/model`` (the
-    localiser nested in it), the model card, ``validation_dice.tsv`` and the training curves."""
+    localiser nested in it), the model card, ``validation_dice.tsv`` and the training curves.
+    ``plan``: the starting model's, with this run's resolution and crop; the fine-tuned model's
+    is it with the intensity parameters learned."""
     from ..derivatives import atomic_write_json
     from .localiser import save_models, select_localiser, tune_localiser
 
@@ -36,12 +37,7 @@ def fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size
     manifest = {
         **{k: v for k, v in init.manifest.items() if k not in {"files", "training", "created"}},
         "name": f"{init.manifest.get('name', 'model')}-finetuned",
-        "preprocessing": {
-            **init.manifest["preprocessing"],
-            "intensity": tuned.intensity,
-            "resolution_mm": resolution,
-            "crop_size": list(crop_size),
-        },
+        **plan.replace(intensity=tuned.intensity).sections(),
         "training": card,
     }
     artifact_path = save_models(tuned.result.model, manifest, localiser, group_dir / "model")
@@ -66,7 +62,7 @@ def train_config(config, init):
         early_stopping_patience=config.patience,
         seed=config.random_seed,
         augmentation_strength=config.augmentation,
-        patch_size=tuple(config.patch_size or init.manifest["preprocessing"]["patch_size"]),
+        patch_size=tuple(config.patch_size or init.plan.patch_size),
     )
 
 
@@ -78,9 +74,9 @@ def tune_segmentation(config, init, train_raw, val_raw, cfg, state_dir: Path, ke
     from ..model.architectures import ARCHITECTURES
     from ..training.finetune import evaluate_cases, fine_tune
 
-    inference = replace(init.plan, patch_size=cfg.patch_size)
+    plan = init.plan.replace(patch_size=cfg.patch_size)
     if before is None:
-        before = evaluate_cases(init.build_model(), val_raw, inference)
+        before = evaluate_cases(init.build_model(), val_raw, plan)
         LOGGER.info("validation Dice before fine-tuning: %s", _fmt(before))
 
     def model_fn():
@@ -88,10 +84,10 @@ def tune_segmentation(config, init, train_raw, val_raw, cfg, state_dir: Path, ke
             return ARCHITECTURES[init.architecture](dict(init.architecture_config))
         return init.build_model()
 
-    plan = None if config.from_scratch else init.manifest["preprocessing"].get("intensity")
+    intensity = None if config.from_scratch else init.plan.intensity_params
     data_dir = config.work_dir / "group_data" / config.run_uuid / key
     tuned = fine_tune(
-        model_fn, train_raw, val_raw, cfg, data_dir, state_dir, intensity_plan=plan, inference=inference,
+        model_fn, train_raw, val_raw, cfg, data_dir, state_dir, intensity=intensity, plan=plan,
         resume=config.resume if resume is None else resume, progress=False,
         callbacks=[epoch_progress(cfg.epochs, cfg.steps_per_epoch)],  # lines, not Keras' progress bar
     )  # fmt: skip

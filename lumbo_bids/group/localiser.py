@@ -60,7 +60,7 @@ def tune_localiser(config, train_anats: list, val_anats: list):
     from ..training.localiser_tuning import fine_tune_localiser, localiser_train_config
 
     init = load_artifact(SHIPPED_LOCALISER)
-    patch = tuple(init.manifest["preprocessing"].get("patch_size") or init.manifest["architecture"]["config"]["patch_size"])
+    patch = init.plan.patch_size
     cfg = localiser_train_config(
         config.localiser_epochs, config.localiser_steps, seed=config.random_seed,
         learning_rate=options.LOCALISER_LEARNING_RATE, patch_size=patch, augmentation=config.augmentation,

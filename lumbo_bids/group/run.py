@@ -28,13 +28,11 @@ def run_group(config, inputs: dict) -> ExitCode:
     from ..model.selection import SHIPPED_SEGMENTATION
 
     init = load_artifact(config.init_model or SHIPPED_SEGMENTATION)
-    pre = init.manifest["preprocessing"]
-    resolution = config.resolution or float(pre["resolution_mm"])
-    crop_size = tuple(config.crop_size or pre["crop_size"])
+    plan = init.plan.with_overrides(config, only=("resolution", "crop_size"))
     if search_spec is None:
         LOGGER.info("group: %d image(s) with masks; train %s; validate %s", len(anats), train_subjects, val_subjects)
 
-    raw = preprocess(config, anats, resolution, crop_size)
+    raw = preprocess(config, anats, plan.resolution, plan.crop_size)
     if search_spec is not None:
         return run_search(config, search_spec, raw)
     train_raw = [c for c in raw if c.subject in train_subjects]
@@ -44,7 +42,7 @@ def run_group(config, inputs: dict) -> ExitCode:
 
         return learning_curve_and_report(config, init, train_raw, val_raw)
     split = ([a for a in anats if a.subject in train_subjects], [a for a in anats if a.subject in val_subjects])
-    return fine_tune_and_report(config, init, train_raw, val_raw, resolution, crop_size, split)
+    return fine_tune_and_report(config, init, train_raw, val_raw, plan, split)
 
 
 def preprocess(config, anats: list, resolution: float, crop_size: tuple) -> list:

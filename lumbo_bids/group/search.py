@@ -36,10 +36,17 @@ def fold_runner(config, spec, raw: list):
             early_stopping_patience=0, seed=spec.seed, augmentation_strength=float(params["augmentation"]),
             patch_size=tuple(params["patch_size"]), val_patches_per_case=2,
         )  # fmt: skip
-        plan = init.manifest["preprocessing"].get("intensity")
         data, state = work / key / "data", work / key / "training"
         tuned = fine_tune(
-            init.build_model, train_raw, val_raw, cfg, data, state, intensity_plan=plan, inference=init.plan, progress=False
+            init.build_model,
+            train_raw,
+            val_raw,
+            cfg,
+            data,
+            state,
+            intensity=init.plan.intensity_params,
+            plan=init.plan,
+            progress=False,
         )
         return float(np.mean(list(tuned.validation_dice.values())))
 

@@ -1,4 +1,5 @@
-"""Thin Nipype interfaces over the pure preprocessing functions (geometry, centerline)."""
+"""Thin Nipype interfaces over the preprocessing steps: each node loads its inputs, calls one
+method of :class:`~lumbo_bids.preprocess.Preprocessor` and saves the result."""
 
 from __future__ import annotations
 
@@ -55,13 +56,11 @@ class Reorient(SimpleInterface):
     output_spec = _ReorientOutputSpec
 
     def _run_interface(self, runtime):
-        from ..geometry import RPI, reorient
+        from ..preprocess import Preprocessor
         from ..utils.images import read_volume, save_image
 
         data, affine, img = read_volume(self.inputs.in_file)
-        if self.inputs.is_mask:
-            data = (data > 0.5).astype("uint8")
-        data, affine = reorient(data, affine, RPI)
+        data, affine = Preprocessor.reorient(data, affine, is_mask=self.inputs.is_mask)
         self._results["out_file"] = str(save_image(data, affine, _out(runtime, "rpi.nii.gz"), img))
         return runtime
 
@@ -83,15 +82,12 @@ class Resample(SimpleInterface):
     output_spec = _ResampleOutputSpec
 
     def _run_interface(self, runtime):
-        from ..geometry import Grid, resample_mask_to_grid, resample_to_grid, resampled_grid
+        from ..preprocess import Preprocessor
         from ..utils.images import read_volume, save_image
 
         data, affine, img = read_volume(self.inputs.in_file)
-        target = resampled_grid(Grid(tuple(data.shape), affine), self.inputs.resolution)
-        if self.inputs.is_mask:
-            out = resample_mask_to_grid(data, affine, target)
-        else:
-            out = resample_to_grid(data, affine, target, order=1)
+        preprocessor = Preprocessor(self.inputs.resolution)
+        out, target = preprocessor.resample_to_resolution(data, affine, is_mask=self.inputs.is_mask)
         self._results["out_file"] = str(save_image(out, target.affine, _out(runtime, "resampled.nii.gz"), img))
         return runtime
 
@@ -119,21 +115,17 @@ class Centerline(SimpleInterface):
         import numpy as np
         from nibabel.affines import voxel_sizes
 
-        from ..centerline import (
-            centerline_from_heatmap,
-            centerline_from_mask,
-            centerline_image,
-            centerline_world,
-        )
+        from ..centerline import centerline_image, centerline_world
+        from ..preprocess import Preprocessor
         from ..utils.images import read_volume, save_image
 
         if isdefined(self.inputs.mask_file):
             data, affine, img = read_volume(self.inputs.mask_file)
-            xy = centerline_from_mask(data > 0.5, degree=self.inputs.degree)
+            xy = Preprocessor.find_centerline(mask=data, degree=self.inputs.degree)
             method = "manual-mask"
         elif isdefined(self.inputs.heatmap_file):
             data, affine, img = read_volume(self.inputs.heatmap_file)
-            xy = centerline_from_heatmap(data, degree=self.inputs.degree, zooms=voxel_sizes(affine))
+            xy = Preprocessor.find_centerline(heatmap=data, zooms=voxel_sizes(affine), degree=self.inputs.degree)
             method = "heatmap"
         else:
             raise ValueError("Centerline needs mask_file or heatmap_file")
@@ -176,19 +168,15 @@ class CropAroundCenterline(SimpleInterface):
     def _run_interface(self, runtime):
         import numpy as np
 
-        from ..geometry import (
-            Grid,
-            PreprocGeometry,
-            bounding_crop,
-            crop_around_centerline,
-            crop_box_from_centerline,
-        )
+        from ..geometry import Grid, PreprocGeometry, bounding_crop
+        from ..preprocess import Preprocessor
         from ..utils.images import load_image, read_volume, save_image
 
         data, affine, img = read_volume(self.inputs.in_file)
         xy = np.asarray(json.loads(Path(self.inputs.centerline_json).read_text())["xy"], dtype=float)
         grid = Grid(tuple(data.shape), affine)
-        box = crop_box_from_centerline(xy, grid, tuple(self.inputs.crop_size))
+        preprocessor = Preprocessor(crop_size=tuple(self.inputs.crop_size))
+        stack, box = preprocessor.crop(data, grid, xy)
         native, rpi = load_image(self.inputs.native_file), load_image(self.inputs.rpi_file)
         geometry = PreprocGeometry(
             native=Grid(tuple(native.shape[:3]), native.affine),
@@ -197,7 +185,7 @@ class CropAroundCenterline(SimpleInterface):
             crop=box,
         )
         _out(runtime, "geometry.json").write_text(dumps_json(geometry.to_dict()))
-        np.save(_out(runtime, "stack.npy"), crop_around_centerline(data, box).astype(np.float32))
+        np.save(_out(runtime, "stack.npy"), stack)
         slices, bbox_grid = bounding_crop(box)
         save_image(data[slices], bbox_grid.affine, _out(runtime, "bbox.nii.gz"), img, dtype=np.float32)
         self._results.update(
@@ -208,7 +196,7 @@ class CropAroundCenterline(SimpleInterface):
         if isdefined(self.inputs.mask_file):
             mask, _, _ = read_volume(self.inputs.mask_file)
             mask = (mask > 0.5).astype(np.uint8)
-            np.save(_out(runtime, "mask_stack.npy"), crop_around_centerline(mask, box).astype(np.uint8))
+            np.save(_out(runtime, "mask_stack.npy"), Preprocessor.crop_mask(mask, box))
             save_image(mask[slices], bbox_grid.affine, _out(runtime, "mask_bbox.nii.gz"), img, dtype=np.uint8)
             self._results["mask_stack"] = str(_out(runtime, "mask_stack.npy"))
             self._results["mask_file"] = str(_out(runtime, "mask_bbox.nii.gz"))

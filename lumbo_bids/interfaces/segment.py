@@ -1,4 +1,6 @@
-"""Thin Nipype interfaces for cord localisation, intensity standardisation and segmentation."""
+"""Thin Nipype interfaces for cord localisation, intensity standardisation and segmentation: each
+node loads its input, calls one method of :class:`~lumbo_bids.preprocess.Preprocessor` or
+:class:`~lumbo_bids.model.predictor.Predictor` with the model's plan, and saves the result."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
-    isdefined,
     traits,
 )
 
@@ -37,12 +38,12 @@ class LocaliseCord(SimpleInterface):
     output_spec = _LocaliseOutputSpec
 
     def _run_interface(self, runtime):
-        from ..model.localise import localise_heatmap
+        from ..preprocess import Preprocessor
         from ..utils.images import read_volume, save_image
 
         _limit_threads(self.inputs.omp_nthreads)
         data, affine, img = read_volume(self.inputs.in_file)
-        heatmap = localise_heatmap(self.inputs.model, data, affine)
+        heatmap = Preprocessor(localiser=self.inputs.model).localise(data, affine)
         out = save_image(heatmap, affine, _out(runtime, "heatmap.nii.gz"), img, dtype="float32")
         self._results["heatmap_file"] = str(out)
         return runtime
@@ -50,7 +51,7 @@ class LocaliseCord(SimpleInterface):
 
 class _StandardiseInputSpec(BaseInterfaceInputSpec):
     in_stack = File(exists=True, mandatory=True, desc="cropped image (.npy)")
-    intensity = traits.Dict(desc="the model's intensity parameters (Nyul landmarks); empty: percentile fallback")
+    plan = traits.Dict(mandatory=True, desc="the model's plan, with the run's overrides (ModelPlan.to_dict)")
 
 
 class _StandardiseOutputSpec(TraitedSpec):
@@ -66,11 +67,8 @@ class Standardise(SimpleInterface):
     def _run_interface(self, runtime):
         import numpy as np
 
-        from ..intensity import apply_intensity
-
-        intensity = dict(self.inputs.intensity) if isdefined(self.inputs.intensity) else {}
-        out = apply_intensity(np.load(self.inputs.in_stack), intensity)
-        np.save(_out(runtime, "standardised.npy"), out.astype(np.float32))
+        out = _predictor(self.inputs.plan).standardise(np.load(self.inputs.in_stack))
+        np.save(_out(runtime, "standardised.npy"), out)
         self._results["out_stack"] = str(_out(runtime, "standardised.npy"))
         return runtime
 
@@ -79,7 +77,7 @@ class _SegmentInputSpec(BaseInterfaceInputSpec):
     in_stack = File(exists=True, mandatory=True, desc="standardised cropped image (.npy)")
     model = traits.Directory(exists=True, mandatory=True, desc="segmentation model artifact")
     model_checksum = traits.Str(desc="changes the cache key when the model changes")
-    overlap = traits.Float(desc="sliding-window overlap (default: the model's)")
+    plan = traits.Dict(mandatory=True, desc="the model's plan, with the run's overrides (ModelPlan.to_dict)")
     tta = traits.Bool(False, usedefault=True, desc="test-time flip augmentation")
     omp_nthreads = traits.Int(1, usedefault=True)
 
@@ -99,11 +97,11 @@ class Segment(SimpleInterface):
 
         from ..model.artifact import load_artifact
         from ..model.predictor import Predictor
+        from ..plan import ModelPlan
 
         _limit_threads(self.inputs.omp_nthreads)
-        predictor = Predictor.from_artifact(load_artifact(self.inputs.model))
-        overlap = self.inputs.overlap if isdefined(self.inputs.overlap) else None
-        prob = predictor.probability(np.load(self.inputs.in_stack), overlap=overlap, tta=bool(self.inputs.tta))
+        predictor = Predictor.from_artifact(load_artifact(self.inputs.model), ModelPlan.from_dict(self.inputs.plan))
+        prob = predictor.probability(np.load(self.inputs.in_stack), tta=bool(self.inputs.tta))
         np.save(_out(runtime, "prob.npy"), prob.astype(np.float32))
         self._results["prob_stack"] = str(_out(runtime, "prob.npy"))
         return runtime
@@ -111,7 +109,7 @@ class Segment(SimpleInterface):
 
 class _PostprocessInputSpec(BaseInterfaceInputSpec):
     prob_stack = File(exists=True, mandatory=True)
-    threshold = traits.Float(0.5, usedefault=True)
+    plan = traits.Dict(mandatory=True, desc="the model's plan (its threshold), with the run's overrides")
 
 
 class _PostprocessOutputSpec(TraitedSpec):
@@ -127,12 +125,19 @@ class Postprocess(SimpleInterface):
     def _run_interface(self, runtime):
         import numpy as np
 
-        from ..postproc import postprocess
-
-        mask = postprocess(np.load(self.inputs.prob_stack), threshold=self.inputs.threshold)
+        mask = _predictor(self.inputs.plan).mask(np.load(self.inputs.prob_stack))
         np.save(_out(runtime, "mask.npy"), mask.astype(np.uint8))
         self._results["out_stack"] = str(_out(runtime, "mask.npy"))
         return runtime
+
+
+def _predictor(plan: dict):
+    """A :class:`~lumbo_bids.model.predictor.Predictor` without a network: the plan's
+    standardisation and post-processing (the nodes that need no model)."""
+    from ..model.predictor import Predictor
+    from ..plan import ModelPlan
+
+    return Predictor(None, ModelPlan.from_dict(plan))
 
 
 def _limit_threads(n: int) -> None:

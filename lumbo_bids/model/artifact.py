@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExitCode, LumboError
+from ..plan import ModelPlan
 from .architectures import ARCHITECTURES
 from .manifest import FORMAT, FORMAT_VERSION, MANIFEST_NAME, WEIGHTS_NAME, manifest_problem
 
@@ -94,17 +95,6 @@ class ModelArtifact:
     architecture_config = _entry("architecture", "config")
     task = _entry("task")
     contrasts = _entry("contrasts")
-    preprocessing = _entry("preprocessing")
-    inference = _entry("inference")
-    resolution_mm = _entry("preprocessing", "resolution_mm")
-    threshold = _entry("inference", "threshold")
-    overlap = _entry("inference", "overlap")
-    blend = _entry("inference", "blend")
-
-    @property
-    def patch_size(self) -> tuple[int, ...] | None:
-        size = self.preprocessing.get("patch_size")
-        return None if size is None else tuple(size)
 
     @property
     def weights_path(self) -> Path:
@@ -112,10 +102,8 @@ class ModelArtifact:
 
     @cached_property
     def plan(self):
-        """The typed :class:`~lumbo_bids.model.predictor.InferencePlan` of a segmentation model."""
-        from .predictor import InferencePlan
-
-        return InferencePlan.from_manifest(self.manifest)
+        """The model's :class:`~lumbo_bids.plan.ModelPlan` (preprocessing and inference, typed)."""
+        return ModelPlan.from_manifest(self.manifest)
 
     @cached_property
     def checksum(self) -> str:

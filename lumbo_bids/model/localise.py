@@ -18,9 +18,9 @@ from ..intensity import apply_intensity
 LOCALISER_INTENSITY = {"method": "robust", "clip": [0.5, 99.5]}
 
 
-def localiser_input(volume: np.ndarray, plan: dict | None = None) -> np.ndarray:
-    """Intensity normalisation of our localiser (training and inference), as its plan says."""
-    return apply_intensity(np.asarray(volume, dtype=np.float32), plan or LOCALISER_INTENSITY)
+def localiser_input(volume: np.ndarray, intensity: dict | None = None) -> np.ndarray:
+    """Intensity normalisation of our localiser (training and inference), with its plan's parameters."""
+    return apply_intensity(np.asarray(volume, dtype=np.float32), intensity or LOCALISER_INTENSITY)
 
 
 def heatmap_target(shape: tuple[int, int, int], centerline_xy: np.ndarray, sigma_vox: float) -> np.ndarray:
@@ -53,18 +53,19 @@ def localise_heatmap(model_path: str | Path, volume: np.ndarray, affine: np.ndar
 
     artifact = load_artifact(path)
     model = artifact.build_model()
-    wanted = float(artifact.manifest["preprocessing"]["resolution_mm"])
+    wanted, intensity = artifact.plan.resolution, artifact.plan.intensity_params
     zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
     data = np.asarray(volume, dtype=np.float32)
-    plan = artifact.manifest["preprocessing"].get("intensity")
     if not np.allclose(zooms[:2], wanted, atol=1e-3):
         from ..geometry import Grid, resample_to_grid, resampled_grid
 
         src = Grid(tuple(data.shape), np.asarray(affine))
         target = resampled_grid(src, (wanted, wanted, float(zooms[2])))
         heat = predict_slices(
-            keras_predict_fn(model, batch_size), localiser_input(resample_to_grid(data, src.affine, target), plan), batch_size
+            keras_predict_fn(model, batch_size),
+            localiser_input(resample_to_grid(data, src.affine, target), intensity),
+            batch_size,
         )
         return np.clip(resample_to_grid(heat, target.affine, src), 0.0, 1.0)
-    heat = predict_slices(keras_predict_fn(model, batch_size), localiser_input(data, plan), batch_size)
+    heat = predict_slices(keras_predict_fn(model, batch_size), localiser_input(data, intensity), batch_size)
     return np.clip(heat, 0.0, 1.0)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidInputError, MissingInputError, OutputError, named
+from ..plan import ModelPlan
 
 LOGGER = logging.getLogger("lumbo_bids.model")
 
@@ -29,12 +30,12 @@ class SegmentationModel:
     name: str
     version: str
     checksum: str
-    resolution: float
-    crop_size: tuple[int, int]
-    intensity: dict
-    threshold: float
-    contrasts: tuple[str, ...]
+    plan: ModelPlan
     localiser: dict | None = None  # the manifest's "localiser" entry: a fine-tuned localiser in a sub-folder
+
+    @property
+    def contrasts(self) -> tuple[str, ...]:
+        return self.plan.contrasts
 
 
 @dataclass(frozen=True)
@@ -83,17 +84,12 @@ def read_segmentation_model(path: Path | None) -> SegmentationModel:
     manifest = artifact.manifest
     if manifest.get("task") != "segmentation":
         raise InvalidInputError(f"{path}: a {manifest.get('task')!r} model, not a segmentation model")
-    pre = manifest["preprocessing"]
     return SegmentationModel(
         path=artifact.path,
         name=manifest.get("name", path.name),
         version=str(manifest.get("version", "")),
         checksum=artifact.checksum,
-        resolution=float(pre["resolution_mm"]),
-        crop_size=tuple(int(v) for v in pre["crop_size"]),
-        intensity=dict(pre.get("intensity") or {}),
-        threshold=float(manifest.get("inference", {}).get("threshold", 0.5)),
-        contrasts=tuple(manifest.get("contrasts", ())),
+        plan=artifact.plan,
         localiser=manifest.get("localiser"),
     )
 

@@ -11,19 +11,22 @@ from ..model.architectures import build_ensemble, normalised_config
 from ..model.network import members_of
 
 
-def _same_plan(manifests: Sequence[dict[str, Any]]) -> tuple[int, str] | None:
+def _same_plan(artifacts: Sequence[Any]) -> tuple[int, str] | None:
     """``(member, what)``: the first member whose architecture / preprocessing / inference / task /
     contrasts differ from member 0's; ``None`` when they all agree."""
 
-    def arch(m: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        return m["architecture"]["name"], normalised_config(m["architecture"]["name"], m["architecture"]["config"])
+    def arch(a: Any) -> tuple[str, dict[str, Any]]:
+        return a.architecture, normalised_config(a.architecture, a.architecture_config)
 
-    first = manifests[0]
-    for k, other in enumerate(manifests[1:], start=1):
+    def described(a: Any) -> dict[str, Any]:
+        return {**a.plan.sections(), "task": a.task, "contrasts": a.contrasts}
+
+    first = artifacts[0]
+    for k, other in enumerate(artifacts[1:], start=1):
         if arch(other) != arch(first):
             return k, "differs from member 0 in 'architecture'"
-        for key in ("preprocessing", "inference", "task", "contrasts"):
-            if other.get(key) != first.get(key):
+        for key, value in described(first).items():
+            if described(other)[key] != value:
                 return k, f"differs from member 0 in {key!r}"
     return None
 
@@ -53,7 +56,7 @@ def ensemble_artifact(
     if len(members) < 2:
         raise ArtifactError(out_dir, f"an ensemble needs at least 2 members, got {len(members)}")
     loaded = [load_artifact(m) for m in members]
-    if differs := _same_plan([a.manifest for a in loaded]):
+    if differs := _same_plan(loaded):
         raise ArtifactError(loaded[differs[0]].origin, f"{differs[1]} ({loaded[0].origin})")
     if loaded[0].architecture == "ensemble":
         raise ArtifactError(loaded[0].origin, "members must be single networks, not ensembles")
@@ -66,13 +69,13 @@ def ensemble_artifact(
     model = build_ensemble(config)
     for net, artifact in zip(members_of(model), loaded):
         net.set_weights(artifact.build_model().get_weights())
-    inference = dict(first["inference"])
-    if overlap is not None:
-        inference["overlap"] = float(overlap)
-    manifest = {key: first[key] for key in ("name", "version", "task", "contrasts", "preprocessing") if key in first}
+    plan = loaded[0].plan if overlap is None else loaded[0].plan.replace(overlap=float(overlap))
+    sections = plan.sections()
+    manifest = {key: first[key] for key in ("name", "version", "task", "contrasts") if key in first}
     manifest.update(
+        preprocessing=sections["preprocessing"],
         architecture={"name": "ensemble", "config": config},
-        inference=inference,
+        inference=sections["inference"],
         training={
             "purpose": f"mean of {len(loaded)} networks trained by one recipe with different seeds",
             "reproduce": reproduce,

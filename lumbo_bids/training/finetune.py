@@ -12,7 +12,7 @@ import json
 import logging
 import platform
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,17 +63,17 @@ def split_subjects(
     return train, val
 
 
-def learn_intensity(cases: list[RawCase], plan: dict | None = None) -> dict:
-    """The intensity plan for training on ``cases``.
+def learn_intensity(cases: list[RawCase], intensity: dict | None = None) -> dict:
+    """The intensity parameters for training on ``cases``.
 
-    A ``robust`` (or ``percentile``) plan learns nothing and is returned as it is; ``nyul``
-    (the default when no plan is given, the recipe of older models) learns the landmarks from
-    the training images (inside the cropped field of view).
+    ``robust`` (or ``percentile``) standardisation learns nothing and is returned as it is;
+    ``nyul`` (the default when none is given, the recipe of older models) learns the landmarks
+    from the training images (inside the cropped field of view).
     """
     from ..intensity import DEFAULT_PERCENTILES, image_landmarks, learn_standard_scale
 
-    if plan and plan.get("method") in ("robust", "percentile"):
-        return dict(plan)
+    if intensity and intensity.get("method") in ("robust", "percentile"):
+        return dict(intensity)
     landmarks = [image_landmarks(np.load(c.image, mmap_mode="r")) for c in cases]
     standard = learn_standard_scale(landmarks)
     return {"method": "nyul", "percentiles": list(DEFAULT_PERCENTILES), "standard": np.asarray(standard).tolist()}
@@ -98,7 +98,7 @@ def standardise_cases(cases: list[RawCase], intensity: dict, out_dir: Path) -> l
 def evaluate_cases(model, cases: list[RawCase], plan) -> dict[str, float]:
     """Dice of ``model`` against each case's manual mask on the cropped grid, segmented by the
     participant level's :class:`~lumbo_bids.model.predictor.Predictor` with ``plan``
-    (an :class:`~lumbo_bids.model.predictor.InferencePlan`)."""
+    (a :class:`~lumbo_bids.plan.ModelPlan`)."""
     from ..metrics import dice
     from ..model.predictor import Predictor
 
@@ -118,23 +118,23 @@ class FineTuned:
 
 def fine_tune(
     model_fn, train_raw: list[RawCase], val_raw: list[RawCase], cfg, data_dir: Path, run_dir: Path,
-    intensity_plan: dict | None = None, synthetic_cases: tuple = (), inference=None, **train_kwargs,
+    intensity: dict | None = None, synthetic_cases: tuple = (), plan=None, **train_kwargs,
 ) -> FineTuned:  # fmt: skip
-    """Standardise both sets into ``data_dir`` with ``intensity_plan`` (Nyúl landmarks learned on
-    ``train_raw`` when the plan asks for them, or when there is none), train on them and on
+    """Standardise both sets into ``data_dir`` with ``intensity`` (Nyúl landmarks learned on
+    ``train_raw`` when it asks for them, or when there is none), train on them and on
     ``synthetic_cases`` (:class:`~lumbo_bids.training.cases.TrainingCase` label maps, see
     :mod:`lumbo_bids.training.synth`) with :func:`lumbo_bids.training.trainer.train` in ``run_dir``,
     and score on ``val_raw`` as the participant level would segment them (:func:`evaluate_cases`
-    with ``inference``, an :class:`~lumbo_bids.model.predictor.InferencePlan` whose patch size and
-    intensity are replaced by ``cfg``'s and the learned ones; default settings when None)."""
-    from ..model.predictor import InferencePlan
+    with ``plan``, a :class:`~lumbo_bids.plan.ModelPlan` whose patch size and intensity are
+    replaced by ``cfg``'s and the learned ones; default settings when None)."""
+    from ..plan import ModelPlan
     from .trainer import train
 
-    intensity = learn_intensity(train_raw, intensity_plan)
+    intensity = learn_intensity(train_raw, intensity)
     train_cases = standardise_cases(train_raw, intensity, data_dir) + list(synthetic_cases)
     val_cases = standardise_cases(val_raw, intensity, data_dir) or list(synthetic_cases)  # synthetic only: pick on them
     result = train(model_fn, train_cases, val_cases, cfg, run_dir, **train_kwargs)
-    plan = replace(inference or InferencePlan(cfg.patch_size), patch_size=tuple(cfg.patch_size), intensity=intensity)
+    plan = (plan or ModelPlan(cfg.patch_size)).replace(patch_size=tuple(cfg.patch_size), intensity=intensity)
     return FineTuned(result, intensity, evaluate_cases(result.model, val_raw, plan))
 
 

@@ -111,10 +111,9 @@ def fine_tune_localiser(
     before and after."""
     from .trainer import train
 
-    pre = init.manifest["preprocessing"]
-    resolution, plan = float(pre["resolution_mm"]), pre.get("intensity")
-    train_cases = localiser_cases(train_anats, resolution, data_dir, plan)
-    val_cases = localiser_cases(val_anats, resolution, data_dir, plan)
+    resolution, intensity = init.plan.resolution, init.plan.intensity_params
+    train_cases = localiser_cases(train_anats, resolution, data_dir, intensity)
+    val_cases = localiser_cases(val_anats, resolution, data_dir, intensity)
     before = centerline_errors(init.build_model(), val_cases, resolution)
     LOGGER.info("localiser centerline error before fine-tuning: %s", format_errors(before))
     result = train(init.build_model, train_cases, val_cases, cfg, run_dir, **train_kwargs)

@@ -9,6 +9,7 @@ from ..interfaces.preproc import ToNative
 from ..interfaces.qc import QCFlags
 from ..interfaces.segment import Postprocess, Segment, Standardise
 from ..options import MODEL_NODE_MEM_GB
+from ..utils.images import MASK_THRESHOLD
 from .outputs import init_ds_anat_wf
 from .preproc import init_anat_preproc_wf
 
@@ -27,20 +28,19 @@ def init_anat_seg_wf(config, anat, models, name: str):
     """
     workflow = pe.Workflow(name=name)
     seg = models.segmentation
-    resolution = config.resolution or seg.resolution
-    crop_size = tuple(config.crop_size or seg.crop_size)
+    plan = seg.plan.with_overrides(config)  # the run's --resolution, --crop-size, --threshold, --overlap
     use_mask = anat.mask is not None and not config.ignore_manual_centerline
 
     preproc_wf = init_anat_preproc_wf(
         anat,
-        resolution=resolution,
-        crop_size=crop_size,
+        resolution=plan.resolution,
+        crop_size=plan.crop_size,
         use_mask=use_mask,
         localiser=(models.localiser, models.localiser_checksum),
         omp_nthreads=config.omp_nthreads,
     )
     centerline_method = "manual mask" if use_mask else f"automatic ({models.localiser_name})"
-    standardise, segment, postprocess, to_native = _segmentation_nodes(config, anat, seg)
+    standardise, segment, postprocess, to_native = _segmentation_nodes(config, anat, seg, plan)
 
     workflow.connect([
         (preproc_wf, standardise, [("outputnode.out_stack", "in_stack")]),
@@ -52,7 +52,7 @@ def init_anat_seg_wf(config, anat, models, name: str):
 
     # -- morphometrics, evaluation against the manual mask, probability: then the sinks -------
     morphometrics = pe.Node(CordMorphometrics(), name="morphometrics")
-    ds_wf = init_ds_anat_wf(config, anat, seg, resolution, crop_size, centerline_method)
+    ds_wf = init_ds_anat_wf(config, anat, seg, plan, centerline_method)
     workflow.connect([
         (to_native, morphometrics, [("out_file", "in_file")]),
         (to_native, ds_wf, [("out_file", "inputnode.mask")]),
@@ -72,19 +72,20 @@ def init_anat_seg_wf(config, anat, models, name: str):
     return workflow
 
 
-def _segmentation_nodes(config, anat, seg):
-    """Standardise -> segment -> post-process -> back to the source grid, as ``seg`` plans."""
-    standardise = pe.Node(Standardise(intensity=seg.intensity), name="standardise")
+def _segmentation_nodes(config, anat, seg, plan):
+    """Standardise -> segment -> post-process -> back to the source grid, as ``plan`` says."""
+    plan_dict = plan.to_dict()
+    standardise = pe.Node(Standardise(plan=plan_dict), name="standardise")
     segment = pe.Node(
-        Segment(model=str(seg.path), model_checksum=seg.checksum, tta=config.tta, omp_nthreads=config.omp_nthreads),
+        Segment(
+            model=str(seg.path), model_checksum=seg.checksum, plan=plan_dict, tta=config.tta, omp_nthreads=config.omp_nthreads
+        ),
         name="segment",
         mem_gb=MODEL_NODE_MEM_GB,
         n_procs=config.omp_nthreads,
     )
-    if config.overlap is not None:
-        segment.inputs.overlap = config.overlap
-    postprocess = pe.Node(Postprocess(threshold=config.threshold or seg.threshold), name="postprocess")
-    to_native = pe.Node(ToNative(reference_file=str(anat.path), threshold=0.5), name="to_native")
+    postprocess = pe.Node(Postprocess(plan=plan_dict), name="postprocess")
+    to_native = pe.Node(ToNative(reference_file=str(anat.path), threshold=MASK_THRESHOLD), name="to_native")
     return standardise, segment, postprocess, to_native
 
 

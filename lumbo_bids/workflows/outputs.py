@@ -26,20 +26,21 @@ def resolution_entity(resolution: float) -> str:
     return f"{resolution:g}".replace(".", "") + "mm"
 
 
-def sidecar_metadata(config, anat, seg, resolution: float, crop_size, centerline_method: str) -> dict[str, dict]:
-    """What each derivative's JSON sidecar says besides ``Sources`` (by inputnode field)."""
-    resolution_text = f"{resolution:g} mm isotropic, SCT 'RPI' (nibabel LAS) orientation"
+def sidecar_metadata(config, anat, seg, plan, centerline_method: str) -> dict[str, dict]:
+    """What each derivative's JSON sidecar says besides ``Sources`` (by inputnode field); ``plan``:
+    the model's, with the run's overrides."""
+    resolution_text = f"{plan.resolution:g} mm isotropic, SCT 'RPI' (nibabel LAS) orientation"
     model = {"Name": seg.name, "Version": seg.version, "Checksum": f"sha256:{seg.checksum}"}
     on_grid = {"SpatialReference": "orig", "Resolution": resolution_text}
     return {
         "mask": {
             "Type": "ROI", "SpatialReference": "orig", "Manual": False,
             "Description": "Spinal cord segmentation on the source image's native grid.",
-            "Model": model, "Threshold": config.threshold or seg.threshold,
+            "Model": model, "Threshold": plan.threshold,
             "CenterlineMethod": centerline_method, "TestTimeAugmentation": bool(config.tta),
         },
         "preproc": {
-            **on_grid, "SkullStripped": False, "CropSize": list(crop_size),
+            **on_grid, "SkullStripped": False, "CropSize": list(plan.crop_size),
             "Description": "Reoriented, resampled and cropped around the cord centerline "
             "(axis-aligned bounding box of the per-slice crop).",
         },
@@ -52,7 +53,7 @@ def sidecar_metadata(config, anat, seg, resolution: float, crop_size, centerline
     }  # fmt: skip
 
 
-def init_ds_anat_wf(config, anat, seg, resolution: float, crop_size, centerline_method: str, name: str = "ds_wf"):
+def init_ds_anat_wf(config, anat, seg, plan, centerline_method: str, name: str = "ds_wf"):
     """One :class:`~lumbo_bids.interfaces.io.DerivativesDataSink` per output of ``anat``.
 
     Sinks for the manual-mask outputs (``preproc_mask``, ``evaluation``) exist only when the
@@ -61,7 +62,7 @@ def init_ds_anat_wf(config, anat, seg, resolution: float, crop_size, centerline_
     """
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=FIELDS), name="inputnode")
-    metadata = sidecar_metadata(config, anat, seg, resolution, crop_size, centerline_method)
+    metadata = sidecar_metadata(config, anat, seg, plan, centerline_method)
     wanted = {"preproc_mask": anat.mask is not None, "evaluation": anat.mask is not None, "probseg": config.save_probseg}
     for field in IMAGE_OUTPUTS:
         if not wanted.get(field, True):
@@ -76,7 +77,7 @@ def init_ds_anat_wf(config, anat, seg, resolution: float, crop_size, centerline_
                 json_sidecar=field != "centerline_csv",
                 extra_sources=extra_sources,
                 run_id=config.run_uuid,
-                **image_output(field, anat.contrast, resolution_entity(resolution)),
+                **image_output(field, anat.contrast, resolution_entity(plan.resolution)),
             ),
             name=f"ds_{field}",
             run_without_submitting=True,
