@@ -11,7 +11,7 @@ thick-slice sets ask (the truth stays the 0.5 mm manual mask):
 ``slices3mm``
     3 mm slices: a box slice profile (the mean of 6 slices at 0.5 mm), sampled every 3 mm, then
     linear interpolation back to 0.5 mm, as the participant level resamples a 3 mm image. The
-    training randomisation (:func:`lumbo_bids.training.augment.simulate_resolution`) uses a Gaussian
+    training randomisation (:func:`lumbo_bids.training.acquisition.simulate_resolution`) uses a Gaussian
     profile, so this is not the training simulator.
 ``slices3mm_1mm_snr8``
     The same with 1 mm in-plane voxels and Rician noise at 8 times the cord's mean intensity
@@ -48,8 +48,8 @@ LOGGER = logging.getLogger("lumbo_bids.evaluate")
 def box_resolution(image: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
     """``image`` acquired with voxels ``factors`` times larger (box profile: each thick voxel is
     the mean of ``f`` thin ones), then linearly interpolated back onto its grid (as
-    :func:`lumbo_bids.training.augment.simulate_resolution` does after its Gaussian profile)."""
-    from lumbo_bids.training.augment import interpolate_samples
+    :func:`lumbo_bids.training.acquisition.simulate_resolution` does after its Gaussian profile)."""
+    from lumbo_bids.training.acquisition import interpolate_samples
 
     out = image.astype(np.float32, copy=True)
     for axis, f in enumerate(factors):

@@ -12,14 +12,8 @@ import numpy as np
 import pytest
 
 from lumbo_bids.intensity import apply_intensity, robust_standardise
-from lumbo_bids.training.augment import (
-    AugmentConfig,
-    augment_pair,
-    bias_field,
-    gibbs_ringing,
-    random_lut,
-    simulate_resolution,
-)
+from lumbo_bids.training.acquisition import bias_field, gibbs_ringing, random_lut, simulate_resolution
+from lumbo_bids.training.augment import AugmentConfig, augment_pair
 from lumbo_bids.training.cases import TrainingCase
 from lumbo_bids.training.streams import iter_patches
 from lumbo_bids.training.synth import BONE, CORD, CSF, OUTER, ROOTS, SHELL, derive_labels, lumbar_phantom, synthesise

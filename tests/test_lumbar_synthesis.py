@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lumbo_bids.training.augment import THICK_AXES, AugmentConfig, augment_pair, box_kernel, simulate_resolution
+from lumbo_bids.training.acquisition import box_kernel, simulate_resolution
+from lumbo_bids.training.augment import THICK_AXES, AugmentConfig, augment_pair
 from lumbo_bids.training.synth import CORD, CSF, ROOTS, conus_phantom, grey_matter_core, synthesise
 from lumbo_bids.training.trainer import TrainConfig
 

@@ -193,10 +193,8 @@ def patch_dataset(
     ----------
     cases : sequence of TrainingCase
         Cropped, standardised volumes and their masks.
-    patch_size : sequence of int
-        ``(sx, sy, sz)``.
-    batch_size : int
-        Patches per batch.
+    patch_size, batch_size : sequence of int, int
+        ``(sx, sy, sz)``; patches per batch.
     patches_per_epoch : int, optional
         Training: patches per epoch (use ``steps_per_epoch * batch_size`` so that the stream's
         epochs match Keras'); default ``patches_per_case * len(cases)``.
@@ -208,12 +206,11 @@ def patch_dataset(
         Applied on the fly to training patches; None for none.
     seed : int
         The stream is a function of ``seed`` (and the epoch, in training) only.
-    training : bool
+    training, start_epoch : bool, int
         True: infinite, reshuffled and resampled every epoch (``rng([seed, epoch])``),
         augmented, batches of exactly ``batch_size``. False: one fixed pass over
-        ``patches_per_case`` patches of each case, no augmentation.
-    start_epoch : int
-        First epoch of the stream (a resumed run continues its sequence).
+        ``patches_per_case`` patches of each case, no augmentation. ``start_epoch``: the
+        stream's first epoch (a resumed run continues its sequence).
     synthetic_fraction : float, optional
         Share of the patches drawn from synthetic cases (default: even over all cases).
     grey_matter : float
@@ -225,10 +222,7 @@ def patch_dataset(
     loader : {"auto", "tf.data", "python"}
         ``tf.data`` on the TensorFlow backend, else :class:`BatchStream` (``"auto"``).
 
-    Returns
-    -------
-    tf.data.Dataset or BatchStream
-        ``(images, masks)``, both ``(B, sx, sy, sz, 1)`` float32 (masks 0/1).
+    Returns ``(images, masks)`` batches, both ``(B, sx, sy, sz, 1)`` float32 (masks 0/1).
     """
     size = tuple(int(s) for s in patch_size)
     cases = list(cases)

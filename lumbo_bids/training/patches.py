@@ -177,6 +177,18 @@ def cord_ends(z_cord: np.ndarray, depth: int, margin: int = 2) -> list[int]:
     return [z for z, inside in ((lo, lo > margin), (hi, hi < depth - 1 - margin)) if inside]
 
 
+def _check_sampling(mask, n: int, patch_size, cord_fraction: float, end_fraction: float) -> None:
+    """A ValueError naming the argument of :func:`sample_patch_centres` that is out of range."""
+    if not 0.0 <= cord_fraction <= 1.0:
+        raise ValueError(f"cord_fraction must be in [0, 1], got {cord_fraction}")
+    if len(patch_size) != mask.ndim or mask.ndim != 3:
+        raise ValueError(f"need a 3D mask and a 3D patch size, got {mask.shape} and {tuple(patch_size)}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if not 0.0 <= end_fraction <= 1.0:
+        raise ValueError(f"end_fraction must be in [0, 1], got {end_fraction}")
+
+
 def sample_patch_centres(
     mask: np.ndarray,
     n: int,
@@ -223,14 +235,7 @@ def sample_patch_centres(
     np.ndarray
         ``(n, 3)`` int64 centres, the cord ones first (end centres among them, first).
     """
-    if not 0.0 <= cord_fraction <= 1.0:
-        raise ValueError(f"cord_fraction must be in [0, 1], got {cord_fraction}")
-    if len(patch_size) != mask.ndim or mask.ndim != 3:
-        raise ValueError(f"need a 3D mask and a 3D patch size, got {mask.shape} and {tuple(patch_size)}")
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    if not 0.0 <= end_fraction <= 1.0:
-        raise ValueError(f"end_fraction must be in [0, 1], got {end_fraction}")
+    _check_sampling(mask, n, patch_size, cord_fraction, end_fraction)
     z_cord, _ = cord_index if cord_index is not None else cord_slices(mask)
     n_cord = int(round(n * cord_fraction)) if z_cord.size else 0
     centres = np.empty((n, 3), dtype=np.int64)

@@ -160,6 +160,38 @@ def _smoothstep(t: np.ndarray) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
+def _root(rng: np.random.Generator, course: dict, bundle, spread: float) -> np.ndarray:
+    """One nerve root of :func:`conus_phantom` (a boolean volume): it leaves the cord's surface at
+    a random level (ventral or dorsal, left or right) and descends to its place in the cauda
+    equina, in the dorsal ``bundle`` (its centre, ``spread`` wide) or anywhere in the canal (None)."""
+    nz, mm, z, xs, ys = course["nz"], course["mm"], course["z"], course["xs"], course["ys"]
+    cx, cy, ccx, ccy, canal_r = course["cx"], course["cy"], course["ccx"], course["ccy"], course["canal_r"]
+    semi, scale, tip, enlargement_top = course["semi"], course["scale"], course["tip"], course["enlargement_top"]
+    radius = _in_range(rng, "root_radius_mm") * mm
+    if bundle is not None:
+        dx, dy = np.asarray(bundle) + rng.normal(0.0, spread, 2)
+    else:
+        a, r = rng.uniform(0, 2 * np.pi), np.sqrt(rng.uniform(0.05, 0.8))
+        dx, dy = r * canal_r[0] * np.cos(a), r * canal_r[1] * np.sin(a)
+    side = rng.choice([-1.0, 1.0])  # left or right half of the cord
+    ventral = rng.random() < 0.5
+    theta = (rng.uniform(0.6, 1.2) if ventral else rng.uniform(1.9, 2.5)) * side  # from anterior (+y)
+    exit_level = rng.uniform(tip, min(enlargement_top, nz + 40 * mm)) if rng.random() < 0.75 else nz + 100 * mm
+    level = int(np.clip(np.rint(exit_level), 0, nz - 1))
+    s = float(scale[level]) if exit_level < nz else 1.0
+    surface = 1.0 + radius / max(float(semi.min() * max(s, 0.2)), 1.0)
+    ex = np.sin(theta) * semi[0] * s * surface
+    ey = np.cos(theta) * semi[1] * s * surface
+    descent = rng.uniform(10, 40) * mm
+    t = _smoothstep((exit_level - z) / descent)  # 0 at its exit from the cord, 1 in the cauda equina
+    rx = ccx + (1 - t) * ex + t * (cx - ccx + dx) + _smooth_walk(nz, 0.5 * mm, rng)
+    ry = ccy + (1 - t) * ey + t * (cy - ccy + dy) + _smooth_walk(nz, 0.5 * mm, rng)
+    extent = z <= exit_level
+    if rng.random() < 0.3:  # leaves the canal through a foramen before the bottom
+        extent &= z >= rng.uniform(0.0, 0.6) * min(exit_level, nz)
+    return (((xs - rx) ** 2 + (ys - ry) ** 2) <= radius**2) & extent
+
+
 def conus_phantom(
     shape: tuple[int, int, int],
     rng: np.random.Generator,
@@ -220,30 +252,12 @@ def conus_phantom(
         angle, depth = rng.uniform(-0.5, 0.5) - np.pi / 2, rng.uniform(0.45, 0.75)
         bundle = depth * canal_r[0] * np.cos(angle), depth * canal_r[1] * np.sin(angle)
         spread = rng.uniform(1.0, 3.0) * mm
+    course = dict(
+        nz=nz, mm=mm, z=z, xs=xs, ys=ys, cx=cx, cy=cy, ccx=ccx, ccy=ccy, canal_r=canal_r, semi=semi, scale=scale,
+        tip=tip, enlargement_top=enlargement_top,
+    )  # fmt: skip
     for _ in range(int(rng.integers(n_roots[0], n_roots[1] + 1))):
-        radius = _in_range(rng, "root_radius_mm") * mm
-        if dorsal:
-            dx, dy = np.asarray(bundle) + rng.normal(0.0, spread, 2)
-        else:
-            a, r = rng.uniform(0, 2 * np.pi), np.sqrt(rng.uniform(0.05, 0.8))
-            dx, dy = r * canal_r[0] * np.cos(a), r * canal_r[1] * np.sin(a)
-        side = rng.choice([-1.0, 1.0])  # left or right half of the cord
-        ventral = rng.random() < 0.5
-        theta = (rng.uniform(0.6, 1.2) if ventral else rng.uniform(1.9, 2.5)) * side  # from anterior (+y)
-        exit_level = rng.uniform(tip, min(enlargement_top, nz + 40 * mm)) if rng.random() < 0.75 else nz + 100 * mm
-        level = int(np.clip(np.rint(exit_level), 0, nz - 1))
-        s = float(scale[level]) if exit_level < nz else 1.0
-        surface = 1.0 + radius / max(float(semi.min() * max(s, 0.2)), 1.0)
-        ex = np.sin(theta) * semi[0] * s * surface
-        ey = np.cos(theta) * semi[1] * s * surface
-        descent = rng.uniform(10, 40) * mm
-        t = _smoothstep((exit_level - z) / descent)  # 0 at its exit from the cord, 1 in the cauda equina
-        rx = ccx + (1 - t) * ex + t * (cx - ccx + dx) + _smooth_walk(nz, 0.5 * mm, rng)
-        ry = ccy + (1 - t) * ey + t * (cy - ccy + dy) + _smooth_walk(nz, 0.5 * mm, rng)
-        extent = z <= exit_level
-        if rng.random() < 0.3:  # leaves the canal through a foramen before the bottom
-            extent &= z >= rng.uniform(0.0, 0.6) * min(exit_level, nz)
-        roots |= (((xs - rx) ** 2 + (ys - ry) ** 2) <= radius**2) & extent & canal
+        roots |= _root(rng, course, bundle if dorsal else None, spread if dorsal else 0.0) & canal
     return _with_shells(canal, voxel_mm, {CSF: canal, ROOTS: roots & ~cord, CORD: cord})
 
 

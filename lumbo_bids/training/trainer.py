@@ -209,10 +209,7 @@ def train(
         How batches reach ``fit`` (:mod:`lumbo_bids.training.dataset`): ``tf.data`` on the
         TensorFlow backend, a ``keras.utils.PyDataset`` on the others (``"auto"``).
 
-    Returns
-    -------
-    TrainResult
-        With the model holding the weights of the best ``val_dice`` epoch.
+    Returns a :class:`TrainResult`, its model holding the weights of the best ``val_dice`` epoch.
     """
     if not train_cases or not val_cases:
         raise ValueError(f"need training and validation cases (got {len(train_cases)} and {len(val_cases)})")
