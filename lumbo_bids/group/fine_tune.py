@@ -25,7 +25,7 @@ def fine_tune_and_report(config, init, train_raw, val_raw, plan, split=None) -> 
     from .localiser import save_models, select_localiser, tune_localiser
 
     group_dir = config.output_dir / "group"
-    cfg = train_config(config, init)
+    cfg = train_config(init, **run_settings(config))
     started = time.time()
     tuned, before = tune_segmentation(config, init, train_raw, val_raw, cfg, group_dir / "training", "segmentation")
     seconds = round(time.time() - started, 1)
@@ -48,22 +48,37 @@ def fine_tune_and_report(config, init, train_raw, val_raw, plan, split=None) -> 
     return ExitCode.OK
 
 
-def train_config(config, init):
-    """The segmentation fine-tuning settings of this run (command line, config file, the model's patch size)."""
+def run_settings(config) -> dict:
+    """This run's fine-tuning settings (command line > config file > built-in default), by
+    :class:`~lumbo_bids.training.trainer.TrainConfig` field; ``patch_size`` None: the model's."""
+    return {
+        "epochs": config.epochs,
+        "steps_per_epoch": config.steps_per_epoch,
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "loss": config.loss,
+        "freeze": config.freeze or ("encoder" if config.freeze_encoder else "none"),
+        "early_stopping_patience": config.patience,
+        "seed": config.random_seed,
+        "augmentation_strength": config.augmentation,
+        "patch_size": config.patch_size,
+    }
+
+
+def train_config(init, **settings):
+    """The group level's one way to make fine-tuning settings (a run's :func:`run_settings`, or a
+    search trial's): a :class:`~lumbo_bids.training.trainer.TrainConfig`, the patch size the
+    starting model's unless given."""
     from ..training.trainer import TrainConfig
 
-    return TrainConfig(
-        epochs=config.epochs,
-        steps_per_epoch=config.steps_per_epoch,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        loss=config.loss,
-        freeze=config.freeze or ("encoder" if config.freeze_encoder else "none"),
-        early_stopping_patience=config.patience,
-        seed=config.random_seed,
-        augmentation_strength=config.augmentation,
-        patch_size=tuple(config.patch_size or init.plan.patch_size),
-    )
+    patch = settings.pop("patch_size", None)
+    return TrainConfig(**settings, patch_size=tuple(patch or init.plan.patch_size))
+
+
+def starting_intensity(init, from_scratch: bool = False) -> dict | None:
+    """The intensity standardisation fine-tuning starts from: the starting model's, or None
+    (from scratch: Nyul landmarks learned on the training images)."""
+    return None if from_scratch else init.plan.intensity_params
 
 
 def tune_segmentation(config, init, train_raw, val_raw, cfg, state_dir: Path, key: str, resume=None, before=None):
@@ -84,7 +99,7 @@ def tune_segmentation(config, init, train_raw, val_raw, cfg, state_dir: Path, ke
             return ARCHITECTURES[init.architecture](dict(init.architecture_config))
         return init.build_model()
 
-    intensity = None if config.from_scratch else init.plan.intensity_params
+    intensity = starting_intensity(init, config.from_scratch)
     data_dir = config.work_dir / "group_data" / config.run_uuid / key
     tuned = fine_tune(
         model_fn, train_raw, val_raw, cfg, data_dir, state_dir, intensity=intensity, plan=plan,

@@ -18,10 +18,10 @@ def learning_curve_and_report(config, init, train_raw: list, val_raw: list) -> E
     from ..derivatives import atomic_write_text
     from ..training.finetune import evaluate_cases
     from ..training.learning_curve import curve_table, plot_learning_curve, run_learning_curve
-    from .fine_tune import train_config, tune_segmentation
+    from .fine_tune import run_settings, train_config, tune_segmentation
 
     group_dir = config.output_dir / "group"
-    cfg = train_config(config, init)
+    cfg = train_config(init, **run_settings(config))
     base = evaluate_cases(init.build_model(), val_raw, replace(init.plan, patch_size=cfg.patch_size))
 
     def fine_tune(subjects: list[str]) -> dict[str, float]:

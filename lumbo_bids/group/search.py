@@ -24,17 +24,17 @@ def fold_runner(config, spec, raw: list):
         from ..model.artifact import load_artifact
         from ..model.selection import SHIPPED_SEGMENTATION
         from ..training.finetune import fine_tune
-        from ..training.trainer import TrainConfig
+        from .fine_tune import train_config
 
         init = load_artifact(SHIPPED_SEGMENTATION if params["init_model"] == "shipped" else params["init_model"])
         train_raw = [c for c in raw if c.subject in train_subjects]
         val_raw = [c for c in raw if c.subject in val_subjects]
         key = f"{hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]}_fold{fold}"
-        cfg = TrainConfig(
-            epochs=int(params["epochs"]), steps_per_epoch=spec.steps_per_epoch, batch_size=spec.batch_size,
+        cfg = train_config(
+            init, epochs=int(params["epochs"]), steps_per_epoch=spec.steps_per_epoch, batch_size=spec.batch_size,
             learning_rate=float(params["learning_rate"]), loss=params["loss"], freeze=params["freeze"],
             early_stopping_patience=0, seed=spec.seed, augmentation_strength=float(params["augmentation"]),
-            patch_size=tuple(params["patch_size"]), val_patches_per_case=2,
+            patch_size=params["patch_size"], val_patches_per_case=2,
         )  # fmt: skip
         data, state = work / key / "data", work / key / "training"
         tuned = fine_tune(

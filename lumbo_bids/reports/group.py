@@ -17,6 +17,7 @@ import numpy as np
 from ..derivatives import atomic_write_text, read_json
 from ..qc import MEASURES
 from ..utils.numbers import format_float
+from .assets import asset
 from .figures import figure_png
 from .study import MASK_SIDECARS, write_study_page
 
@@ -112,9 +113,10 @@ def write_group_summaries(output_dir: Path) -> list[Path]:
         atomic_write_text(group_dir / "qc_flags.tsv", qc_table)
         written.append(group_dir / "qc_flags.tsv")
     if evaluations or morphometrics:
-        parts = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>lumbo_bids group report</title>"
-                 "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-                 "td,th{border:1px solid #ccc;padding:3px 8px}</style></head><body><h1>lumbo_bids group report</h1>"]  # fmt: skip
+        parts = [
+            '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>lumbo_bids group report</title>'
+            f"<style>{asset('group.css')}</style></head><body><h1>lumbo_bids group report</h1>"
+        ]
         if evaluations:
             mean = np.nanmean([m.get("Dice") if m.get("Dice") is not None else np.nan for _, m in evaluations])
             png = base64.b64encode(_dice_plot(evaluations)).decode()

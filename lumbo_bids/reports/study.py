@@ -8,7 +8,7 @@ subjects. ``group/qc_flags.tsv``, ``group/annotate_next.tsv`` and ``group/rounds
 loop's rounds: each image's label source and how much its mask changed from the last round) are
 shown when present.
 
-The page is one file with its script and style inline (``lumbo_bids/data/study_page/``): no
+The page is one file with its script and style inline (``lumbo_bids/data/reports/``): no
 network, nothing written but the browser's localStorage, so it works offline and from a
 read-only folder. A sortable table, keyboard navigation, the overlay on/off, and a pass/fail/note
 rating per image, exported as the TSV that :mod:`lumbo_bids.ratings` reads.
@@ -23,13 +23,13 @@ import os
 import re
 import struct
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from urllib.parse import quote, unquote, urlparse
 
 from .. import __version__
 from ..derivatives import atomic_write_text, derivative_name, image_output, read_json, subject_report_path
 from ..qc import FLAGS
+from .assets import asset
 from .figures import VIEWS, figure_path
 
 MASK_SIDECARS = "sub-*/**/anat/*_space-orig_label-SC_desc-*_mask.json"
@@ -322,10 +322,6 @@ def _annotate_section(rows: list[dict[str, str]], images: list[StudyImage]) -> s
     )
 
 
-def _asset(name: str) -> str:
-    return resources.files("lumbo_bids").joinpath("data", "study_page", name).read_text(encoding="utf-8")
-
-
 def render_study_page(images: list[StudyImage], annotate: list[dict[str, str]], dataset: str, page_dir: Path) -> str:
     """The page's HTML; links are relative to ``page_dir`` (where the page is written)."""
     columns = [("image", "image", "text"), ("subject", "subject", "text")]
@@ -338,7 +334,7 @@ def render_study_page(images: list[StudyImage], annotate: list[dict[str, str]], 
     keys += "<kbd>p</kbd> pass · <kbd>f</kbd> fail · <kbd>u</kbd> unrated · <kbd>n</kbd> note (<kbd>Esc</kbd> to leave it)"
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>lumbo_bids study QC: {_esc(dataset)}</title><style>{_asset('study.css')}</style></head>"
+        f"<title>lumbo_bids study QC: {_esc(dataset)}</title><style>{asset('study.css')}</style></head>"
         f'<body data-dataset="{_esc(dataset)}"><header><h1>Study QC: {_esc(dataset)}</h1><div class="bar">'
         f"<span>{len(images)} image(s) of {subjects} subject(s) · lumbo_bids {__version__}</span>"
         '<span id="position"></span><label><input type="checkbox" id="overlay" checked> overlay</label>'
@@ -352,7 +348,7 @@ def render_study_page(images: list[StudyImage], annotate: list[dict[str, str]], 
         + _annotate_section(annotate, images)
         + f'<table id="images"><thead><tr>{head}</tr></thead><tbody>{"".join(_row(i) for i in images)}</tbody></table>'
         + f'<main id="cards">{"".join(_card(image, n, page_dir) for n, image in enumerate(images))}</main></div>'
-        + f"<script>{_asset('study.js')}</script></body></html>\n"
+        + f"<script>{asset('study.js')}</script></body></html>\n"
     )
 
 

@@ -20,14 +20,7 @@ import numpy as np
 
 from .. import __version__
 from ..derivatives import atomic_write_bytes, atomic_write_text, image_output_path, read_json, subject_report_path
-
-_STYLE = """
-body{font-family:sans-serif;margin:2em;max-width:1600px;color:#222}
-h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #aaa}
-table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
-.warn{color:#a60}.fail{color:#b00;font-weight:bold}.figs{display:flex;gap:1em;flex-wrap:wrap;align-items:flex-start}
-img{max-width:100%;height:auto;background:#000}.legend{font-size:0.85em;color:#555}
-"""
+from .assets import asset
 
 
 def _crop_corners(preproc: Path) -> np.ndarray | None:
@@ -223,7 +216,7 @@ def write_subject_report(
     problems += "".join(f'<li class="warn">{html.escape(w)}</li>' for w in warnings)
     page = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>lumbo_bids: sub-{html.escape(subject)}</title><style>{_STYLE}</style></head><body>"
+        f"<title>lumbo_bids: sub-{html.escape(subject)}</title><style>{asset('subject.css')}</style></head><body>"
         f"<h1>lumbo_bids report: sub-{html.escape(subject)}</h1>{summary}"
         f"<h2>Errors and warnings</h2><ul>{problems or '<li>None</li>'}</ul>" + "".join(sections) + "</body></html>\n"
     )
