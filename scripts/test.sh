@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install (if needed), lint (ruff check + format check, the import graph: no cycle, layers kept; ~2 s), then run the whole test suite on the
+# Install (if needed), lint (ruff check + format check, module and function sizes, the import graph: no cycle, layers kept; ~2 s), then run the whole test suite on the
 # TensorFlow backend and, after it, the training/inference/artifact tests on the JAX backend
 # (the "JAX stage", ~2 min: the same code on another Keras 3 backend; LUMBO_SKIP_JAX=1 skips it).
 # Arguments go to pytest instead (one run, the default backend), e.g. `bash scripts/test.sh -m "not slow"`.
@@ -9,6 +9,7 @@ bash scripts/install.sh
 .venv/bin/ruff check --quiet . || { echo "[lint] ruff check failed (fix: .venv/bin/ruff check --fix .)" >&2; exit 1; }
 .venv/bin/ruff format --check --quiet . || { echo "[lint] files need formatting (fix: .venv/bin/ruff format .)" >&2; exit 1; }
 echo "[lint] ruff clean"
+.venv/bin/python scripts/check_sizes.py || { echo "[lint] a module or function is too long (see above)" >&2; exit 1; }
 .venv/bin/python scripts/import_graph.py --quiet || { echo "[lint] import cycle or layer broken (see above; the graph: python scripts/import_graph.py)" >&2; exit 1; }
 if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"

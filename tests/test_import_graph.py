@@ -37,3 +37,14 @@ def test_a_broken_layer_is_named():
     )
     assert any("lumbo_bids.model.artifact imports lumbo_bids.training.trainer" in line for line in broken)
     assert any("lumbo_bids.geometry imports lumbo_bids.model.artifact (the pure floor" in line for line in broken)
+
+
+def test_no_module_or_function_is_too_long(tmp_path):
+    sizes_spec = importlib.util.spec_from_file_location("check_sizes", SCRIPT.parent / "check_sizes.py")
+    check_sizes = importlib.util.module_from_spec(sizes_spec)
+    sizes_spec.loader.exec_module(check_sizes)
+    assert check_sizes.oversized() == []
+    long = tmp_path / "pkg"
+    long.mkdir()
+    (long / "mod.py").write_text("def f():\n" + "    x = 1\n" * 70)
+    assert check_sizes.oversized(long) == ["mod.py:1 f(): 71 lines (at most 60)"]

@@ -200,10 +200,9 @@ def patch_dataset(
         epochs match Keras'); default ``patches_per_case * len(cases)``.
     patches_per_case : int
         Validation (or training default): patches per case and pass.
-    cord_fraction : float
-        Fraction of patches centred on a cord voxel (the others uniform in the volume).
-    augment : AugmentConfig, optional
-        Applied on the fly to training patches; None for none.
+    cord_fraction, augment : float, AugmentConfig or None
+        Fraction of patches centred on a cord voxel (the others uniform in the volume); the
+        augmentation applied on the fly to training patches (None: none).
     seed : int
         The stream is a function of ``seed`` (and the epoch, in training) only.
     training, start_epoch : bool, int
@@ -220,12 +219,11 @@ def patch_dataset(
         Share of a synthetic case's cord patches centred around its cord's ends inside the
         volume (:func:`lumbo_bids.training.patches.sample_patch_centres`; real masks: none).
     loader : {"auto", "tf.data", "python"}
-        ``tf.data`` on the TensorFlow backend, else :class:`BatchStream` (``"auto"``).
+        ``"auto"``: ``tf.data`` on the TensorFlow backend, else :class:`BatchStream`.
 
     Returns ``(images, masks)`` batches, both ``(B, sx, sy, sz, 1)`` float32 (masks 0/1).
     """
-    size = tuple(int(s) for s in patch_size)
-    cases = list(cases)
+    size, cases = tuple(int(s) for s in patch_size), list(cases)
     args = (
         cases, size, patches_per_epoch, patches_per_case, cord_fraction, seed, training, start_epoch, synthetic_fraction,
         grey_matter, end_fraction,

@@ -211,10 +211,8 @@ def sample_patch_centres(
     mask : np.ndarray
         ``(X, Y, Z)`` binary cord mask (may be an ``np.memmap``: only the chosen slices and,
         unless ``cord_index`` is given, a chunked scan are read).
-    n : int
-        Number of centres.
-    patch_size : sequence of int
-        ``(sx, sy, sz)``.
+    n, patch_size : int, sequence of int
+        Number of centres; ``(sx, sy, sz)``.
     cord_fraction : float
         Fraction in ``[0, 1]`` of centres placed on cord voxels.
     rng : np.random.Generator
@@ -230,10 +228,7 @@ def sample_patch_centres(
         Without such an end they stay ordinary cord centres. Use it for labels whose ends are
         true (phantoms), not for masks that an annotator stopped short.
 
-    Returns
-    -------
-    np.ndarray
-        ``(n, 3)`` int64 centres, the cord ones first (end centres among them, first).
+    Returns ``(n, 3)`` int64 centres, the cord ones first (end centres among them, first).
     """
     _check_sampling(mask, n, patch_size, cord_fraction, end_fraction)
     z_cord, _ = cord_index if cord_index is not None else cord_slices(mask)

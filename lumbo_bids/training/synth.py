@@ -160,6 +160,24 @@ def _smoothstep(t: np.ndarray) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
+def _cord_profile(rng: np.random.Generator, nz: int, mm: float, z: np.ndarray):
+    """The cord of :func:`conus_phantom` along z: ``(tip, top of the enlargement, the enlargement's
+    semi-axes, the semi-axes' scale per slice)`` (voxels); the scale is 0 below the tip, rises over
+    the taper (CSA ~ distance ** power), is 1 in the enlargement and the thoracic scale above it."""
+    where = rng.random()
+    tip = nz + 1.0 if where < 0.2 else (-1.0 if where < 0.3 else rng.uniform(0.15, 0.75) * nz)
+    taper = _in_range(rng, "taper_mm") * mm
+    power = _in_range(rng, "taper_power")
+    enlargement_top = tip + taper + _in_range(rng, "enlargement_length_mm") * mm
+    (ea, eb), (fa, fb) = CONUS_MORPHOMETRY["enlargement_semi_axes_mm"]
+    semi = np.array([rng.uniform(ea, eb), rng.uniform(fa, fb)]) * mm
+    thoracic = _in_range(rng, "thoracic_scale")
+    above = np.clip((z - tip) / taper, 0.0, 1.0)
+    scale = above ** (power / 2.0)  # semi-axes scale: CSA ~ above ** power
+    scale *= 1.0 - (1.0 - thoracic) * _smoothstep((z - enlargement_top) / (20 * mm))
+    return tip, enlargement_top, semi, scale
+
+
 def _root(rng: np.random.Generator, course: dict, bundle, spread: float) -> np.ndarray:
     """One nerve root of :func:`conus_phantom` (a boolean volume): it leaves the cord's surface at
     a random level (ventral or dorsal, left or right) and descends to its place in the cauda
@@ -216,29 +234,14 @@ def conus_phantom(
     surrounded by roots that touch it, and below it only roots and the filum remain. In a fifth
     of the phantoms the tip lies above the field of view (cauda equina only), in a tenth below
     it (cord only, with roots leaving it). ``n_roots``: the range of the number of roots drawn.
-
-    Returns
-    -------
-    numpy.ndarray
-        uint8 labels (classes of this module), ``shape``; the cord is ``labels == CORD``.
+    Returns uint8 labels (classes of this module) of ``shape``; the cord is ``labels == CORD``.
     """
     nz, mm, xs, ys, cx, cy = _canal_course(shape, rng, voxel_mm, dorsal_roots)
     z = np.arange(nz, dtype=np.float32)
     (la, lb), (aa, ab) = CONUS_MORPHOMETRY["canal_semi_axes_mm"]
     canal_r = rng.uniform(la, lb) * mm, rng.uniform(aa, ab) * mm
     canal = ((xs - cx) / canal_r[0]) ** 2 + ((ys - cy) / canal_r[1]) ** 2 <= 1.0
-    where = rng.random()
-    tip = nz + 1.0 if where < 0.2 else (-1.0 if where < 0.3 else rng.uniform(0.15, 0.75) * nz)
-    taper = _in_range(rng, "taper_mm") * mm
-    power = _in_range(rng, "taper_power")
-    enlargement_top = tip + taper + _in_range(rng, "enlargement_length_mm") * mm
-    (ea, eb), (fa, fb) = CONUS_MORPHOMETRY["enlargement_semi_axes_mm"]
-    semi = np.array([rng.uniform(ea, eb), rng.uniform(fa, fb)]) * mm
-    thoracic = _in_range(rng, "thoracic_scale")
-    # radius scale along z: 0 below the tip, the taper, the enlargement, then the thoracic cord
-    above = np.clip((z - tip) / taper, 0.0, 1.0)
-    scale = above ** (power / 2.0)  # semi-axes scale: CSA ~ above ** power
-    scale *= 1.0 - (1.0 - thoracic) * _smoothstep((z - enlargement_top) / (20 * mm))
+    tip, enlargement_top, semi, scale = _cord_profile(rng, nz, mm, z)
     ccx = cx + _smooth_walk(nz, 1 * mm, rng)
     ccy = cy + rng.uniform(-1.5, 1.5) * mm + _smooth_walk(nz, 1 * mm, rng)
     with np.errstate(divide="ignore", invalid="ignore"):
