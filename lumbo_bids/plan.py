@@ -21,7 +21,6 @@ from typing import Any
 DEFAULT_THRESHOLD = 0.5
 #: inference settings when a manifest gives none
 DEFAULT_OVERLAP, DEFAULT_BLEND = 0.5, "gaussian"
-DEFAULT_INFERENCE = {"threshold": DEFAULT_THRESHOLD, "overlap": DEFAULT_OVERLAP, "blend": DEFAULT_BLEND}
 #: what :meth:`ModelPlan.with_overrides` may take from a run's config (its attribute -> the plan's field)
 OVERRIDES = {"resolution": "resolution", "crop_size": "crop_size", "threshold": "threshold", "overlap": "overlap"}
 

@@ -57,7 +57,7 @@ sys.path.insert(0, str(REPO))
 from lumbo_bids import __version__, options  # noqa: E402
 from lumbo_bids.model.localise import LOCALISER_INTENSITY as INTENSITY  # noqa: E402  (one plan for both models)
 from lumbo_bids.model.unet_config import SLICE_CONTEXTS  # noqa: E402
-from lumbo_bids.plan import DEFAULT_INFERENCE  # noqa: E402
+from lumbo_bids.plan import ModelPlan  # noqa: E402
 from lumbo_bids.training.localiser_tuning import LOCALISER_PATCH, LOCALISER_RESOLUTION  # noqa: E402
 
 LOGGER = logging.getLogger("lumbo_bids.base_model")
@@ -266,7 +266,6 @@ def init_model_card(init_model: Path, member: int) -> dict:
 
 def evaluate(tuned, cases, cfg) -> dict:
     """Dice of each case, segmented as the participant level does (plan, prediction, post-processing)."""
-    from lumbo_bids.plan import ModelPlan
     from lumbo_bids.training.finetune import evaluate_cases
 
     return evaluate_cases(tuned.result.model, cases, ModelPlan(cfg.patch_size, intensity=tuned.intensity))
@@ -410,7 +409,6 @@ def main(argv=None) -> int:
         "subjects": subjects,
         "licence": "MIT/CC0 sources (see the dataset README)",
     }
-    common = {"orientation": "RPI", "resolution_mm": RESOLUTION, "crop_size": list(CROP_SIZE)}
 
     if not args.skip_localiser:
         started = time.time()
@@ -421,13 +419,7 @@ def main(argv=None) -> int:
             "architecture": {"name": "unet2d", "config": arch.to_dict()},
             "task": "localisation",
             "contrasts": sorted({c.contrast for c in raw}),
-            "preprocessing": {
-                "orientation": "RPI",
-                "resolution_mm": LOCALISER_RESOLUTION,
-                "patch_size": list(LOCALISER_PATCH),
-                "intensity": INTENSITY,
-            },
-            "inference": {"threshold": 0.5, "overlap": 0.0, "blend": "uniform"},
+            **ModelPlan(LOCALISER_PATCH, LOCALISER_RESOLUTION, None, INTENSITY, overlap=0.0, blend="uniform").sections(),
             "training": model_card(
                 purpose="cord localisation (heat-map of the centerline on axial slices) for images without a manual mask",
                 dataset=dataset,
@@ -487,8 +479,9 @@ def main(argv=None) -> int:
         "architecture": {"name": "unet3d", "config": arch.to_dict()},
         "task": "segmentation",
         "contrasts": ["T1w", "T2w", "T2starw"],
-        "preprocessing": {**common, "patch_size": list(PATCH_SIZE), "intensity": tuned.intensity},
-        "inference": dict(DEFAULT_INFERENCE),  # what evaluate() scored with
+        **ModelPlan(
+            PATCH_SIZE, RESOLUTION, CROP_SIZE, tuned.intensity
+        ).sections(),  # the default inference: what evaluate() scored with
         "training": model_card(
             purpose="base cord segmentation model, to be fine-tuned on your own data with the group level",
             dataset=dataset,

@@ -70,12 +70,10 @@ def ensemble_artifact(
     for net, artifact in zip(members_of(model), loaded):
         net.set_weights(artifact.build_model().get_weights())
     plan = loaded[0].plan if overlap is None else loaded[0].plan.replace(overlap=float(overlap))
-    sections = plan.sections()
     manifest = {key: first[key] for key in ("name", "version", "task", "contrasts") if key in first}
     manifest.update(
-        preprocessing=sections["preprocessing"],
+        **plan.sections(),
         architecture={"name": "ensemble", "config": config},
-        inference=sections["inference"],
         training={
             "purpose": f"mean of {len(loaded)} networks trained by one recipe with different seeds",
             "reproduce": reproduce,
