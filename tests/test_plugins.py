@@ -1,4 +1,5 @@
-"""The MultiProc scheduler ends (never polls forever) when a worker dies or Ctrl-C was swallowed."""
+"""Our multi-process scheduler (lumbo_bids.engine.plugins) runs a workflow as MultiProc does, and
+ends (never polls forever) when a worker dies or Ctrl-C was swallowed."""
 
 from __future__ import annotations
 
@@ -70,11 +71,12 @@ def test_a_dead_worker_fails_its_node_and_the_others_still_run(tmp_path, deadlin
 
 
 def test_a_ctrl_c_swallowed_by_the_node_copy_stops_the_scheduler(tmp_path, monkeypatch, deadline):
-    # Nipype deep-copies each node before submitting it, inside a bare `except: pass`: a SIGINT
-    # landing there loses its KeyboardInterrupt; only interrupt's record of it remains
+    # the scheduler deep-copies each node before submitting it, and Nipype's spec copy runs inside
+    # a bare `except: pass`: a SIGINT landing there loses its KeyboardInterrupt; only interrupt's
+    # record of it remains
     from copy import deepcopy
 
-    from nipype.pipeline.plugins import multiproc
+    from lumbo_bids.engine import plugins
 
     def copy_hit_by_sigint(node):
         try:
@@ -85,7 +87,7 @@ def test_a_ctrl_c_swallowed_by_the_node_copy_stops_the_scheduler(tmp_path, monke
 
     monkeypatch.setattr(interrupt, "_MAIN_PID", os.getpid())
     monkeypatch.setattr(interrupt, "_INTERRUPTED", False)
-    monkeypatch.setattr(multiproc, "deepcopy", copy_hit_by_sigint)
+    monkeypatch.setattr(plugins, "deepcopy", copy_hit_by_sigint)
     workflow = _workflow(tmp_path, _double)
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -127,3 +129,57 @@ def test_a_cached_rerun_is_cleared_in_one_poll(tmp_path, monkeypatch, deadline):
     result = run_workflow(_chain(tmp_path, 12), CONFIG)
     assert len(polls) == 1, (first, len(polls))
     assert {node.name for node in result.nodes()} == {f"c{k}" for k in range(12)}
+
+
+#: the status callback's record (a module-level function: a MapNode's sub-nodes carry the callback to the workers)
+SEEN: list[tuple[str, str]] = []
+
+
+def _record(node, status: str) -> None:
+    SEEN.append((node.name, status))
+
+
+def _node(name: str, function=None) -> pe.Node:
+    return pe.Node(Function(input_names=["x"], output_names=["y"], function=function or _double), name=name)
+
+
+def _add(x, z):
+    return x + z
+
+
+def _sleepy_double(x):
+    import time
+
+    time.sleep(0.3)
+    return 2 * x
+
+
+def test_it_runs_a_graph_in_order_within_its_cpus(tmp_path, deadline):
+    """A diamond (a -> b, c -> d) with results that depend on the order, and a MapNode, on 2 CPUs;
+    no node is given more CPUs than the run has (a 2-CPU node waits for both)."""
+    workflow = pe.Workflow(name="diamond", base_dir=str(tmp_path))
+    workflow.config["execution"].update({"poll_sleep_duration": 0.01, "crashdump_dir": str(tmp_path / "crash")})
+    a, b, c = _node("a"), _node("b", _sleepy_double), _node("c", _sleepy_double)
+    b.n_procs = 2
+    d = pe.Node(Function(input_names=["x", "z"], output_names=["y"], function=_add), name="d")
+    each = pe.MapNode(Function(input_names=["x"], output_names=["y"], function=_double), iterfield=["x"], name="each")
+    each.inputs.x = [1, 2, 3]
+    a.inputs.x = 1
+    workflow.connect([(a, b, [("y", "x")]), (a, c, [("y", "x")]), (b, d, [("y", "x")]), (c, d, [("y", "z")])])
+    workflow.add_nodes([each])
+    SEEN.clear()
+    seen = SEEN
+    plugin = SafeMultiProcPlugin(plugin_args={"n_procs": 2, "status_callback": _record})
+    graph = workflow.run(plugin=plugin)
+    results = {node.name: node.result.outputs.y for node in graph.nodes()}
+    assert results["d"] == 8 and results["each"] == [2, 4, 6]  # a = 2, b = c = 4, d = b + c
+    started = [name for name, status in seen if status == "start"]
+    assert started.index("a") < min(started.index("b"), started.index("c"))
+    assert ("d", "end") in seen and seen.index(("d", "start")) > max(seen.index(("b", "end")), seen.index(("c", "end")))
+    with pytest.raises(RuntimeError, match="Insufficient resources"):
+        big = _node("big")
+        big.inputs.x = 1
+        big.n_procs = 3
+        lone = pe.Workflow(name="big", base_dir=str(tmp_path))
+        lone.add_nodes([big])
+        lone.run(plugin=SafeMultiProcPlugin(plugin_args={"n_procs": 2}))
