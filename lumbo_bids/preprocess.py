@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .centerline import centerline_from_heatmap, centerline_from_mask
+from .centerline import DEFAULT_DEGREE, centerline_from_heatmap, centerline_from_mask
 from .geometry import (
     RPI,
     Grid,
@@ -94,7 +94,7 @@ class Preprocessor:
         return localise_heatmap(self.localiser, image, affine)
 
     @staticmethod
-    def find_centerline(mask=None, heatmap=None, zooms=None, degree: int = 5) -> np.ndarray:
+    def find_centerline(mask=None, heatmap=None, zooms=None, degree: int = DEFAULT_DEGREE) -> np.ndarray:
         """The Centerline node: ``(nz, 2)`` in-plane points from a mask, else from a heat-map."""
         if mask is not None:
             return centerline_from_mask(np.asarray(mask) > 0.5, degree=degree)

@@ -15,6 +15,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from ..centerline import DEFAULT_DEGREE
 from ..utils.numbers import dumps_json, format_float
 
 
@@ -95,7 +96,7 @@ class Resample(SimpleInterface):
 class _CenterlineInputSpec(BaseInterfaceInputSpec):
     mask_file = File(exists=True, desc="cord mask on the resampled RPI grid")
     heatmap_file = File(exists=True, desc="cord heat-map on the resampled RPI grid")
-    degree = traits.Int(5, usedefault=True, desc="polynomial degree of the fitted curve")
+    degree = traits.Int(DEFAULT_DEGREE, usedefault=True, desc="polynomial degree of the fitted curve")
 
 
 class _CenterlineOutputSpec(TraitedSpec):
