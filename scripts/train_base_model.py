@@ -221,6 +221,11 @@ def train_segmentation(train_raw, val_raw, args, run_dir: Path, synthetic=()):
     model_fn = lambda: build_unet3d(arch)  # noqa: E731
     if args.init_model is not None:
         model_fn = _initialised(model_fn, args.init_model, args.init_member)
+    if args.teacher is not None:  # the student learns the teacher's probability (training.distil)
+        from lumbo_bids.model.artifact import load_artifact
+        from lumbo_bids.training.distil import distilled
+
+        model_fn = distilled(model_fn, load_artifact(args.teacher).build_model, args.distil_weight)
     tuned = fine_tune(
         model_fn, train_raw, val_raw, cfg, run_dir / "data", run_dir / "training",
         intensity=INTENSITY, synthetic_cases=tuple(synthetic), progress=args.progress,
@@ -261,6 +266,22 @@ def init_model_card(init_model: Path, member: int) -> dict:
         "sha256": source.checksum,
         "member": member,
         "card": members[member] if member < len(members) else training,
+    }
+
+
+def teacher_card(teacher: Path, weight: float) -> dict:
+    """What the model card says of a distillation teacher: its name, checksum, members and weight."""
+    from lumbo_bids.model.artifact import load_artifact
+
+    source = load_artifact(teacher)
+    members = (source.manifest.get("training") or {}).get("members") or []
+    return {
+        "name": source.manifest.get("name"),
+        "path": str(teacher),
+        "sha256": source.checksum,
+        "members": [{"seed": m.get("seed"), "checksum": m.get("checksum")} for m in members],
+        "distil_weight": weight,
+        "target": "(1 - distil_weight) * label + distil_weight * teacher probability (lumbo_bids.training.distil)",
     }
 
 
@@ -343,6 +364,14 @@ def main(argv=None) -> int:
         help="start the segmentation network from this artifact's weights (same network; an ensemble: --init-member)",
     )  # fmt: skip
     parser.add_argument("--init-member", type=int, default=0, help="which member of an --init-model ensemble")
+    parser.add_argument(
+        "--teacher", type=Path, default=None,
+        help="distil: train the network towards this artifact's probability too (an ensemble; lumbo_bids.training.distil)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--distil-weight", type=float, default=0.5,
+        help="share of the --teacher's probability in the training target (the rest is the label)",
+    )  # fmt: skip
     parser.add_argument("--seg-lr", type=float, default=1e-3, help="segmentation learning rate (cosine schedule from it)")
     parser.add_argument("--seg-epochs", type=int, default=30)
     parser.add_argument("--seg-steps", type=int, default=25)
@@ -390,6 +419,8 @@ def main(argv=None) -> int:
     args.synthetic_only = not (args.real_images or args.no_synthetic)
     if args.loso_only and args.synthetic_only:
         parser.error("--loso-only needs --real-images or --no-synthetic (a synthetic-only run holds out every real image)")
+    if not 0.0 <= args.distil_weight <= 1.0:
+        parser.error(f"--distil-weight must be in [0, 1], got {args.distil_weight}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
     from lumbo_bids.model.artifact import save_artifact
@@ -498,6 +529,7 @@ def main(argv=None) -> int:
                 "phantom_roots": args.phantom_roots,
             },  # fmt: skip
             **({"init_model": init_model_card(args.init_model, args.init_member)} if args.init_model else {}),
+            **({"teacher": teacher_card(args.teacher, args.distil_weight)} if args.teacher else {}),
             seed=args.seed,
             hyperparameters=cfg.to_dict(),
             epochs_run=tuned.result.epochs_run,

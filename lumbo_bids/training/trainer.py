@@ -9,7 +9,8 @@ epoch and ``checkpoints/best.weights.h5`` on the best ``val_dice``), ``EarlyStop
 ``val_dice``, ``CSVLogger`` (``metrics.tsv``, tab-separated, one row per epoch; see
 :mod:`lumbo_bids.training.history`), ``TensorBoard`` (``tensorboard/``, when the ``tensorboard``
 package is installed) and, optionally, ``ReduceLROnPlateau`` and the progress bar. The returned
-model carries the weights of the best validation epoch of the whole run (resumes included).
+model carries the weights of the best validation epoch of the whole run (resumes included); a
+:class:`~lumbo_bids.training.distil.Distiller` comes back as its student alone.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .callbacks import training_callbacks
 from .cases import TrainingCase
 from .dataset import heatmap_slice_dataset, patch_dataset
 from .devices import mixed_policy, precision_policy, select_strategy
+from .distil import inference_model
 from .history import backup_epoch, best_row, plain_newlines, read_metrics, truncate_metrics
 from .losses import DiceMetric, get_loss
 
@@ -302,6 +304,7 @@ def _result(model: keras.Model, out_dir: Path, initial_epoch: int, device: str, 
     best_weights = out_dir / "checkpoints" / "best.weights.h5"
     if best_weights.is_file():
         model.load_weights(best_weights)
+    model = inference_model(model)  # a distiller's student (its checkpoints hold the teacher too)
     history = read_metrics(metrics_tsv) if metrics_tsv.is_file() else {}
     best = best_row(history)
     return TrainResult(

@@ -1,0 +1,80 @@
+"""Knowledge distillation: one network trained to give what an ensemble gives.
+
+The seed ensemble is steadier than any one of its members but costs one forward pass per
+member. :class:`Distiller` trains a *student* (one network) on the usual patches with a target
+that blends the hard label and the *teacher*'s (the ensemble's) probability:
+``target = (1 - weight) * label + weight * teacher(x)``, under the run's own loss (Dice + BCE).
+The teacher is frozen and runs in inference mode; only the student learns. At inference the
+distiller is just its student (:meth:`Distiller.call`), and :func:`inference_model` hands the
+student alone to everything after training (artifact, evaluation), so a distilled artifact is
+an ordinary single network.
+
+Backend agnostic: the blend happens in :meth:`keras.Model.compute_loss`, which every Keras 3
+backend's ``train_step`` calls; the metrics still compare the prediction with the hard label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+from keras import ops
+
+
+class Distiller(keras.Model):
+    """A student trained towards a blend of the label and a frozen teacher's probability.
+
+    Parameters
+    ----------
+    student : keras.Model
+        The network that learns (sigmoid output).
+    teacher : keras.Model
+        A network (or ensemble) of the same input and output shape; frozen.
+    weight : float
+        Share of the teacher's probability in the target, in [0, 1] (0: plain training).
+    """
+
+    def __init__(self, student: keras.Model, teacher: keras.Model, weight: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"distillation weight must be in [0, 1], got {weight}")
+        if not _fits(student.output.shape, teacher.output.shape):
+            raise ValueError(f"teacher output {teacher.output.shape} does not fit the student's {student.output.shape}")
+        self.student, self.teacher, self.weight = student, teacher, float(weight)
+        self.teacher.trainable = False
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        """The student's prediction (what inference and the metrics see)."""
+        return self.student(inputs, training=training)
+
+    def soft_target(self, x: Any, y: Any) -> Any:
+        """``(1 - weight) * y + weight * teacher(x)`` (float32, no gradient through the teacher)."""
+        soft = ops.stop_gradient(ops.cast(self.teacher(x, training=False), "float32"))
+        return (1.0 - self.weight) * ops.cast(y, "float32") + self.weight * soft
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return super().compute_loss(x, self.soft_target(x, y), y_pred, sample_weight, training)
+
+
+def _fits(a: tuple, b: tuple) -> bool:
+    """Two shapes of the same rank whose known sizes agree (``None`` fits any size)."""
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def distilled(build_student: Callable[[], keras.Model], build_teacher: Callable[[], keras.Model], weight: float):
+    """A ``model_fn`` for :func:`~lumbo_bids.training.trainer.train` that builds a :class:`Distiller`
+    (student and teacher built inside the caller's distribution scope)."""
+
+    def model_fn() -> Distiller:
+        student = build_student()
+        distiller = Distiller(student, build_teacher(), weight)
+        distiller.build(tuple(student.input.shape))
+        return distiller
+
+    return model_fn
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """The network that inference runs: a distiller's student, any other model itself."""
+    return model.student if isinstance(model, Distiller) else model
