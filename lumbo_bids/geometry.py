@@ -369,15 +369,3 @@ def _on_resampled_grid(array: np.ndarray, geom: PreprocGeometry) -> np.ndarray:
     if array.shape != geom.resampled.shape:
         raise ValueError(f"array of shape {array.shape} is not on the resampled grid {geom.resampled.shape}")
     return array
-
-
-def forward(
-    data: np.ndarray, affine: np.ndarray, resolution: float | Sequence[float] = 0.5
-) -> tuple[np.ndarray, PreprocGeometry]:
-    """Reorient to RPI and resample (linear) to ``resolution``; the geometry has no crop."""
-    data = np.asarray(data)
-    rpi_data, rpi_affine = reorient(data, affine, RPI)
-    rpi = Grid(rpi_data.shape, rpi_affine)
-    target = resampled_grid(rpi, resolution)
-    out = resample_to_grid(rpi_data, rpi_affine, target, order=1)
-    return out, PreprocGeometry(Grid(data.shape, affine), rpi, target, None)

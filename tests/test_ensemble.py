@@ -8,6 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import TINY_UNET, tiny_manifest
 
 from lumbo_bids.model.architectures import build_ensemble
 from lumbo_bids.model.artifact import ArtifactError, load_artifact, save_artifact
@@ -17,26 +18,8 @@ from lumbo_bids.model.unet_config import UNet3DConfig
 from lumbo_bids.training.ensembles import ensemble_artifact
 from lumbo_bids.training.trainer import TrainConfig, train
 
-TINY = {"base_filters": 2, "depth": 2, "patch_size": [16, 16, 16]}
-
-
-def _manifest(config: dict) -> dict:
-    return {
-        "name": "tiny-seg",
-        "version": "0.0.1",
-        "architecture": {"name": "unet3d", "config": config},
-        "task": "segmentation",
-        "contrasts": ["T2w"],
-        "preprocessing": {
-            "orientation": "RPI",
-            "resolution_mm": 0.5,
-            "crop_size": [32, 32],
-            "patch_size": [16, 16, 16],
-            "intensity": {"method": "robust", "clip": [0.5, 99.5]},
-        },
-        "inference": {"threshold": 0.5, "overlap": 0.5, "blend": "gaussian"},
-        "training": {"seed": 0},
-    }
+TINY = TINY_UNET
+_manifest = tiny_manifest
 
 
 def _member(tmp_path: Path, seed: int, config: dict = TINY) -> Path:

@@ -25,7 +25,6 @@ from lumbo_bids.geometry import (
     bounding_crop,
     crop_around_centerline,
     crop_box_from_centerline,
-    forward,
     load_volume,
     reorient,
     resample_mask_to_grid,
@@ -35,6 +34,7 @@ from lumbo_bids.geometry import (
     uncrop,
     unreorient,
 )
+from lumbo_bids.preprocess import Preprocessor
 
 SETTINGS = settings(max_examples=60, deadline=None)
 PERMUTATIONS = list(itertools.permutations(range(3)))
@@ -361,7 +361,7 @@ def test_preproc_geometry_rejects_inconsistent_grids():
 def test_to_native_with_box_leaving_the_image_and_without_crop():
     affine = oriented_affine((2, 0, 1), (-1, 1, 1), (1.0, 1.0, 2.0), 0.0, (0, 0, 1), (0, 0, 0))
     data = np.random.default_rng(3).random((6, 20, 20)).astype(np.float32) + 1.0
-    resampled, geom = forward(data, affine, resolution=1.0)
+    resampled, _, geom = Preprocessor(resolution=1.0).resample(data, affine)
     back = to_native(resampled, geom)
     assert back.shape == data.shape and back.dtype == np.float32 and back.flags.c_contiguous
     np.testing.assert_allclose(back, data, atol=1e-5)
@@ -408,7 +408,7 @@ def test_image_reorientation_inverse_is_exact_and_resampling_is_lossless(image_p
     rpi_data, rpi_affine = reorient(data, img.affine)
     assert aff2axcodes(rpi_affine) == RPI
     assert np.array_equal(unreorient(rpi_data, Grid(data.shape, img.affine)), data)
-    resampled, geom = forward(data, img.affine, 0.5)
+    resampled, _, geom = Preprocessor(resolution=0.5).resample(data, img.affine)
     np.testing.assert_allclose(geom.resampled.zooms, 0.5, atol=1e-6)
     back = to_native(resampled, geom)
     assert back.shape == data.shape and np.array_equal(geom.native.affine, img.affine)

@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import TINY_UNET, tiny_manifest
 
 from lumbo_bids.config import Config
 from lumbo_bids.group.fine_tune import fine_tune_and_report, run_settings, starting_intensity, train_config
@@ -17,23 +18,8 @@ from lumbo_bids.model.network import build_unet3d
 from lumbo_bids.model.unet_config import UNet3DConfig
 from lumbo_bids.training.finetune import RawCase
 
-TINY = {"base_filters": 2, "depth": 2, "patch_size": [16, 16, 16]}
-MANIFEST = {
-    "name": "tiny-seg",
-    "version": "0.0.1",
-    "task": "segmentation",
-    "contrasts": ["T2w"],
-    "preprocessing": {
-        "orientation": "RPI",
-        "resolution_mm": 0.5,
-        "crop_size": [32, 32],
-        "patch_size": [16, 16, 16],
-        "intensity": {"method": "robust", "clip": [0.5, 99.5]},
-    },
-    "architecture": {"name": "unet3d", "config": TINY},
-    "inference": {"threshold": 0.5, "overlap": 0.25, "blend": "gaussian"},
-    "training": {"seed": 0},
-}
+TINY = TINY_UNET
+MANIFEST = tiny_manifest(TINY, overlap=0.25)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from conftest import DS_SPINE_MINI, IMAGE_MASK_PAIRS
 from scipy import ndimage
 
 from lumbo_bids.errors import LumboError
-from lumbo_bids.geometry import forward
 from lumbo_bids.model.network import build_unet2d, build_unet3d
 from lumbo_bids.model.sct_h5 import ctr_config_from_h5, load_keras2_h5
 from lumbo_bids.model.sct_localise import (
@@ -31,6 +30,7 @@ from lumbo_bids.model.sct_localise import (
     sct_heatmap_on_grid,
 )
 from lumbo_bids.model.unet_config import UNet2DConfig, UNet3DConfig
+from lumbo_bids.preprocess import Preprocessor
 
 CTR_FILES = {"t2": "t2_ctr.h5", "t2s": "t2s_ctr.h5", "dwi": "dwi_ctr.h5"}
 
@@ -408,8 +408,10 @@ def test_heatmap_on_grid_brings_a_1mm_volume_to_half_mm(shared_models: Path) -> 
     """The participant grid follows the segmentation model's resolution (here 1 mm): fed directly,
     the t2 model misses the cord; sct_heatmap_on_grid runs it at 0.5 mm and finds it."""
     image, mask = (nib.load(p) for p in _pair("sub-sctTesting_T2w.nii.gz"))
-    volume, geometry = forward(image.get_fdata(dtype=np.float32), image.affine, 1.0)
-    cord = forward(mask.get_fdata(dtype=np.float32), mask.affine, 1.0)[0] > 0.5
+    volume, cord, geometry = Preprocessor(resolution=1.0).resample(
+        image.get_fdata(dtype=np.float32), image.affine, mask.get_fdata()
+    )
+    cord = cord > 0
     model = load_keras2_h5(shared_models / "t2_ctr.h5")
     heat = sct_heatmap_on_grid(model, volume, geometry.resampled.affine)
     assert heat.shape == volume.shape and heat.dtype == np.float32 and 0.0 <= heat.min() <= heat.max() <= 1.0
