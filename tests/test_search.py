@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import DS_SPINE_MINI, REPO
+from conftest import DS_SPINE_MINI, REPO, TINY_UNET, tiny_manifest
 
 from lumbo_bids.errors import LumboError
 from lumbo_bids.training.search import SearchSpec, load_search_spec, run_search_local, subject_folds
@@ -75,13 +75,28 @@ def test_local_search_runs_every_trial_on_the_same_folds():
     assert folds_per_trial[1e-3] == folds_per_trial[2e-3]
 
 
-def _search(tmp_path, *extra):
+@pytest.fixture(scope="module")
+def tiny_init(tmp_path_factory):
+    """A tiny untrained U-Net (32^3 patches, 32 x 32 crops): the search's machinery, not the
+    shipped network's fine-tuning (tests/test_group_e2e.py), is what these tests are about."""
+    from lumbo_bids.model.artifact import save_artifact
+    from lumbo_bids.model.network import build_unet3d
+    from lumbo_bids.model.unet_config import UNet3DConfig
+
+    config = {**TINY_UNET, "patch_size": [32, 32, 32]}
+    manifest = tiny_manifest(config)
+    manifest["preprocessing"]["patch_size"] = [32, 32, 32]
+    network = build_unet3d(UNet3DConfig.from_dict(config))
+    return save_artifact(network, tmp_path_factory.mktemp("init") / "tiny", manifest)
+
+
+def _search(tmp_path, init, *extra):
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(TINY_SPEC))
     out, work = tmp_path / "out", tmp_path / "work"
     proc = subprocess.run(
         [*RUN, str(DS_SPINE_MINI), str(out), "group", "-w", str(work), "--skip-bids-validation",
-         "--nprocs", "2", "--search", str(spec), *extra],
+         "--nprocs", "2", "--search", str(spec), "--init-model", str(init), *extra],
         capture_output=True, text=True, env=ENV, timeout=1800,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -112,8 +127,8 @@ def _check_search_outputs(search_dir):
 
 
 @pytest.mark.slow
-def test_local_search_on_the_example_dataset_and_best_config_is_reusable(tmp_path):
-    search_dir, work = _search(tmp_path)
+def test_local_search_on_the_example_dataset_and_best_config_is_reusable(tmp_path, tiny_init):
+    search_dir, work = _search(tmp_path, tiny_init)
     _, best = _check_search_outputs(search_dir)
     rows = (search_dir / "trials.tsv").read_text().splitlines()
     assert all(r.split("\t")[-1] == "2" for r in rows[1:])  # locally every trial runs every fold
@@ -121,7 +136,8 @@ def test_local_search_on_the_example_dataset_and_best_config_is_reusable(tmp_pat
     out2 = tmp_path / "final"
     proc = subprocess.run(
         [*RUN, str(DS_SPINE_MINI), str(out2), "group", "-w", str(work), "--skip-bids-validation",
-         "--config-file", str(search_dir / "best_config.json"), "--validation-subjects", "sctTesting"],
+         "--config-file", str(search_dir / "best_config.json"), "--validation-subjects", "sctTesting",
+         "--init-model", str(tiny_init)],
         capture_output=True, text=True, env=ENV, timeout=1800,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -129,11 +145,12 @@ def test_local_search_on_the_example_dataset_and_best_config_is_reusable(tmp_pat
     assert card["hyperparameters"]["learning_rate"] == best["learning_rate"]
     assert card["hyperparameters"]["steps_per_epoch"] == 2 and card["epochs_run"] == 1
     assert card["hyperparameters"]["patch_size"] == [32, 32, 32]
+    assert card["initial_model"]["name"] == "tiny-seg"  # the run's --init-model: the search's "shipped"
 
 
 @pytest.mark.slow
-def test_search_through_ray_tune_on_a_local_ray_instance(tmp_path):
-    search_dir, _ = _search(tmp_path, "--ray-address", "local")
+def test_search_through_ray_tune_on_a_local_ray_instance(tmp_path, tiny_init):
+    search_dir, _ = _search(tmp_path, tiny_init, "--ray-address", "local")
     folds, _ = _check_search_outputs(search_dir)
     # the same fold assignment as the local search (same seed, same subjects)
     assert folds == subject_folds(["PAM50small", "sctTesting", "unf01"], 2, seed=7)

@@ -26,7 +26,8 @@ def fold_runner(config, spec, raw: list):
         from ..training.finetune import fine_tune
         from .fine_tune import train_config
 
-        init = load_artifact(SHIPPED_SEGMENTATION if params["init_model"] == "shipped" else params["init_model"])
+        start = config.init_model or SHIPPED_SEGMENTATION  # "shipped": this run's starting model
+        init = load_artifact(start if params["init_model"] == "shipped" else params["init_model"])
         train_raw = [c for c in raw if c.subject in train_subjects]
         val_raw = [c for c in raw if c.subject in val_subjects]
         key = f"{hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]}_fold{fold}"
