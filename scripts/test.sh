@@ -22,6 +22,6 @@ fi
 echo "[test] JAX stage: the fast training, inference and artifact tests on KERAS_BACKEND=jax"
 STARTED=$SECONDS
 KERAS_BACKEND=jax .venv/bin/python -m pytest -q -m "not slow" -p no:cacheprovider \
-  tests/test_training.py tests/test_dataset.py tests/test_artifact.py tests/test_predictor.py tests/test_ensemble.py \
+  tests/test_training.py tests/test_dataset.py tests/test_artifact.py tests/test_predictor.py tests/test_ensemble.py tests/test_distil.py \
   -k "not test_validation_dice_is_the_participant_levels_dice"  # 2 min on JAX's CPU kernels, and covered by test_backends
 echo "[test] JAX stage passed in $((SECONDS - STARTED)) s"

@@ -90,17 +90,26 @@ def tiny_init(tmp_path_factory):
     return save_artifact(network, tmp_path_factory.mktemp("init") / "tiny", manifest)
 
 
-def _search(tmp_path, init, *extra):
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """One work dir for the module's searches: the images are preprocessed once (Nipype's cache)."""
+    return tmp_path_factory.mktemp("work")
+
+
+SUBJECTS = ["sctTesting", "unf01"]  # two folds of one subject (PAM50small's 550 mm add nothing here)
+
+
+def _search(tmp_path, init, work, *extra):
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(TINY_SPEC))
-    out, work = tmp_path / "out", tmp_path / "work"
+    out = tmp_path / "out"
     proc = subprocess.run(
         [*RUN, str(DS_SPINE_MINI), str(out), "group", "-w", str(work), "--skip-bids-validation",
-         "--nprocs", "2", "--search", str(spec), "--init-model", str(init), *extra],
+         "--nprocs", "2", "--search", str(spec), "--init-model", str(init), "--participant-label", *SUBJECTS, *extra],
         capture_output=True, text=True, env=ENV, timeout=1800,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out / "group" / "search", work
+    return out / "group" / "search"
 
 
 def _check_search_outputs(search_dir):
@@ -118,7 +127,7 @@ def _check_search_outputs(search_dir):
     assert any(t["folds_run"] == "2" for t in table)
     folds = json.loads((search_dir / "folds.json").read_text())["folds"]
     flat = [s for f in folds for s in f]
-    assert len(folds) == 2 and len(flat) == len(set(flat)) == 3  # PAM50small, sctTesting, unf01
+    assert len(folds) == 2 and sorted(flat) == SUBJECTS
     assert (search_dir / "dice_vs_parameters.png").read_bytes()[:4] == b"\x89PNG"
     best = json.loads((search_dir / "best_config.json").read_text())
     complete = [float(t["mean_dice"]) for t in table if t["folds_run"] == "2"]
@@ -127,8 +136,8 @@ def _check_search_outputs(search_dir):
 
 
 @pytest.mark.slow
-def test_local_search_on_the_example_dataset_and_best_config_is_reusable(tmp_path, tiny_init):
-    search_dir, work = _search(tmp_path, tiny_init)
+def test_local_search_on_the_example_dataset_and_best_config_is_reusable(tmp_path, tiny_init, work):
+    search_dir = _search(tmp_path, tiny_init, work)
     _, best = _check_search_outputs(search_dir)
     rows = (search_dir / "trials.tsv").read_text().splitlines()
     assert all(r.split("\t")[-1] == "2" for r in rows[1:])  # locally every trial runs every fold
@@ -137,7 +146,7 @@ def test_local_search_on_the_example_dataset_and_best_config_is_reusable(tmp_pat
     proc = subprocess.run(
         [*RUN, str(DS_SPINE_MINI), str(out2), "group", "-w", str(work), "--skip-bids-validation",
          "--config-file", str(search_dir / "best_config.json"), "--validation-subjects", "sctTesting",
-         "--init-model", str(tiny_init)],
+         "--init-model", str(tiny_init), "--participant-label", *SUBJECTS],
         capture_output=True, text=True, env=ENV, timeout=1800,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -149,8 +158,8 @@ def test_local_search_on_the_example_dataset_and_best_config_is_reusable(tmp_pat
 
 
 @pytest.mark.slow
-def test_search_through_ray_tune_on_a_local_ray_instance(tmp_path, tiny_init):
-    search_dir, _ = _search(tmp_path, tiny_init, "--ray-address", "local")
+def test_search_through_ray_tune_on_a_local_ray_instance(tmp_path, tiny_init, work):
+    search_dir = _search(tmp_path, tiny_init, work, "--ray-address", "local")
     folds, _ = _check_search_outputs(search_dir)
     # the same fold assignment as the local search (same seed, same subjects)
-    assert folds == subject_folds(["PAM50small", "sctTesting", "unf01"], 2, seed=7)
+    assert folds == subject_folds(SUBJECTS, 2, seed=7)
