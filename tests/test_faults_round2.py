@@ -413,7 +413,7 @@ def test_weights_that_do_not_fit_the_network_are_refused_at_start_up(case):
 
 
 # -- case 9: a field of view smaller than a cord -----------------------------------------------------
-def test_tiny_field_of_view_is_warned_and_its_empty_mask_flagged(case):
+def test_tiny_field_of_view_is_warned_and_its_mask_flagged(case):
     import nibabel as nib
     from test_faults import image_of, manual_mask_of, sidecar_of
 
@@ -428,9 +428,13 @@ def test_tiny_field_of_view_is_warned_and_its_empty_mask_flagged(case):
     line = case.check(proc, 0, source.name, "field of view")
     assert "narrower than a spinal cord" in line and "left-right" in line
     mask = mask_of(case.out, "T2w")
-    assert nib.load(mask).shape == (8, 8, 8) and not np.any(nib.load(mask).get_fdata())
+    marked = int(np.count_nonzero(nib.load(mask).get_fdata()))
     meta = json.loads(sidecar_of(mask).read_text())
-    assert "empty_mask" in meta["QCFlags"] and meta["QCMeasures"]["slices_with_cord"] == 0
+    # nothing that passes for a cord: an empty mask (the ensemble shipped before) or a speck far
+    # below a cord's cross-section (the distilled network: one voxel), flagged either way
+    assert nib.load(mask).shape == (8, 8, 8) and marked <= 8
+    flag = "empty_mask" if marked == 0 else "csa_out_of_range"
+    assert flag in meta["QCFlags"] and (marked > 0 or meta["QCMeasures"]["slices_with_cord"] == 0)
     assert "narrower than a spinal cord" in meta["FieldOfViewWarning"]
     run = next(line.split(" run ")[-1] for line in proc.stderr.splitlines() if "participant level" in line)
     assert meta["RunID"] == run.strip()  # every sidecar names the run that wrote it (case 5)
