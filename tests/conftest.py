@@ -22,7 +22,8 @@ TINY_UNET = {"base_filters": 2, "depth": 2, "patch_size": [16, 16, 16]}
 
 
 def tiny_manifest(config: dict = TINY_UNET, overlap: float = 0.5) -> dict:
-    """The manifest of a tiny segmentation artifact (robust intensity, 0.5 mm, 32 x 32 crops)."""
+    """The manifest of a tiny segmentation artifact (robust intensity, 0.5 mm, 32 x 32 crops, the
+    network's patch)."""
     return {
         "name": "tiny-seg",
         "version": "0.0.1",
@@ -33,7 +34,7 @@ def tiny_manifest(config: dict = TINY_UNET, overlap: float = 0.5) -> dict:
             "orientation": "RPI",
             "resolution_mm": 0.5,
             "crop_size": [32, 32],
-            "patch_size": [16, 16, 16],
+            "patch_size": list(config["patch_size"]),
             "intensity": {"method": "robust", "clip": [0.5, 99.5]},
         },
         "inference": {"threshold": 0.5, "overlap": overlap, "blend": "gaussian"},

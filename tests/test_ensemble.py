@@ -18,14 +18,11 @@ from lumbo_bids.model.unet_config import UNet3DConfig
 from lumbo_bids.training.ensembles import ensemble_artifact
 from lumbo_bids.training.trainer import TrainConfig, train
 
-TINY = TINY_UNET
-_manifest = tiny_manifest
 
-
-def _member(tmp_path: Path, seed: int, config: dict = TINY) -> Path:
+def _member(tmp_path: Path, seed: int, config: dict = TINY_UNET) -> Path:
     keras.utils.set_random_seed(seed)
     model = build_unet3d(UNet3DConfig.from_dict(dict(config)))
-    card = _manifest(config)
+    card = tiny_manifest(config)
     card["training"] = {"seed": seed, "reproduce": f"train --seed {seed}"}
     return save_artifact(model, tmp_path / f"member{seed}", card)
 
@@ -61,7 +58,7 @@ def test_ensemble_artifact_gives_the_mean_of_its_members(tmp_path):
 
 def test_members_that_differ_are_refused_in_one_line(tmp_path):
     first = _member(tmp_path, 1)
-    wider = _member(tmp_path, 2, {**TINY, "base_filters": 4})
+    wider = _member(tmp_path, 2, {**TINY_UNET, "base_filters": 4})
     with pytest.raises(ArtifactError) as err:
         ensemble_artifact([first, wider], tmp_path / "ensemble")
     assert "\n" not in str(err.value) and str(err.value).startswith(f"{wider}: differs from member 0 in 'architecture'")
@@ -80,7 +77,7 @@ def test_a_bad_ensemble_config_is_an_artifact_error(tmp_path):
 
 
 def test_freezing_an_ensemble_freezes_every_members_encoder():
-    model = build_ensemble({"members": 2, "member": {"name": "unet3d", "config": TINY}})
+    model = build_ensemble({"members": 2, "member": {"name": "unet3d", "config": TINY_UNET}})
     frozen = freeze_depth(model, "encoder")
     nets = members_of(model)
     assert [n.name for n in nets] == ["member0", "member1"]
@@ -100,7 +97,7 @@ def test_an_ensemble_fine_tunes_like_a_single_network(tmp_path):
         np.save(tmp_path / f"c{k}_image.npy", np.roll(image, 3 * k, axis=0))
         np.save(tmp_path / f"c{k}_mask.npy", np.roll(mask, 3 * k, axis=0).astype(np.uint8))
         cases.append(TrainingCase(f"sub-{k}", f"c{k}", tmp_path / f"c{k}_image.npy", tmp_path / f"c{k}_mask.npy"))
-    config = {"members": 2, "member": {"name": "unet3d", "config": TINY}}
+    config = {"members": 2, "member": {"name": "unet3d", "config": TINY_UNET}}
 
     def model_fn():
         keras.utils.set_random_seed(7)
@@ -118,7 +115,7 @@ def test_an_ensemble_fine_tunes_like_a_single_network(tmp_path):
         )
         assert not np.array_equal(before.get_layer("head_conv").get_weights()[0], after.get_layer("head_conv").get_weights()[0])
     saved = save_artifact(
-        result.model, tmp_path / "tuned", {**_manifest(TINY), "architecture": {"name": "ensemble", "config": config}}
+        result.model, tmp_path / "tuned", {**tiny_manifest(TINY_UNET), "architecture": {"name": "ensemble", "config": config}}
     )
     reloaded = load_artifact(saved).build_model()
     for a, b in zip(reloaded.get_weights(), result.model.get_weights()):
@@ -136,6 +133,6 @@ def test_make_ensemble_script_writes_a_loadable_ensemble(tmp_path, capsys):
     artifact = load_artifact(tmp_path / "ens")
     assert artifact.plan.overlap == 0.25 and artifact.architecture_config["members"] == 2
     assert artifact.manifest["training"]["reproduce"].startswith("scripts/make_ensemble.py ")
-    wider = str(_member(tmp_path, 3, {**TINY, "base_filters": 4}))
+    wider = str(_member(tmp_path, 3, {**TINY_UNET, "base_filters": 4}))
     assert script.main([members[0], wider, "--out", str(tmp_path / "bad")]) != 0
     assert not (tmp_path / "bad").exists()

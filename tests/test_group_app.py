@@ -18,14 +18,15 @@ from lumbo_bids.model.network import build_unet3d
 from lumbo_bids.model.unet_config import UNet3DConfig
 from lumbo_bids.training.finetune import RawCase
 
-TINY = TINY_UNET
-MANIFEST = tiny_manifest(TINY, overlap=0.25)
+MANIFEST = tiny_manifest(TINY_UNET, overlap=0.25)
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     keras.utils.set_random_seed(0)
-    return save_artifact(build_unet3d(UNet3DConfig.from_dict(dict(TINY))), tmp_path_factory.mktemp("init") / "tiny", MANIFEST)
+    return save_artifact(
+        build_unet3d(UNet3DConfig.from_dict(dict(TINY_UNET))), tmp_path_factory.mktemp("init") / "tiny", MANIFEST
+    )
 
 
 def _case(out: Path, subject: str, shift: int) -> RawCase:

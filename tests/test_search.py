@@ -84,10 +84,8 @@ def tiny_init(tmp_path_factory):
     from lumbo_bids.model.unet_config import UNet3DConfig
 
     config = {**TINY_UNET, "patch_size": [32, 32, 32]}
-    manifest = tiny_manifest(config)
-    manifest["preprocessing"]["patch_size"] = [32, 32, 32]
     network = build_unet3d(UNet3DConfig.from_dict(config))
-    return save_artifact(network, tmp_path_factory.mktemp("init") / "tiny", manifest)
+    return save_artifact(network, tmp_path_factory.mktemp("init") / "tiny", tiny_manifest(config))
 
 
 @pytest.fixture(scope="module")
