@@ -236,6 +236,39 @@ def test_heatmap_cord_probability_and_augmentation(tmp_path):
     assert np.all(heats.max(axis=(1, 2, 3)) > 0.5)
 
 
+def test_heatmap_windows_of_a_phantom_are_new_images_and_end_at_its_conus(tmp_path):
+    """A synthetic localiser case (a conus phantom's label map at 1 mm): every window is a new
+    normalised image of its labels, and the target follows the cord's label only, so the slices
+    below the conus tip (roots and filum) have an empty target."""
+    from lumbo_bids.training import synth
+
+    rng = np.random.default_rng(0)  # a phantom whose tip lies in view (29 mm above the bottom)
+    labels = synth.conus_phantom((64, 64, 80), rng, 1.0, dorsal_roots=0.5)
+    cord = labels == synth.CORD
+    z_cord = np.flatnonzero(cord.any(axis=(0, 1)))
+    assert 0 < z_cord.min() and (labels[:, :, : z_cord.min()] == synth.ROOTS).any()  # a tip in view, roots below
+    np.save(tmp_path / "labels.npy", labels)
+    np.save(tmp_path / "cord.npy", cord.astype(np.uint8))
+    case = TrainingCase("phantom-00", "phantom", tmp_path / "labels.npy", tmp_path / "cord.npy", synthetic=True)
+    options = dict(slices_per_epoch=60, sigma=2.0, cord_probability=1.0, seed=0)
+    samples = list(itertools.islice(iter_heatmap_slices([case], (48, 48), **options), 60))
+    below = above = 0
+    for image, heat, _ in samples:
+        assert image.dtype == np.float32 and np.isfinite(image).all()
+        assert abs(float(image.mean())) < 0.2 and 0.8 < float(image.std()) < 1.2  # the localiser's z-score
+        assert len(np.unique(image)) > 50  # an image (texture, blur), not the label codes
+        if heat.max() == 0:
+            below += 1
+        else:
+            above += 1
+            assert heat.max() > 0.95
+    assert below > 3 and above > 10
+    again = list(itertools.islice(iter_heatmap_slices([case], (48, 48), **options), 2))
+    assert np.array_equal(again[0][0], samples[0][0])  # reproducible from the seed
+    epoch1 = list(itertools.islice(iter_heatmap_slices([case], (48, 48), **options, start_epoch=1), 1))
+    assert not np.array_equal(epoch1[0][0], samples[0][0])  # and a new image in the next epoch
+
+
 def test_process_exits_with_a_live_iterator(tmp_path, cases):
     """tf.data threads inside the generator at interpreter exit must not hang the process."""
     import subprocess

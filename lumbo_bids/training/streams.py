@@ -72,6 +72,15 @@ def _synthetic_patch(labels: np.ndarray, seed: int, grey_matter: float = 0.0) ->
     return robust_standardise(image, np.ones(image.shape, dtype=bool))  # a constant patch becomes zeros
 
 
+def _synthetic_window(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A new synthetic 2D image of a label window, normalised as the localiser's input."""
+    from ..model.localise import localiser_input
+    from .synth import synthesise
+
+    image = synthesise(labels.astype(np.uint8), np.random.default_rng(seed))
+    return localiser_input(image + 1.0)  # > 0 everywhere: the whole window is foreground
+
+
 def iter_patches(
     cases: Sequence[TrainingCase],
     patch_size: Sequence[int] = (48, 48, 48),
@@ -147,7 +156,9 @@ def iter_heatmap_slices(
     instance below the conus, included: their target is empty) cut to a ``patch_size`` window
     that contains the cord point with probability ``cord_probability``
     (:func:`~lumbo_bids.training.patches.sample_window_centre_2d`); the target is a Gaussian of
-    peak 1 and ``sigma`` voxels around the centre of mass of the slice's mask.
+    peak 1 and ``sigma`` voxels around the centre of mass of the slice's mask. A synthetic
+    case's volume is a label map: each of its windows is a new image of the window's labels
+    (:func:`_synthetic_window`), so a phantom's roots and conus are seen in every contrast.
     """
     size = tuple(int(s) for s in patch_size)
     if len(size) != 2 or not cases:
@@ -162,12 +173,14 @@ def iter_heatmap_slices(
             z = int(rng.integers(shape[2]))
             xy = volumes.centerline(int(i))[z]
             centre = sample_window_centre_2d(shape[:2], size, xy, cord_probability, rng)
-            items.append((int(i), int(centre[0]), int(centre[1]), z))
+            synth_seed = int(rng.integers(0, 2**62)) if cases[int(i)].synthetic else 0  # real streams as before
+            items.append((int(i), int(centre[0]), int(centre[1]), z, synth_seed))
         return items
 
     def sample(item: tuple) -> tuple[np.ndarray, np.ndarray]:
-        i, cx, cy, z = item
-        window = extract_patch(volumes.pair(i)[0], (cx, cy, z), (*size, 1))[..., 0].astype(np.float32)
+        i, cx, cy, z, synth_seed = item
+        window = extract_patch(volumes.pair(i)[0], (cx, cy, z), (*size, 1))[..., 0]
+        window = _synthetic_window(window, synth_seed) if cases[i].synthetic else window.astype(np.float32)
         return window, gaussian_heatmap_2d(size, volumes.centerline(i)[z] - patch_bounds((cx, cy), size)[0], sigma)
 
     return _stream(plan, sample, seed, training, start_epoch)
