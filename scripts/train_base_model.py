@@ -163,6 +163,49 @@ def phantom_cases(
     return cases
 
 
+def localiser_synthetic_cases(label_dir: Path, n_phantoms: int, out_dir: Path, seed: int, dorsal_roots: float) -> list:
+    """Synthetic cases for the localiser, on its 1 mm grid: the label maps' whole extent and
+    ``n_phantoms`` conus phantoms 96 x 96 x 160 mm (:func:`lumbo_bids.training.synth.conus_phantom`).
+
+    Each window drawn from them is a new image (:func:`lumbo_bids.training.streams.iter_heatmap_slices`);
+    the target follows the cord's label only, so the heat-map must end at a phantom's conus tip
+    and leave its roots and filum out.
+    """
+    from lumbo_bids.geometry import RPI, Grid, reorient, resample_mask_to_grid, resampled_grid
+    from lumbo_bids.training import synth
+    from lumbo_bids.training.cases import TrainingCase
+    from lumbo_bids.utils.images import read_volume
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases = []
+
+    def add(subject: str, name: str, labels: np.ndarray) -> None:
+        image, mask = out_dir / f"{name}_loc_labels.npy", out_dir / f"{name}_loc_labels_cord.npy"
+        np.save(image, labels)
+        np.save(mask, (labels == synth.CORD).astype(np.uint8))
+        cases.append(TrainingCase(subject=subject, name=f"{name}_loc_synthetic", image=image, mask=mask, synthetic=True))
+
+    for cord_path in sorted(label_dir.glob("sub-*/anat/sub-*_T2w_seg-manual.nii.gz")):
+        csf_path = cord_path.with_name(cord_path.name.replace("_seg-manual", "_csfseg-manual"))
+        if not csf_path.is_file():
+            continue
+        cord, affine, _ = read_volume(cord_path)
+        csf, _, _ = read_volume(csf_path)
+        masks, rpi_affine = [], None
+        for m in (cord, csf):
+            data, rpi_affine = reorient((m > 0.5).astype(np.float32), affine, RPI)
+            masks.append(data)
+        grid = resampled_grid(Grid(tuple(masks[0].shape), rpi_affine), LOCALISER_RESOLUTION)
+        cord_r, csf_r = (resample_mask_to_grid(m, rpi_affine, grid).astype(bool) for m in masks)
+        subject = cord_path.name.split("_")[0]
+        add(f"synth-{subject}", subject, synth.derive_labels(cord_r, csf_r, LOCALISER_RESOLUTION))
+    rng = np.random.default_rng([seed, 11])
+    for k in range(n_phantoms):
+        labels = synth.conus_phantom((96, 96, 160), rng, LOCALISER_RESOLUTION, dorsal_roots)
+        add(f"phantom-{k:02d}", f"phantom{k:02d}", labels)
+    return cases
+
+
 def prepare_case(anat, out_dir: Path):
     """The participant level's preprocessing of one image and its mask, as .npy files.
 
@@ -329,7 +372,9 @@ def _validation_card(args, raw, subjects, dice: dict, loso: dict) -> dict:
     }
 
 
-def train_localiser(cases, args, run_dir: Path):
+def train_localiser(cases, args, run_dir: Path, synthetic=()):
+    """The localiser recipe on ``cases`` (real) and ``synthetic`` (the best epoch on the real
+    ones; on the synthetic ones when there is no real case)."""
     from lumbo_bids.model.network import build_unet2d
     from lumbo_bids.model.unet_config import UNet2DConfig
     from lumbo_bids.training.localiser_tuning import localiser_train_config
@@ -344,7 +389,8 @@ def train_localiser(cases, args, run_dir: Path):
         patch_size=LOCALISER_PATCH,
         thick_axes=args.thick_axes,
     )
-    result = train(lambda: build_unet2d(arch), cases, cases, cfg, run_dir / "training", progress=args.progress)
+    val = list(cases) or list(synthetic)
+    result = train(lambda: build_unet2d(arch), [*cases, *synthetic], val, cfg, run_dir / "training", progress=args.progress)
     return result, cfg, arch
 
 
@@ -377,6 +423,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seg-steps", type=int, default=25)
     parser.add_argument("--loc-epochs", type=int, default=20)
     parser.add_argument("--loc-steps", type=int, default=40)
+    parser.add_argument(
+        "--loc-synthetic", choices=("none", "mixed", "only"), default="none",
+        help="localiser: also ('mixed') or only ('only') on synthetic images of the label maps and conus phantoms at 1 mm",
+    )  # fmt: skip
+    parser.add_argument("--loc-phantoms", type=int, default=20, help="conus phantoms for the localiser (--loc-synthetic)")
     parser.add_argument("--label-maps", type=Path, default=REPO / "examples" / "label-maps-spinegeneric")
     parser.add_argument("--phantoms", type=int, default=10, help="procedural lumbar label maps (conus, cauda equina)")
     parser.add_argument(
@@ -443,7 +494,30 @@ def main(argv=None) -> int:
 
     if not args.skip_localiser:
         started = time.time()
-        result, cfg, arch = train_localiser(loc_cases, args, args.work / "localiser")
+        loc_synthetic = (
+            []
+            if args.loc_synthetic == "none"
+            else localiser_synthetic_cases(
+                args.label_maps, args.loc_phantoms, data_dir / "localiser", args.seed, args.dorsal_roots
+            )
+        )
+        loc_real = [] if args.loc_synthetic == "only" else loc_cases
+        result, cfg, arch = train_localiser(loc_real, args, args.work / "localiser", loc_synthetic)
+        loc_validation = (
+            "held-out: trained on synthetic images only, the best epoch on synthetic windows; every real image is unseen"
+            if not loc_real
+            else "in-sample only (the training images): too few subjects to hold any out"
+        )
+        loc_dataset = {
+            **dataset,
+            "images": [c.name for c in loc_real],
+            "synthetic": {
+                "label_maps": sum(c.subject.startswith("synth-") for c in loc_synthetic),
+                "conus_phantoms": sum(c.subject.startswith("phantom-") for c in loc_synthetic),
+                "dorsal_roots": args.dorsal_roots,
+                "generator": "scripts/train_base_model.py localiser_synthetic_cases",
+            },
+        }
         manifest = {
             "name": "lumbo_bids-cord-localiser",
             "version": __version__,
@@ -453,17 +527,17 @@ def main(argv=None) -> int:
             **ModelPlan(LOCALISER_PATCH, LOCALISER_RESOLUTION, None, INTENSITY, overlap=0.0, blend="uniform").sections(),
             "training": model_card(
                 purpose="cord localisation (heat-map of the centerline on axial slices) for images without a manual mask",
-                dataset=dataset,
-                validation="in-sample only (the training images): too few subjects to hold any out",
+                dataset=loc_dataset,
+                validation=loc_validation,
                 seed=args.seed,
                 hyperparameters=cfg.to_dict(),
                 epochs_run=result.epochs_run,
                 best_val_dice=result.best_val_dice,
                 seconds=round(time.time() - started, 1),
-                reproduce="scripts/train_base_model.py",
+                reproduce=" ".join(["scripts/train_base_model.py", *(sys.argv[1:] if argv is None else argv)]),
             ),
         }
-        LOGGER.info("localiser: best in-sample heat-map Dice %.3f", result.best_val_dice)
+        LOGGER.info("localiser: best validation heat-map Dice %.3f", result.best_val_dice)
         save_artifact(result.model, args.out / "cord_localiser", manifest)
 
     if args.skip_segmentation:

@@ -238,6 +238,33 @@ def test_bundled_label_maps_become_synthetic_cases(tmp_path):
         assert np.linalg.norm(com - centre) < 3.0
 
 
+def test_localiser_synthetic_cases_are_label_maps_at_1mm_and_conus_phantoms(tmp_path):
+    """train_base_model --loc-synthetic: a label map becomes a whole-extent 1 mm case (not a
+    crop: the localiser sees whole slices), plus conus phantoms whose cord mask is label 1."""
+    import shutil
+    import sys
+
+    import nibabel as nib
+
+    sys.path.insert(0, str(LABEL_MAPS.parents[1] / "scripts"))
+    from train_base_model import LOCALISER_RESOLUTION, localiser_synthetic_cases
+
+    shutil.copytree(LABEL_MAPS / "sub-cardiff03", tmp_path / "maps" / "sub-cardiff03")
+    cases = localiser_synthetic_cases(tmp_path / "maps", 2, tmp_path / "out", seed=0, dorsal_roots=0.5)
+    assert [c.subject for c in cases] == ["synth-sub-cardiff03", "phantom-00", "phantom-01"]
+    assert all(c.synthetic for c in cases)
+    source = nib.load(LABEL_MAPS / "sub-cardiff03" / "anat" / "sub-cardiff03_T2w_seg-manual.nii.gz")
+    extent = np.array(source.shape) * np.array(source.header.get_zooms()[:3])
+    labels = np.load(cases[0].image)
+    assert LOCALISER_RESOLUTION == 1.0
+    assert np.abs(np.sort(labels.shape) - np.sort(extent)).max() <= 2  # 1 mm voxels, in any axis order
+    for case in cases:
+        labels, mask = np.load(case.image), np.load(case.mask)
+        np.testing.assert_array_equal(mask, labels == CORD)
+        assert mask.any()
+    assert np.load(cases[1].image).shape == (96, 96, 160)
+
+
 def test_fine_tuning_keeps_a_robust_plan_and_learns_nyul_landmarks_otherwise(tmp_path):
     from lumbo_bids.training.finetune import RawCase, learn_intensity
 
