@@ -155,16 +155,32 @@ def centerline_from_mask(mask: np.ndarray, degree: int = DEFAULT_DEGREE, extend:
     return fit_centerline(z, xy, binary.shape[2], degree=degree, extend=extend, shape=binary.shape[:2])
 
 
-def _blobs(heat: np.ndarray, threshold: float) -> list[tuple[float, float, float, float]]:
-    """(x, y, peak, heat mass) of every connected region of a slice above ``threshold``."""
-    labels, count = ndimage.label(heat > threshold)
+def _slice_blobs(heat: np.ndarray, threshold: float) -> list[tuple[int, float, float, float, float]]:
+    """``(z, x, y, peak, heat mass)`` of every connected region above ``threshold`` of every
+    axial slice (4-connected in-plane; regions of different slices are never joined), ordered
+    by slice, then as :func:`scipy.ndimage.label` numbers them within a slice.
+
+    One labelling of the volume with an in-plane structuring element and per-label sums over
+    the voxels above ``threshold`` only: the same candidates as labelling slice by slice, at a
+    fraction of the cost on a long field of view (1100 slices at 0.5 mm on PAM50small).
+    """
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+    labels, count = ndimage.label(heat > np.float64(threshold), structure=structure)  # compared in float64
     if count == 0:
         return []
-    index = np.arange(1, count + 1)
-    centres = ndimage.center_of_mass(heat, labels, index)
-    peaks = ndimage.maximum(heat, labels, index)
-    masses = ndimage.sum_labels(heat, labels, index)
-    return [(float(c[0]), float(c[1]), float(p), float(m)) for c, p, m in zip(centres, peaks, masses)]
+    x, y, z = np.nonzero(labels)
+    label = labels[x, y, z] - 1
+    value = np.asarray(heat[x, y, z], dtype=np.float64)
+    mass = np.bincount(label, weights=value, minlength=count)
+    cx = np.bincount(label, weights=value * x, minlength=count) / mass
+    cy = np.bincount(label, weights=value * y, minlength=count) / mass
+    peak = np.full(count, -np.inf)
+    np.maximum.at(peak, label, value)
+    slice_of = np.empty(count, dtype=np.int64)
+    slice_of[label] = z
+    order = np.argsort(slice_of, kind="stable")  # within a slice, labels keep scipy's raster order
+    return [(int(slice_of[i]), float(cx[i]), float(cy[i]), float(peak[i]), float(mass[i])) for i in order]
 
 
 def _best_chain(
@@ -254,10 +270,10 @@ def centerline_from_heatmap(
     ValueError
         If no slice has heat above ``threshold``.
     """
-    heat = np.asarray(heatmap, dtype=np.float64)
+    heat = np.asarray(heatmap)
     if heat.ndim != 3:
         raise ValueError(f"expected a 3D heat-map, got shape {heat.shape}")
-    candidates = [(k, *blob) for k in range(heat.shape[2]) for blob in _blobs(heat[:, :, k], threshold)]
+    candidates = _slice_blobs(heat, threshold)
     if not candidates:
         raise ValueError(f"no cord detected: the heat-map never exceeds {threshold}")
     chosen = [candidates[i] for i in _best_chain(candidates, zooms)]

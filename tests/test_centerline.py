@@ -130,6 +130,34 @@ def test_heatmap_point_is_heat_weighted_within_the_hottest_blob():
     assert y > 11.5 + 0.1  # pulled towards the heat, not the blob's geometric centre
 
 
+def test_slice_blobs_are_the_regions_of_each_slice_alone():
+    """The one-pass candidate search equals labelling every slice on its own (4-connected,
+    in-plane): regions that touch across slices stay apart, and each region's heat-weighted
+    centre, peak and heat mass are those of its slice."""
+    from scipy import ndimage
+
+    from lumbo_bids.centerline import _slice_blobs
+
+    rng = np.random.default_rng(0)
+    heat = ndimage.gaussian_filter(rng.random((30, 24, 12)), (1.0, 1.0, 0.0)).astype(np.float32)
+    heat[:, :, 5:7] = 0.0
+    heat[3:8, 3:8, 5:7] = 0.9  # one column through two slices: two candidates, not one
+    heat[9, 9, 5], heat[10, 10, 5] = 0.9, 0.9  # diagonal neighbours: two regions in 4-connectivity
+    threshold = float(np.quantile(heat, 0.6))
+    expected = []
+    for k in range(heat.shape[2]):
+        labels, count = ndimage.label(heat[:, :, k] > threshold)
+        for i in range(1, count + 1):
+            region = labels == i
+            weights = heat[:, :, k][region].astype(np.float64)
+            xs, ys = np.nonzero(region)
+            expected.append((k, np.average(xs, weights=weights), np.average(ys, weights=weights), weights.max(), weights.sum()))
+    found = _slice_blobs(heat, threshold)
+    assert [c[0] for c in found].count(5) == 3 and [c[0] for c in found].count(6) == 1
+    assert len(found) == len(expected) > 30
+    np.testing.assert_allclose(np.array(found), np.array(expected), rtol=1e-9, atol=1e-9)
+
+
 def test_fit_centerline_polynomial_degree_weights_and_extension():
     z = np.arange(10, 40, dtype=float)
     poly = np.column_stack([5 + 0.3 * z - 0.01 * z**2 + 1e-4 * z**3, 20 - 0.1 * z])
