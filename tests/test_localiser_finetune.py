@@ -145,3 +145,26 @@ def test_shipped_localiser_centerline_error_on_a_real_image(tmp_path):
     errors = centerline_errors(load_artifact(SHIPPED_LOCALISER).build_model(), [case], 1.0)
     print(errors)
     assert 0 <= errors["unf01_T2w"]["mean_mm"] <= errors["unf01_T2w"]["max_mm"] < 5.0
+
+
+def test_the_shipped_localiser_runs_at_its_own_1mm_along_z_too(monkeypatch):
+    """A 1 mm localiser on the participant level's 0.5 mm stack sees 1 mm slices (half of them:
+    the network's cost halves), and its heat comes back on the 0.5 mm grid, on the cord of a
+    synthetic tube; a stack already at >= 1 mm along z keeps its slices."""
+    from nibabel.affines import from_matvec
+
+    import lumbo_bids.model.inference as inference
+    from lumbo_bids.model.localise import localise_heatmap
+    from lumbo_bids.model.selection import SHIPPED_LOCALISER
+
+    seen, original = [], inference.predict_slices
+    monkeypatch.setattr(inference, "predict_slices", lambda fn, vol, bs: seen.append(vol.shape) or original(fn, vol, bs))
+    x, y = np.meshgrid(np.arange(120) - 70.0, np.arange(120) - 55.0, indexing="ij")  # a cord at (70, 55)
+    tube = np.where(x**2 + y**2 < 100, 60.0, np.where(x**2 + y**2 < 400, 200.0, 30.0))  # cord, CSF, tissue
+    volume = np.repeat(tube[:, :, None], 40, axis=2).astype(np.float32)
+    heat = localise_heatmap(SHIPPED_LOCALISER, volume, from_matvec(np.diag([0.5, 0.5, 0.5])))
+    assert seen == [(60, 60, 20)] and heat.shape == volume.shape
+    hot = np.argwhere(heat[:, :, 20] == heat[:, :, 20].max())[0]
+    assert np.abs(hot - (70, 55)).max() <= 4  # on the cord
+    localise_heatmap(SHIPPED_LOCALISER, volume[::2, ::2, :], from_matvec(np.diag([1.0, 1.0, 2.0])))
+    assert seen[1] == (60, 60, 40)
