@@ -49,7 +49,9 @@ class ModelPlan:
 
     ``crop_size`` is None for a localiser (it sees whole slices); ``intensity`` is the
     standardisation's parameters (:func:`lumbo_bids.intensity.apply_intensity`; empty: the
-    percentile fallback)."""
+    percentile fallback). ``window`` is the sliding window of inference (``inference.window``;
+    None: the training ``patch_size``): a fully convolutional network may see more context at
+    inference than in a training patch, e.g. the whole crop in-plane (:attr:`inference_window`)."""
 
     patch_size: tuple[int, ...]
     resolution: float = 0.5
@@ -60,6 +62,7 @@ class ModelPlan:
     blend: str = DEFAULT_BLEND
     orientation: str = "RPI"
     contrasts: tuple[str, ...] = ()
+    window: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -70,6 +73,7 @@ class ModelPlan:
         set_(self, "threshold", float(self.threshold))
         set_(self, "overlap", float(self.overlap))
         set_(self, "contrasts", tuple(self.contrasts))
+        set_(self, "window", None if self.window is None else tuple(int(v) for v in self.window))
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> ModelPlan:
@@ -87,6 +91,7 @@ class ModelPlan:
             blend=str(inference.get("blend", DEFAULT_BLEND)),
             orientation=str(pre.get("orientation", "RPI")),
             contrasts=tuple(manifest.get("contrasts", ())),
+            window=inference.get("window"),
         )
 
     def with_overrides(self, config: Any, only: tuple[str, ...] | None = None) -> ModelPlan:
@@ -101,6 +106,11 @@ class ModelPlan:
         return replace(self, **changes)
 
     @property
+    def inference_window(self) -> tuple[int, ...]:
+        """The sliding window of inference: ``window`` when set, else the training patch."""
+        return self.patch_size if self.window is None else self.window
+
+    @property
     def intensity_params(self) -> dict[str, Any]:
         """The intensity parameters as a plain (JSON) dict."""
         return _thawed(self.intensity)
@@ -112,6 +122,8 @@ class ModelPlan:
             pre["crop_size"] = list(self.crop_size)
         pre.update(patch_size=list(self.patch_size), intensity=self.intensity_params)
         inference = {"threshold": self.threshold, "overlap": self.overlap, "blend": self.blend}
+        if self.window is not None:
+            inference["window"] = list(self.window)
         return {"preprocessing": pre, "inference": inference}
 
     def to_dict(self) -> dict[str, Any]:

@@ -4,7 +4,7 @@
 For the shipped segmentation model and each example image (cropped stack as the participant
 level makes it, from the manual mask's centerline or the localiser):
 
-* FLOPs of one 48^3 patch, counted layer by layer from the Keras graph (convolutions and
+* FLOPs of one sliding window (the plan's inference window), counted layer by layer from the Keras graph (convolutions and
   transposed convolutions: 2 x kernel volume x input channels x output channels per output
   voxel; batch norm, activations and pooling are left out, a lower bound), times the number
   of sliding-window tiles of the stack;
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
 
     artifact = load_artifact(SHIPPED_SEGMENTATION)
     predictor = Predictor.from_artifact(artifact)
-    patch = artifact.plan.patch_size
+    patch = artifact.plan.inference_window  # the sliding window the participant level tiles with
     per_patch = conv_flops(predictor.model, patch)
     np_peak, tf_peak = matmul_peak(args.threads)
     print(f"threads {args.threads}; matmul peak float32: numpy {np_peak:.1f} GFLOP/s, TensorFlow {tf_peak:.1f} GFLOP/s")

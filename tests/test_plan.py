@@ -64,3 +64,39 @@ def test_a_plan_travels_to_a_node_and_back():
     )
     data = json.loads(json.dumps(plan.to_dict()))  # what a Nipype node's traits.Dict holds
     assert ModelPlan.from_dict(data) == plan
+
+
+def test_the_inference_window_is_read_written_checked_and_used_by_the_predictor(monkeypatch):
+    """``inference.window``: the sliding window of inference (the shipped network tiles its 64x64
+    crop with one 64x64x48 window, not 2x2 of its 48^3 training patches); absent, the patch."""
+    import numpy as np
+
+    from lumbo_bids.model.manifest import manifest_problem
+    from lumbo_bids.model.predictor import Predictor
+
+    artifact = load_artifact(SHIPPED_SEGMENTATION)
+    plan = artifact.plan
+    assert plan.window == (64, 64, 48) and plan.inference_window == (64, 64, 48) and plan.patch_size == (48, 48, 48)
+    assert plan.replace(window=None).inference_window == plan.patch_size
+    assert "window" not in plan.replace(window=None).sections()["inference"]
+    for bad in ([64, 64], [64, 0, 48], [64.0, 64, 48], "64"):
+        manifest = json.loads(json.dumps(artifact.manifest))
+        manifest["inference"]["window"] = bad
+        assert "inference.window" in manifest_problem(manifest)
+    seen = []
+
+    def recorder(model, batch_size=4):  # a fully convolutional stand-in: records the windows it is given
+        def predict(batch):
+            seen.append(tuple(batch.shape[1:4]))
+            return np.full(batch.shape, 0.75, dtype=np.float32)
+
+        return predict
+
+    monkeypatch.setattr("lumbo_bids.model.inference.keras_predict_fn", recorder)
+    stack = np.zeros((64, 64, 90), dtype=np.float32)
+    probability = Predictor(object(), plan).probability(stack)
+    assert probability.shape == stack.shape and np.allclose(probability, 0.75)
+    assert set(seen) == {(64, 64, 48)}
+    seen.clear()
+    Predictor(object(), plan.replace(window=None)).probability(stack)
+    assert set(seen) == {(48, 48, 48)}

@@ -59,6 +59,11 @@ def _inference_problem(inf: Any) -> str | None:
         return f"inference.overlap must be in [0, 1), got {ovl!r}"
     if blend not in BLENDS:
         return f"inference.blend must be one of {BLENDS}, got {blend!r}"
+    window = inf.get("window")
+    if window is not None and not (
+        isinstance(window, list) and len(window) == 3 and all(type(v) is int and v > 0 for v in window)
+    ):
+        return f"inference.window must be 3 positive integers, got {window!r}"
     return None
 
 

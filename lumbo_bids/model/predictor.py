@@ -45,7 +45,7 @@ class Predictor:
         return apply_intensity(np.asarray(stack), self.plan.intensity_params).astype(np.float32)
 
     def probability(self, standardised: np.ndarray, overlap: float | None = None, tta: bool = False) -> np.ndarray:
-        """Cord probability of a standardised stack (sliding windows, the plan's blending)."""
+        """Cord probability of a standardised stack (the plan's sliding window, overlap and blending)."""
         from .inference import keras_predict_fn, sliding_window_predict
 
         if self.model is None:
@@ -55,7 +55,7 @@ class Predictor:
         return sliding_window_predict(
             self._predict,
             np.asarray(standardised, dtype=np.float32),
-            patch_size=self.plan.patch_size,
+            patch_size=self.plan.inference_window,
             overlap=self.plan.overlap if overlap is None else overlap,
             blend=self.plan.blend,
             tta_flips=tta,
