@@ -24,7 +24,10 @@ from scipy import ndimage
 #: Settings of the measures (not thresholds): plausible adult cord CSA along the whole cord
 #: (C1-L1; enlargements reach ~90 mm^2, the thoracic cord ~40 mm^2), the length of the conus
 #: taper exempt from the lower bound, the ring "around the mask" and the distance from the
-#: centerline beyond which no voxel of cord can lie.
+#: centerline beyond which no voxel of cord can lie; below the mask's end, the tube around the
+#: centerline and the probability that is "not clearly background"; at the end, what makes a neck
+#: (a slice thinner than ``neck_share`` of a slice of at least ``neck_min_mm2`` below it, CSA
+#: smoothed over ``neck_smooth_mm``, within the taper's ``taper_mm``).
 SETTINGS = {
     "csa_min_mm2": 20.0,
     "csa_max_mm2": 120.0,
@@ -34,6 +37,9 @@ SETTINGS = {
     "signal_fraction": 0.1,
     "end_tube_mm": 4.0,
     "end_probability": 0.1,
+    "neck_share": 0.5,
+    "neck_min_mm2": 5.0,
+    "neck_smooth_mm": 1.0,
 }
 
 
@@ -87,7 +93,8 @@ FLAGS = (
     Flag(
         "cord_end_uncertain", "end_uncertain_mm", 5.0, True,
         "the cord's lower end is unsure: the network still sees cord-like signal on the centerline below it, "
-        "or the mask ends abruptly (not tapered) with image below it (mm)",
+        "or the end is not a taper (a neck, with more below it), or the mask ends abruptly (not tapered) with image "
+        "below it (mm)",
     ),
     Flag(
         "centerline_outside_mask", "centerline_outside_fraction", 0.25, True,
@@ -103,7 +110,7 @@ MEASURES = (
     "slices_with_cord", "margin_in_mask", "entropy_around_mask", "mask_low_probability_fraction",
     "probability_outside_mask_fraction", "csa_median_mm2", "csa_out_of_range_fraction", "max_gap_mm", "n_gaps",
     "top_gap_mm", "bottom_gap_mm", "end_tapers", "stop_short_mm", "end_ambiguous_mm", "end_abrupt_mm",
-    "end_uncertain_mm", "centerline_outside_fraction", "far_from_centerline_mm3",
+    "end_necked_mm", "end_uncertain_mm", "centerline_outside_fraction", "far_from_centerline_mm3",
 )  # fmt: skip
 THRESHOLDS = {flag.name: flag.threshold for flag in FLAGS}
 EXPLANATIONS = {flag.name: flag.explanation for flag in FLAGS}
@@ -222,8 +229,30 @@ def _leading_run(flags: np.ndarray) -> int:
     return int(np.argmin(flags)) if not flags.all() else int(flags.size)
 
 
+def necked_length(csa: np.ndarray, resolution: float) -> float:
+    """Length (mm) of the mask's lower end that is not a taper: from its lowest slice up to where
+    the cord is again as wide as the widest slice below a neck (0 when there is none).
+
+    A conus narrows to its tip, so going up from the tip the cross-section does not shrink. Within
+    the lowest ``taper_mm``, a slice thinner than ``neck_share`` of a slice of at least
+    ``neck_min_mm2`` below it (CSA smoothed over ``neck_smooth_mm``) is a neck: what hangs below
+    it is another structure joined by a thin bridge (a root bundle beside the conus, the cauda
+    equina), or a conus that the mask lost on the way down.
+    """
+    z = np.flatnonzero(csa > 0)
+    end = np.asarray(csa[z[0] : z[0] + max(1, round(SETTINGS["taper_mm"] / resolution))], dtype=np.float64)
+    smooth = ndimage.uniform_filter1d(end, max(1, round(SETTINGS["neck_smooth_mm"] / resolution)), mode="nearest")
+    widest_below = np.maximum.accumulate(smooth)
+    neck = (smooth < SETTINGS["neck_share"] * widest_below) & (widest_below >= SETTINGS["neck_min_mm2"])
+    if not neck.any():
+        return 0.0
+    first = int(np.argmax(neck))
+    recovered = np.flatnonzero(smooth[first:] >= widest_below[first])
+    return (first + int(recovered[0]) if recovered.size else smooth.size) * resolution
+
+
 def end_measures(
-    prob: np.ndarray, mask: np.ndarray, resolution: float, signal: np.ndarray | None, tapered: bool
+    prob: np.ndarray, mask: np.ndarray, resolution: float, signal: np.ndarray | None, tapered: bool, csa: np.ndarray
 ) -> dict[str, float]:
     """How sure the mask's lower end is (a conus inside the field of view, or a cord cut short).
 
@@ -231,21 +260,30 @@ def end_measures(
     length over which the network's probability within ``end_tube_mm`` of the centerline stays
     above ``end_probability`` (it still sees something cord-like there: a faint conus, or roots it
     nearly took for cord); ``end_abrupt_mm`` is the imaged length below an end that does not taper
-    (a cord does not stop at full width). ``end_uncertain_mm`` is the larger of the two. A mask that
-    reaches the bottom of the imaged volume has a certain end (0).
+    (a cord does not stop at full width). At the end itself, ``end_necked_mm`` is the length that
+    is not a taper (:func:`necked_length` of the slices' CSA ``csa``). ``end_uncertain_mm`` is the
+    largest of the three. A mask that reaches the bottom of the imaged volume has a certain end (0).
     """
     sx, sy, _ = mask.shape
     z_cord = np.flatnonzero(mask.any(axis=(0, 1)))
     imaged = np.ones(mask.shape[2], dtype=bool) if signal is None else np.asarray(signal, dtype=bool)
     below = np.arange(int(z_cord[0]) - 1, -1, -1)
     below = below[: _leading_run(imaged[below])]  # the imaged run
+    if below.size == 0:
+        return {"end_ambiguous_mm": 0.0, "end_abrupt_mm": 0.0, "end_necked_mm": 0.0, "end_uncertain_mm": 0.0}
     xs = (np.arange(sx) - sx // 2)[:, None] * resolution
     ys = (np.arange(sy) - sy // 2)[None, :] * resolution
     tube = xs**2 + ys**2 <= SETTINGS["end_tube_mm"] ** 2
     seen = prob[tube, :].max(axis=0)[below] > SETTINGS["end_probability"]
     ambiguous = _leading_run(seen) * resolution
     abrupt = 0.0 if tapered else below.size * resolution
-    return {"end_ambiguous_mm": ambiguous, "end_abrupt_mm": abrupt, "end_uncertain_mm": max(ambiguous, abrupt)}
+    necked = necked_length(csa, resolution)
+    return {
+        "end_ambiguous_mm": ambiguous,
+        "end_abrupt_mm": abrupt,
+        "end_necked_mm": necked,
+        "end_uncertain_mm": max(ambiguous, abrupt, necked),
+    }
 
 
 def support_from_heatmap(heat_stack: np.ndarray, resolution: float, radius_mm: float = 5.0) -> np.ndarray:
@@ -325,8 +363,9 @@ def qc_measures(
     measures = probability_measures(prob, mask, resolution)
     if mask.any():
         signal = None if image is None else signal_slices(image)
-        measures.update(extent_measures(slice_csa(mask, resolution, centers), resolution, signal, support))
-        measures.update(end_measures(prob, mask, resolution, signal, bool(measures["end_tapers"])))
+        csa = slice_csa(mask, resolution, centers)
+        measures.update(extent_measures(csa, resolution, signal, support))
+        measures.update(end_measures(prob, mask, resolution, signal, bool(measures["end_tapers"]), csa))
         measures.update(centerline_measures(mask, resolution))
     else:
         measures["slices_with_cord"] = 0

@@ -126,16 +126,16 @@ def segment_dataset(bids: Path, automatic: bool = False) -> dict[str, dict]:
     resolution, where the centerline was seen) and the manual mask's Dice where there is one."""
     from lumbo_bids.model.artifact import load_artifact
     from lumbo_bids.model.predictor import Predictor
-    from lumbo_bids.model.selection import SHIPPED_LOCALISER, SHIPPED_SEGMENTATION, read_segmentation_model
+    from lumbo_bids.model.selection import SHIPPED_LOCALISER, SHIPPED_SEGMENTATION
     from lumbo_bids.preprocess import Preprocessor
     from lumbo_bids.qc import support_from_heatmap
     from lumbo_bids.utils.bids import find_manual_mask
     from lumbo_bids.utils.images import read_volume
 
-    predictor = Predictor.from_artifact(load_artifact(SHIPPED_SEGMENTATION))
-    seg = read_segmentation_model(SHIPPED_SEGMENTATION)
-    resolution = float(seg.resolution)
-    preprocessor = Preprocessor(resolution, tuple(seg.crop_size), localiser=SHIPPED_LOCALISER)
+    artifact = load_artifact(SHIPPED_SEGMENTATION)
+    predictor = Predictor.from_artifact(artifact)
+    preprocessor = Preprocessor.from_plan(artifact.plan, SHIPPED_LOCALISER)
+    resolution = preprocessor.resolution
     cases = {}
     for image in sorted(bids.glob("sub-*/anat/*.nii.gz")):
         mask_path = find_manual_mask(image, bids, bids / "derivatives" / "labels")
@@ -145,7 +145,11 @@ def segment_dataset(bids: Path, automatic: bool = False) -> dict[str, dict]:
             case = preprocessor.run_case(data, affine, manual)
             stack, geometry, support = case.stack, case.geometry, case.mask_stack.any(axis=(0, 1))
         else:
-            stack, heat, geometry = automatic_case(preprocessor, data, affine, manual)
+            try:
+                stack, heat, geometry = automatic_case(preprocessor, data, affine, manual)
+            except ValueError as error:  # the localiser saw no cord: nothing to flag, say so
+                print(f"skipped {image.name}: {error}", file=sys.stderr)
+                continue
             support = support_from_heatmap(heat, resolution)
         prob = predictor.probability(predictor.standardise(stack))
         mask = predictor.mask(prob)

@@ -116,10 +116,11 @@ def test_sidecars_describe_the_mask(participant_run):
     assert meta["QCFlags"] == [] and meta["QCMeasures"]["max_gap_mm"] == 0  # QC failure flags: a good mask
     lumbar = json.loads(_mask_path(out, LUMBAR).with_suffix("").with_suffix(".json").read_text())
     assert lumbar["CenterlineMethod"].startswith("automatic")
-    assert lumbar["QCMeasures"]["end_tapers"] == 1  # ends in a conus taper (~14 mm above the expert's tip)
-    # the distilled network is sure of that end (the ensemble before it left 0.1-0.5 of probability
-    # over ~9 mm below it, and cord_end_uncertain said so): no flag, a miss the QC does not see
-    assert lumbar["QCFlags"] == [] and lumbar["QCMeasures"]["end_uncertain_mm"] <= 5
+    assert lumbar["QCMeasures"]["end_tapers"] == 1  # its lowest slices are thin (~14 mm above the expert's tip)
+    # but the network is sure of that end (the probability drops to background right below it): what
+    # gives it away is its shape, a piece hanging below a neck of 4-5 mm^2 (not a taper), ~12 mm of it
+    assert lumbar["QCMeasures"]["end_ambiguous_mm"] <= 5 and lumbar["QCMeasures"]["end_necked_mm"] > 5
+    assert lumbar["QCFlags"] == ["cord_end_uncertain"]
 
 
 def test_preprocessed_outputs_are_written(participant_run):

@@ -118,6 +118,28 @@ def test_cord_end_uncertain_reads_the_probability_below_the_end_and_abrupt_ends(
     assert qc_measures(soft(cervical), cervical, RES)["end_uncertain_mm"] == 0
 
 
+def test_an_end_with_a_neck_is_not_a_taper_and_makes_the_end_uncertain():
+    """A conus narrows to its tip; a piece hanging below a thin neck (a root bundle beside the
+    conus, a conus the mask lost on the way down) is not a taper: uncertain from the lowest slice
+    up to where the cord is again as wide as that piece."""
+    conus = _conus(nz=160, tip=80)
+    assert qc_measures(soft(conus), conus, RES)["end_necked_mm"] == 0
+    wavy = conus.copy()  # a taper whose radius wobbles by 7 % from slice to slice is still a taper
+    for k in range(80, 110):
+        wavy[:, :, k] = tube(1, radius_mm=(1.0 + 2.5 * (k - 80) / 30) * (1 + 0.07 * (-1) ** k))[:, :, 0]
+    assert qc_measures(soft(wavy), wavy, RES)["end_necked_mm"] == 0
+    necked = conus.copy()
+    necked[:, :, 74:80] = tube(6, radius_mm=0.8)  # a 3 mm neck of 2 mm^2 below the tip
+    necked[:, :, 62:74] = tube(12, radius_mm=2.0)  # and 6 mm of a 12.6 mm^2 bundle below it
+    measures = qc_measures(soft(necked), necked, RES)
+    # 6 mm of bundle, 3 mm of neck, ~6 mm of conus up to its 2 mm radius
+    assert 13.0 <= measures["end_necked_mm"] <= 17.0 and measures["end_tapers"] == 1
+    assert measures["end_uncertain_mm"] == measures["end_necked_mm"] and "cord_end_uncertain" in raised_flags(measures)
+    at_bottom = necked.copy()
+    at_bottom[:, :, :62] = tube(62, radius_mm=2.0)  # the bundle runs out of the field of view: no end in view
+    assert qc_measures(soft(at_bottom), at_bottom, RES)["end_uncertain_mm"] == 0
+
+
 def test_the_top_counts_only_where_the_cord_was_seen_and_imaged():
     nz = 100
     short = tube(nz)
