@@ -136,24 +136,32 @@ PHANTOM_MODELS = {"tube": "lumbar_phantom", "conus": "conus_phantom"}
 
 
 def phantom_cases(
-    n: int, out_dir: Path, seed: int, dorsal_roots: float = 0.0, model: str = "tube", roots: tuple[int, int] | None = None
+    n: int,
+    out_dir: Path,
+    seed: int,
+    dorsal_roots: float = 0.0,
+    model: str = "tube",
+    roots: tuple[int, int] | None = None,
+    dorsal_cord: float = 0.0,
 ) -> list:
     """``n`` procedural lumbar label maps, 120 mm long crops at 0.5 mm, as synthetic cases.
 
     ``model``: ``"tube"`` (:func:`lumbo_bids.training.synth.lumbar_phantom`: a tube that tapers to a
     conus among roots, a share ``dorsal_roots`` of them in a dorsal bundle) or ``"conus"``
     (:func:`lumbo_bids.training.synth.conus_phantom`: enlargement, conus taper, filum, roots leaving
-    the cord beside the conus)."""
+    the cord beside the conus; ``dorsal_cord``: the share of its supine phantoms whose cord lies
+    dorsally among the roots)."""
     from lumbo_bids.training import synth
     from lumbo_bids.training.cases import TrainingCase
 
     draw = getattr(synth, PHANTOM_MODELS[model])
-    if roots and model != "conus":
-        raise SystemExit(f"--phantom-roots: only the conus phantom takes a number of roots (not {model!r})")
+    if (roots or dorsal_cord) and model != "conus":
+        raise SystemExit(f"--phantom-roots, --dorsal-cord: only the conus phantom takes them (not {model!r})")
+    options = {**({"n_roots": roots} if roots else {}), **({"dorsal_cord": dorsal_cord} if dorsal_cord else {})}
     rng = np.random.default_rng([seed, 7])
     cases = []
     for k in range(n):
-        labels = draw((*CROP_SIZE, 240), rng, RESOLUTION, dorsal_roots, **({"n_roots": roots} if roots else {}))
+        labels = draw((*CROP_SIZE, 240), rng, RESOLUTION, dorsal_roots, **options)
         image, mask = out_dir / f"phantom{k:02d}_labels.npy", out_dir / f"phantom{k:02d}_labels_cord.npy"
         np.save(image, labels)
         np.save(mask, (labels == synth.CORD).astype(np.uint8))
@@ -435,6 +443,10 @@ def main(argv=None) -> int:
         help="share of the phantoms whose nerve roots lie in one dorsal bundle (supine patients)",
     )  # fmt: skip
     parser.add_argument(
+        "--dorsal-cord", type=float, default=0.0,
+        help="share of those supine conus phantoms whose cord lies dorsally among the roots too (synth.conus_phantom)",
+    )  # fmt: skip
+    parser.add_argument(
         "--phantom-model", choices=sorted(PHANTOM_MODELS), default="tube",
         help="lumbar phantoms: 'tube' (the recipe until 2026-12) or 'conus' (enlargement, conus taper, filum, roots beside it)",
     )  # fmt: skip
@@ -552,12 +564,15 @@ def main(argv=None) -> int:
     phantoms = (
         []
         if args.no_synthetic
-        else phantom_cases(args.phantoms, data_dir, args.seed, args.dorsal_roots, args.phantom_model, args.phantom_roots)
+        else phantom_cases(
+            args.phantoms, data_dir, args.seed, args.dorsal_roots, args.phantom_model, args.phantom_roots, args.dorsal_cord
+        )
     )
     dataset["synthetic_phantoms"] = {
         "count": len(phantoms),
         "generator": f"lumbo_bids.training.synth.{PHANTOM_MODELS[args.phantom_model]}",
         "dorsal_roots": args.dorsal_roots,
+        "dorsal_cord": args.dorsal_cord,
         "seed": args.seed,
     }
     synthetic += phantoms
@@ -601,6 +616,7 @@ def main(argv=None) -> int:
                 "grey_matter": args.grey_matter,
                 "end_fraction": args.end_fraction,
                 "phantom_roots": args.phantom_roots,
+                "dorsal_cord": args.dorsal_cord,
             },  # fmt: skip
             **({"init_model": init_model_card(args.init_model, args.init_member)} if args.init_model else {}),
             **({"teacher": teacher_card(args.teacher, args.distil_weight)} if args.teacher else {}),

@@ -77,6 +77,30 @@ def test_roots_settle_dorsally_or_spread():
         conus_phantom(SHAPE, np.random.default_rng(0), dorsal_roots=-0.1)
 
 
+def test_the_cord_settles_dorsally_with_its_roots_when_asked():
+    """dorsal_cord: in supine phantoms the cord (enlargement, conus) lies against the posterior
+    wall among the root bundle; the same seed with 0 draws the same phantom as before."""
+    canal_offsets = {}
+    for share in (0.0, 1.0):
+        offsets = []
+        for labels in _phantoms(8, dorsal_roots=1.0, dorsal_cord=share):
+            cord, canal = labels == CORD, np.isin(labels, (CORD, CSF, ROOTS))
+            ys = np.arange(64, dtype=float)[None, :]
+            levels = [z for z in range(SHAPE[2]) if cord[:, :, z].sum() > 40]
+            if levels:
+                offsets.append(
+                    0.5
+                    * np.mean([(ys * cord[:, :, z]).sum() / cord[:, :, z].sum() - (ys * canal[:, :, z]).sum() / canal[:, :, z].sum() for z in levels])
+                )  # fmt: skip
+                assert cord[:, :, levels].sum(axis=(0, 1)).min() > 40  # not flattened against the wall
+        canal_offsets[share] = np.array(offsets)
+    # mm from the canal's centre, posterior is -y: each cord moved back (the canal leaves it 0-4 mm of room)
+    assert np.median(canal_offsets[1.0]) < np.median(canal_offsets[0.0]) - 1.0
+    assert canal_offsets[1.0].size >= 5 and np.all(canal_offsets[1.0] < canal_offsets[0.0] - 0.3)
+    same = [np.array_equal(a, b) for a, b in zip(_phantoms(3, dorsal_roots=0.5), _phantoms(3, dorsal_roots=0.5, dorsal_cord=0.0))]
+    assert all(same)
+
+
 def test_box_kernel_and_profiles():
     for width in (1.0, 2.0, 3.0, 4.5, 6.0):
         k = box_kernel(width)

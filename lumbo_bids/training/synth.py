@@ -216,6 +216,7 @@ def conus_phantom(
     voxel_mm: float = 0.5,
     dorsal_roots: float = 0.5,
     n_roots: tuple[int, int] = (12, 40),
+    dorsal_cord: float = 0.0,
 ) -> np.ndarray:
     """A random label map of the lower cord as the anatomy lies: enlargement, conus, filum, roots.
 
@@ -234,6 +235,11 @@ def conus_phantom(
     surrounded by roots that touch it, and below it only roots and the filum remain. In a fifth
     of the phantoms the tip lies above the field of view (cauda equina only), in a tenth below
     it (cord only, with roots leaving it). ``n_roots``: the range of the number of roots drawn.
+    ``dorsal_cord``: the probability that, where the roots settled dorsally (a supine patient),
+    the cord settled with them: its course moves towards the posterior wall until 1-2.5 mm of CSF
+    are left behind its enlargement, so that the enlargement and the conus lie among the root
+    bundle, as in supine lumbar images (0: the cord stays central, and the random stream is the
+    one before).
     Returns uint8 labels (classes of this module) of ``shape``; the cord is ``labels == CORD``.
     """
     nz, mm, xs, ys, cx, cy = _canal_course(shape, rng, voxel_mm, dorsal_roots)
@@ -244,17 +250,20 @@ def conus_phantom(
     tip, enlargement_top, semi, scale = _cord_profile(rng, nz, mm, z)
     ccx = cx + _smooth_walk(nz, 1 * mm, rng)
     ccy = cy + rng.uniform(-1.5, 1.5) * mm + _smooth_walk(nz, 1 * mm, rng)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ellipse = ((xs - ccx) / (semi[0] * scale)) ** 2 + ((ys - ccy) / (semi[1] * scale)) ** 2
-    cord = (ellipse <= 1.0) & (scale > 0) & (z > tip) & canal
-    below = z <= tip
     filum_r = _in_range(rng, "filum_radius_mm") * mm
-    roots = (((xs - ccx) ** 2 + (ys - ccy) ** 2) <= filum_r**2) & below & canal
     dorsal = rng.random() < dorsal_roots
     if dorsal:  # the bundle's centre, against the posterior wall (-y in RPI)
         angle, depth = rng.uniform(-0.5, 0.5) - np.pi / 2, rng.uniform(0.45, 0.75)
         bundle = depth * canal_r[0] * np.cos(angle), depth * canal_r[1] * np.sin(angle)
         spread = rng.uniform(1.0, 3.0) * mm
+        if dorsal_cord > 0 and rng.random() < dorsal_cord:  # the cord settles dorsally with its roots
+            room = max(0.0, canal_r[1] - semi[1] - rng.uniform(1.0, 2.5) * mm)  # 1-2.5 mm of CSF behind it
+            ccy = ccy - float(np.mean(ccy - cy)) - room  # its own wander kept
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ellipse = ((xs - ccx) / (semi[0] * scale)) ** 2 + ((ys - ccy) / (semi[1] * scale)) ** 2
+    cord = (ellipse <= 1.0) & (scale > 0) & (z > tip) & canal
+    below = z <= tip
+    roots = (((xs - ccx) ** 2 + (ys - ccy) ** 2) <= filum_r**2) & below & canal
     course = dict(
         nz=nz, mm=mm, z=z, xs=xs, ys=ys, cx=cx, cy=cy, ccx=ccx, ccy=ccy, canal_r=canal_r, semi=semi, scale=scale,
         tip=tip, enlargement_top=enlargement_top,
