@@ -236,10 +236,8 @@ def conus_phantom(
     of the phantoms the tip lies above the field of view (cauda equina only), in a tenth below
     it (cord only, with roots leaving it). ``n_roots``: the range of the number of roots drawn.
     ``dorsal_cord``: the probability that, where the roots settled dorsally (a supine patient),
-    the cord settled with them: its course moves towards the posterior wall until 1-2.5 mm of CSF
-    are left behind its enlargement, so that the enlargement and the conus lie among the root
-    bundle, as in supine lumbar images (0: the cord stays central, and the random stream is the
-    one before).
+    the cord settled with them: it moves back until 1-2.5 mm of CSF are left behind its enlargement,
+    its enlargement and conus among the root bundle as in supine images (0: central, same stream).
     Returns uint8 labels (classes of this module) of ``shape``; the cord is ``labels == CORD``.
     """
     nz, mm, xs, ys, cx, cy = _canal_course(shape, rng, voxel_mm, dorsal_roots)
