@@ -269,15 +269,13 @@ def end_measures(
     imaged = np.ones(mask.shape[2], dtype=bool) if signal is None else np.asarray(signal, dtype=bool)
     below = np.arange(int(z_cord[0]) - 1, -1, -1)
     below = below[: _leading_run(imaged[below])]  # the imaged run
-    if below.size == 0:
-        return {"end_ambiguous_mm": 0.0, "end_abrupt_mm": 0.0, "end_necked_mm": 0.0, "end_uncertain_mm": 0.0}
     xs = (np.arange(sx) - sx // 2)[:, None] * resolution
     ys = (np.arange(sy) - sy // 2)[None, :] * resolution
     tube = xs**2 + ys**2 <= SETTINGS["end_tube_mm"] ** 2
     seen = prob[tube, :].max(axis=0)[below] > SETTINGS["end_probability"]
     ambiguous = _leading_run(seen) * resolution
     abrupt = 0.0 if tapered else below.size * resolution
-    necked = necked_length(csa, resolution)
+    necked = necked_length(csa, resolution) if below.size else 0.0  # no end in view: nothing below it
     return {
         "end_ambiguous_mm": ambiguous,
         "end_abrupt_mm": abrupt,
