@@ -133,6 +133,23 @@ def test_tensorflow_notices_only_with_verbose():
     assert TF_NOTICE.search(_import_tensorflow(1))  # they exist: -v brings them back
 
 
+def _onednn_notice(user_value: str | None) -> bool:
+    """Whether TensorFlow, imported after lumbo_bids, says its oneDNN CPU kernels are on."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    if user_value is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = user_value
+    code = "import lumbo_bids, tensorflow"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return "oneDNN custom operations are on" in proc.stderr
+
+
+def test_tensorflow_uses_onednn_on_every_cpu_unless_the_user_says_no():
+    assert _onednn_notice(None)  # on by lumbo_bids' default, AVX2-only CPUs included
+    assert not _onednn_notice("0")  # the user's value wins
+
+
 def test_replay_keeps_what_is_not_a_tensorflow_notice(capsys):
     console._replay(
         "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
