@@ -251,6 +251,13 @@ def necked_length(csa: np.ndarray, resolution: float) -> float:
     return (first + int(recovered[0]) if recovered.size else smooth.size) * resolution
 
 
+def _axis_distance_mm(shape: tuple[int, ...], resolution: float) -> np.ndarray:
+    """In-plane distance (mm) of every voxel column from the crop's central axis (the centerline)."""
+    xs = (np.arange(shape[0]) - shape[0] // 2)[:, None] * resolution
+    ys = (np.arange(shape[1]) - shape[1] // 2)[None, :] * resolution
+    return np.sqrt(xs**2 + ys**2)
+
+
 def end_measures(
     prob: np.ndarray, mask: np.ndarray, resolution: float, signal: np.ndarray | None, tapered: bool, csa: np.ndarray
 ) -> dict[str, float]:
@@ -264,14 +271,11 @@ def end_measures(
     is not a taper (:func:`necked_length` of the slices' CSA ``csa``). ``end_uncertain_mm`` is the
     largest of the three. A mask that reaches the bottom of the imaged volume has a certain end (0).
     """
-    sx, sy, _ = mask.shape
     z_cord = np.flatnonzero(mask.any(axis=(0, 1)))
     imaged = np.ones(mask.shape[2], dtype=bool) if signal is None else np.asarray(signal, dtype=bool)
     below = np.arange(int(z_cord[0]) - 1, -1, -1)
     below = below[: _leading_run(imaged[below])]  # the imaged run
-    xs = (np.arange(sx) - sx // 2)[:, None] * resolution
-    ys = (np.arange(sy) - sy // 2)[None, :] * resolution
-    tube = xs**2 + ys**2 <= SETTINGS["end_tube_mm"] ** 2
+    tube = _axis_distance_mm(mask.shape, resolution) <= SETTINGS["end_tube_mm"]
     seen = prob[tube, :].max(axis=0)[below] > SETTINGS["end_probability"]
     ambiguous = _leading_run(seen) * resolution
     abrupt = 0.0 if tapered else below.size * resolution
@@ -288,10 +292,7 @@ def support_from_heatmap(heat_stack: np.ndarray, resolution: float, radius_mm: f
     """Per slice, whether the localiser's heat-map (cropped like the image) exceeds 0.5 within
     ``radius_mm`` of the centerline: the slices where the localiser saw the cord."""
     heat = np.asarray(heat_stack, dtype=np.float64)
-    sx, sy, _ = heat.shape
-    xs = (np.arange(sx) - sx // 2)[:, None] * resolution
-    ys = (np.arange(sy) - sy // 2)[None, :] * resolution
-    near = xs**2 + ys**2 <= radius_mm**2
+    near = _axis_distance_mm(heat.shape, resolution) <= radius_mm
     return heat[near, :].max(axis=0) > 0.5
 
 
@@ -306,9 +307,7 @@ def centerline_measures(mask: np.ndarray, resolution: float) -> dict[str, float]
     sx, sy, _ = mask.shape
     has_cord = mask.any(axis=(0, 1))
     outside = ~mask[sx // 2, sy // 2, :] & has_cord
-    xs = (np.arange(sx) - sx // 2)[:, None] * resolution
-    ys = (np.arange(sy) - sy // 2)[None, :] * resolution
-    far = (xs**2 + ys**2) > SETTINGS["far_mm"] ** 2
+    far = _axis_distance_mm(mask.shape, resolution) > SETTINGS["far_mm"]
     return {
         "centerline_outside_fraction": float(outside.sum() / has_cord.sum()),
         "far_from_centerline_mm3": float(mask[far, :].sum()) * resolution**3,
