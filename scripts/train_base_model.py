@@ -276,7 +276,7 @@ def train_segmentation(train_raw, val_raw, args, run_dir: Path, synthetic=()):
         from lumbo_bids.model.artifact import load_artifact
         from lumbo_bids.training.distil import distilled
 
-        model_fn = distilled(model_fn, load_artifact(args.teacher).build_model, args.distil_weight)
+        model_fn = distilled(model_fn, load_artifact(args.teacher).build_model, args.distil_weight, args.distil_through_only)
     tuned = fine_tune(
         model_fn, train_raw, val_raw, cfg, run_dir / "data", run_dir / "training",
         intensity=INTENSITY, synthetic_cases=tuple(synthetic), progress=args.progress,
@@ -320,7 +320,7 @@ def init_model_card(init_model: Path, member: int) -> dict:
     }
 
 
-def teacher_card(teacher: Path, weight: float) -> dict:
+def teacher_card(teacher: Path, weight: float, through_only: bool = False) -> dict:
     """What the model card says of a distillation teacher: its name, checksum, members and weight."""
     from lumbo_bids.model.artifact import load_artifact
 
@@ -333,6 +333,7 @@ def teacher_card(teacher: Path, weight: float) -> dict:
         "members": [{"seed": m.get("seed"), "checksum": m.get("checksum")} for m in members],
         "distil_weight": weight,
         "target": "(1 - distil_weight) * label + distil_weight * teacher probability (lumbo_bids.training.distil)",
+        **({"through_only": "the teacher only on patches the labelled cord crosses along z"} if through_only else {}),
     }
 
 
@@ -425,6 +426,10 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--distil-weight", type=float, default=0.5,
         help="share of the --teacher's probability in the training target (the rest is the label)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--distil-through-only", action="store_true",
+        help="the --teacher only on patches that the labelled cord crosses along z; where it ends or is absent, the label",
     )  # fmt: skip
     parser.add_argument("--seg-lr", type=float, default=1e-3, help="segmentation learning rate (cosine schedule from it)")
     parser.add_argument("--seg-epochs", type=int, default=30)
@@ -619,7 +624,7 @@ def main(argv=None) -> int:
                 "dorsal_cord": args.dorsal_cord,
             },  # fmt: skip
             **({"init_model": init_model_card(args.init_model, args.init_member)} if args.init_model else {}),
-            **({"teacher": teacher_card(args.teacher, args.distil_weight)} if args.teacher else {}),
+            **({"teacher": teacher_card(args.teacher, args.distil_weight, args.distil_through_only)} if args.teacher else {}),
             seed=args.seed,
             hyperparameters=cfg.to_dict(),
             epochs_run=tuned.result.epochs_run,

@@ -39,6 +39,19 @@ def test_the_target_blends_label_and_teacher():
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
 
+def test_through_only_keeps_the_teacher_off_patches_where_the_cord_ends():
+    distiller = Distiller(tiny_net(), constant_net(0.8), weight=0.5, through_only=True)
+    y = np.zeros((3, *PATCH, 1), np.float32)
+    y[0, 3:6, 3:6, :, 0] = 1  # the cord crosses the whole patch along z
+    y[1, 3:6, 3:6, PATCH[2] // 2 :, 0] = 1  # the cord ends inside the patch (a conus)
+    x = np.zeros_like(y)  # y[2]: no cord at all
+    target = keras.ops.convert_to_numpy(distiller.soft_target(x, y))
+    np.testing.assert_allclose(target[0], 0.5 * y[0] + 0.4, atol=1e-6)
+    np.testing.assert_allclose(target[1:], y[1:], atol=1e-6)  # the label alone
+    blended = Distiller(tiny_net(), constant_net(0.8), weight=0.5)  # the default: every patch
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(blended.soft_target(x, y)), 0.5 * y + 0.4, atol=1e-6)
+
+
 def test_settings_that_cannot_work_are_refused():
     with pytest.raises(ValueError, match="weight"):
         Distiller(tiny_net(), constant_net(0.5), weight=1.5)

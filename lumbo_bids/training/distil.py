@@ -9,6 +9,11 @@ distiller is just its student (:meth:`Distiller.call`), and :func:`inference_mod
 student alone to everything after training (artifact, evaluation), so a distilled artifact is
 an ordinary single network.
 
+With ``through_only`` the teacher's share applies only to patches that the labelled cord crosses
+from one end of the patch's z axis to the other; where the cord ends inside the patch or is absent,
+the label alone is the target. A teacher known to misplace the cord's end (the conus) and to take
+the roots below it for cord then teaches only the cord's course, not where it ends.
+
 Backend agnostic: the blend happens in :meth:`keras.Model.compute_loss`, which every Keras 3
 backend's ``train_step`` calls; the metrics still compare the prediction with the hard label.
 """
@@ -33,15 +38,20 @@ class Distiller(keras.Model):
         A network (or ensemble) of the same input and output shape; frozen.
     weight : float
         Share of the teacher's probability in the target, in [0, 1] (0: plain training).
+    through_only : bool
+        The teacher's share only on patches whose label crosses the whole z axis (see above).
     """
 
-    def __init__(self, student: keras.Model, teacher: keras.Model, weight: float = 0.5, **kwargs: Any) -> None:
+    def __init__(
+        self, student: keras.Model, teacher: keras.Model, weight: float = 0.5, through_only: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"distillation weight must be in [0, 1], got {weight}")
         if not _fits(student.output.shape, teacher.output.shape):
             raise ValueError(f"teacher output {teacher.output.shape} does not fit the student's {student.output.shape}")
         self.student, self.teacher, self.weight = student, teacher, float(weight)
+        self.through_only = bool(through_only)
         self.teacher.trainable = False
 
     def call(self, inputs: Any, training: bool = False) -> Any:
@@ -49,9 +59,15 @@ class Distiller(keras.Model):
         return self.student(inputs, training=training)
 
     def soft_target(self, x: Any, y: Any) -> Any:
-        """``(1 - weight) * y + weight * teacher(x)`` (float32, no gradient through the teacher)."""
+        """``(1 - w) * y + w * teacher(x)`` (float32, no gradient through the teacher); ``w`` is
+        ``weight``, or with ``through_only`` ``weight`` on the patches the cord crosses and 0 elsewhere."""
+        y = ops.cast(y, "float32")
         soft = ops.stop_gradient(ops.cast(self.teacher(x, training=False), "float32"))
-        return (1.0 - self.weight) * ops.cast(y, "float32") + self.weight * soft
+        weight = self.weight
+        if self.through_only:  # (batch, x, y, z, channel): cord on every z slice of the patch
+            crossed = ops.cast(ops.min(ops.max(y, axis=(1, 2, 4)), axis=1) > 0.5, "float32")
+            weight = self.weight * ops.reshape(crossed, (-1, 1, 1, 1, 1))
+        return (1.0 - weight) * y + weight * soft
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         return super().compute_loss(x, self.soft_target(x, y), y_pred, sample_weight, training)
@@ -62,13 +78,18 @@ def _fits(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
-def distilled(build_student: Callable[[], keras.Model], build_teacher: Callable[[], keras.Model], weight: float):
+def distilled(
+    build_student: Callable[[], keras.Model],
+    build_teacher: Callable[[], keras.Model],
+    weight: float,
+    through_only: bool = False,
+):
     """A ``model_fn`` for :func:`~lumbo_bids.training.trainer.train` that builds a :class:`Distiller`
     (student and teacher built inside the caller's distribution scope)."""
 
     def model_fn() -> Distiller:
         student = build_student()
-        distiller = Distiller(student, build_teacher(), weight)
+        distiller = Distiller(student, build_teacher(), weight, through_only)
         distiller.build(tuple(student.input.shape))
         return distiller
 
