@@ -10,7 +10,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "freeze": ("none", "encoder", "all_but_last"),
     "lr_schedule": ("cosine", "plateau", "constant"),
     "task": ("segmentation", "localisation"),
-    "thick_axes": ("axial", "any", "mostly_sagittal"),
+    "thick_axes": ("axial", "any", "mostly_sagittal", "balanced"),
 }
 
 #: fine-tuning defaults of the group level (command line, config file and TrainConfig)

@@ -333,3 +333,5 @@ def test_evaluation_table_gives_worst_mean_and_the_volume_ratio_range():
     assert table[2:4] == ["| a | 0.800 |", "| b | 0.900 |"]
     assert "| worst / mean, as_acquired | 0.800 / 0.850 |" in table
     assert table[-1] == "| volume / manual, min / median / max | 0.50 / 0.75 / 1.00 |"
+    coronal = markdown_table([r for r in rows if r["condition"] == "coronal3mm"], ["coronal3mm"]).splitlines()
+    assert coronal[0] == "| image (coronal3mm) | m |" and coronal[2:4] == table[2:4]  # no as-acquired rows: the one asked for

@@ -149,7 +149,7 @@ class AugmentConfig:
         ``thick_axes``: ``"axial"`` simulates thick slices along the cord axis only (the recipe
         before any-axis slices); ``"any"`` also as sagittal (40 %) and coronal (15 %) slices,
         with a box slice profile half of the time; ``"mostly_sagittal"`` 60 % sagittal and 10 %
-        coronal (:data:`THICK_AXES`).
+        coronal; ``"balanced"`` 35 % sagittal and 35 % coronal (:data:`THICK_AXES`).
         """
         if thick_axes not in THICK_AXES:
             raise ValueError(f"thick_axes must be one of {sorted(THICK_AXES)}, got {thick_axes!r}")
@@ -214,6 +214,7 @@ THICK_AXES = {
     "axial": {},
     "any": {"sagittal_share": 0.4, "coronal_share": 0.15, "p_box_profile": 0.5},
     "mostly_sagittal": {"sagittal_share": 0.6, "coronal_share": 0.1, "p_box_profile": 0.5},
+    "balanced": {"sagittal_share": 0.35, "coronal_share": 0.35, "p_box_profile": 0.5},
 }
 
 
