@@ -19,9 +19,9 @@ thick-slice sets ask (the truth stays the 0.5 mm manual mask):
 ``sagittal3mm``
     3 mm sagittal slices (thick left-right, box profile), as lumbar T2w TSE is acquired in the clinic.
 ``coronal3mm``
-    3 mm coronal slices (thick anterior-posterior, box profile): the hardest of the three, as the
-    cord is only 7-9 mm deep (measured for the shipped network in the README's table; no held-out
-    set is coronal).
+    3 mm coronal slices (thick anterior-posterior, box profile): the hardest thick slices, as the
+    cord is only 7-9 mm deep (the shipped network's figures are in its model card and the README;
+    no held-out set is coronal).
 
 Usage::
 

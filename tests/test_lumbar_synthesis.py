@@ -122,21 +122,26 @@ def _blur_along(image: np.ndarray, axis: int) -> float:
     return float(np.abs(np.diff(image, axis=axis)).mean())
 
 
+def _thick_axis_counts(noise: np.ndarray, thick_axes: str, draws: int = 60) -> np.ndarray:
+    """How often each axis is the thick one (the smoothest) in ``draws`` augmented ``noise``
+    patches with every patch thick-sliced as :data:`THICK_AXES` ``[thick_axes]`` says."""
+    cfg = AugmentConfig.from_dict(
+        {**AugmentConfig.identity().to_dict(), "p_lowres": 1.0, "max_inplane_factor": 1.0, **THICK_AXES[thick_axes]}
+    )
+    counts = np.zeros(3, dtype=int)
+    for seed in range(draws):
+        out, _ = augment_pair(noise, np.zeros_like(noise), np.random.default_rng(seed), cfg)
+        counts[int(np.argmin([_blur_along(out, a) for a in range(3)]))] += 1
+    return counts
+
+
 def test_thick_slices_fall_along_every_axis_with_any():
     rng = np.random.default_rng(0)
     noise = rng.normal(size=(32, 32, 32)).astype(np.float32)
     base = AugmentConfig.identity()
-    counts = np.zeros(3, dtype=int)
-    for seed in range(60):
-        cfg = AugmentConfig.from_dict({**base.to_dict(), "p_lowres": 1.0, "max_inplane_factor": 1.0, **THICK_AXES["any"]})
-        out, _ = augment_pair(noise, np.zeros_like(noise), np.random.default_rng(seed), cfg)
-        counts[int(np.argmin([_blur_along(out, a) for a in range(3)]))] += 1  # the smoothest axis is the thick one
+    counts = _thick_axis_counts(noise, "any")
     assert counts[0] > counts[1] > 0 and counts[2] > counts[1]  # sagittal 40 %, coronal 15 %, axial 45 %
-    balanced = np.zeros(3, dtype=int)
-    for seed in range(60):
-        cfg = AugmentConfig.from_dict({**base.to_dict(), "p_lowres": 1.0, "max_inplane_factor": 1.0, **THICK_AXES["balanced"]})
-        out, _ = augment_pair(noise, np.zeros_like(noise), np.random.default_rng(seed), cfg)
-        balanced[int(np.argmin([_blur_along(out, a) for a in range(3)]))] += 1
+    balanced = _thick_axis_counts(noise, "balanced")
     assert balanced[1] > 2 * counts[1] and min(balanced) >= 10  # coronal 35 % against 15 %; sagittal 35 %, axial 30 %
     axial = AugmentConfig.from_dict({**base.to_dict(), "p_lowres": 1.0, "max_inplane_factor": 1.0})
     for seed in range(10):  # the recipe before: thick slices along the cord axis only
