@@ -276,7 +276,10 @@ def train_segmentation(train_raw, val_raw, args, run_dir: Path, synthetic=()):
         from lumbo_bids.model.artifact import load_artifact
         from lumbo_bids.training.distil import distilled
 
-        model_fn = distilled(model_fn, load_artifact(args.teacher).build_model, args.distil_weight, args.distil_through_only)
+        model_fn = distilled(
+            model_fn, load_artifact(args.teacher).build_model, args.distil_weight, args.distil_through_only,
+            clean_view=args.teacher_view == "clean",
+        )  # fmt: skip
     tuned = fine_tune(
         model_fn, train_raw, val_raw, cfg, run_dir / "data", run_dir / "training",
         intensity=INTENSITY, synthetic_cases=tuple(synthetic), progress=args.progress,
@@ -320,7 +323,7 @@ def init_model_card(init_model: Path, member: int) -> dict:
     }
 
 
-def teacher_card(teacher: Path, weight: float, through_only: bool = False) -> dict:
+def teacher_card(teacher: Path, weight: float, through_only: bool = False, clean_view: bool = False) -> dict:
     """What the model card says of a distillation teacher: its name, checksum, members and weight."""
     from lumbo_bids.model.artifact import load_artifact
 
@@ -334,6 +337,7 @@ def teacher_card(teacher: Path, weight: float, through_only: bool = False) -> di
         "distil_weight": weight,
         "target": "(1 - distil_weight) * label + distil_weight * teacher probability (lumbo_bids.training.distil)",
         **({"through_only": "the teacher only on patches the labelled cord crosses along z"} if through_only else {}),
+        **({"view": "clean: the patch before contrast, resolution and artefacts (augment.augment_pair)"} if clean_view else {}),
     }
 
 
@@ -431,6 +435,11 @@ def main(argv=None) -> int:
         "--distil-through-only", action="store_true",
         help="the --teacher only on patches that the labelled cord crosses along z; where it ends or is absent, the label",
     )  # fmt: skip
+    parser.add_argument(
+        "--teacher-view", choices=("augmented", "clean"), default="augmented",
+        help="what the --teacher sees: the student's augmented patch, or the clean patch (spatial augmentation only: "
+        "no contrast, thick slices, artefacts or noise; lumbo_bids.training.distil)",
+    )  # fmt: skip
     parser.add_argument("--seg-lr", type=float, default=1e-3, help="segmentation learning rate (cosine schedule from it)")
     parser.add_argument("--seg-epochs", type=int, default=30)
     parser.add_argument("--seg-steps", type=int, default=25)
@@ -489,6 +498,8 @@ def main(argv=None) -> int:
         parser.error("--loso-only needs --real-images or --no-synthetic (a synthetic-only run holds out every real image)")
     if not 0.0 <= args.distil_weight <= 1.0:
         parser.error(f"--distil-weight must be in [0, 1], got {args.distil_weight}")
+    if args.teacher_view == "clean" and args.teacher is None:
+        parser.error("--teacher-view clean needs a --teacher")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
     from lumbo_bids.model.artifact import save_artifact
@@ -598,6 +609,7 @@ def main(argv=None) -> int:
     LOGGER.info("segmentation: %s Dice %s", kind, json.dumps({k: round(v, 3) for k, v in in_sample.items()}))
     seconds = round(time.time() - started, 1)
     loso = leave_one_subject_out(raw, subjects, args, synthetic) if args.loso and not args.synthetic_only else {}
+    clean = args.teacher_view == "clean"
     manifest = {
         "name": "lumbo_bids-cord-seg",
         "version": __version__,
@@ -624,7 +636,11 @@ def main(argv=None) -> int:
                 "dorsal_cord": args.dorsal_cord,
             },  # fmt: skip
             **({"init_model": init_model_card(args.init_model, args.init_member)} if args.init_model else {}),
-            **({"teacher": teacher_card(args.teacher, args.distil_weight, args.distil_through_only)} if args.teacher else {}),
+            **(
+                {"teacher": teacher_card(args.teacher, args.distil_weight, args.distil_through_only, clean)}
+                if args.teacher
+                else {}
+            ),
             seed=args.seed,
             hyperparameters=cfg.to_dict(),
             epochs_run=tuned.result.epochs_run,

@@ -130,3 +130,28 @@ def test_config_validation_and_round_trip():
     assert AugmentConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError):
         augment_pair(np.zeros((4, 4, 4)), np.zeros((4, 4, 3)), np.random.default_rng(0))
+
+
+def test_the_clean_view_is_the_moved_patch_before_the_acquisition():
+    """``clean_view``: the same augmented image as without it (same random stream), and a second
+    target channel that went through the flip and the spatial transform only, standardised."""
+    from lumbo_bids.intensity import robust_standardise
+
+    image, mask = _tube(centre=(7.0, 11.0))
+    randomised = replace(AugmentConfig.domain_randomised(thick_axes="balanced"), p_flip=1.0, p_spatial=0.0, p_elastic=0.0)
+    randomised = replace(randomised, p_lowres=1.0)
+    out_img, out_mask = augment_pair(image, mask, np.random.default_rng(4), randomised)
+    with_view, target = augment_pair(image, mask, np.random.default_rng(4), randomised, clean_view=True)
+    np.testing.assert_array_equal(with_view, out_img)
+    assert target.shape == (*mask.shape, 2) and target.dtype == np.float32
+    np.testing.assert_array_equal(target[..., 0], out_mask)
+    flipped = image[::-1]
+    expected = robust_standardise((flipped - flipped.min()) / (flipped.max() - flipped.min()), np.ones(image.shape, bool))
+    np.testing.assert_allclose(target[..., 1], expected, rtol=1e-3, atol=1e-3)
+    assert np.abs(with_view - target[..., 1]).mean() > 0.05  # the student's patch was degraded
+    moved, moved_target = augment_pair(image, mask, np.random.default_rng(1), EVERYTHING, clean_view=True)
+    plain, plain_mask = augment_pair(image, mask, np.random.default_rng(1), EVERYTHING)
+    np.testing.assert_array_equal(moved, plain)
+    np.testing.assert_array_equal(moved_target[..., 0], plain_mask)
+    inside = moved_target[..., 1][moved_target[..., 0] > 0].mean()
+    assert inside > moved_target[..., 1][moved_target[..., 0] == 0].mean() + 1.5  # the view moved with the mask

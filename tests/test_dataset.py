@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import itertools
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -292,3 +293,21 @@ print("iterated", flush=True)
     )  # fmt: skip
     assert "iterated" in proc.stdout, proc.stderr[-2000:]
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_a_clean_view_rides_with_the_target(cases, loader):
+    """``clean_view``: the target's second channel is the patch before noise (here the only
+    augmentation), the first the mask; the image is the one streamed without it."""
+    noise = replace(AugmentConfig.identity(), p_noise=1.0, noise_std=0.5)
+    kw = {"batch_size": 4, "patches_per_epoch": 8, "augment": noise, "seed": 2, "cord_fraction": 1.0, "loader": loader}
+    ((x, y),) = _batches(patch_dataset(cases, PATCH, clean_view=True, **kw), 1)
+    ((x_plain, y_plain),) = _batches(patch_dataset(cases, PATCH, **kw), 1)
+    assert x.shape == (4, *PATCH, 1) and y.shape == (4, *PATCH, 2)
+    np.testing.assert_array_equal(x, x_plain)
+    np.testing.assert_array_equal(y[..., :1], y_plain)
+    raw = [r[0] for r in itertools.islice(iter_patches(cases, PATCH, 8, cord_fraction=1.0, seed=2), 4)]
+    np.testing.assert_allclose(y[..., 1], np.stack(raw), rtol=1e-6, atol=1e-37)  # the patch as it was
+    assert np.abs(x[..., 0] - y[..., 1]).mean() > 0.1  # the student's patch is the noisy one
+    val = patch_dataset(cases, PATCH, batch_size=4, patches_per_case=1, seed=0, training=False, clean_view=True)
+    assert _batches(val, 1)[0][1].shape[-1] == 1  # never augmented: the label alone

@@ -21,6 +21,12 @@ as most lumbar images are acquired, with a Gaussian or a box slice profile; Gibb
 ringing from truncated k-space; a Nyquist ghost; a smooth multiplicative bias field; Rician
 noise) and finally standardised again with the robust z-score that inference uses
 (:func:`lumbo_bids.intensity.robust_standardise`).
+
+**Clean view** (``augment_pair(..., clean_view=True)``, for distillation with a clean teacher,
+:mod:`lumbo_bids.training.distil`): the target gains a second channel, the image after the flip
+and the spatial transform only (robustly standardised when the domain is randomised), i.e. the
+same anatomy in the same place before contrast, resolution, artefacts and noise. The random
+stream is the same with and without it, so the augmented image does not change.
 """
 
 from __future__ import annotations
@@ -336,6 +342,7 @@ def augment_pair(
     rng: np.random.Generator,
     cfg: AugmentConfig | None = None,
     binary: bool = True,
+    clean_view: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Randomly augment an image and its target the same way (3D patch or 2D slice).
 
@@ -352,6 +359,8 @@ def augment_pair(
         Settings (default :class:`AugmentConfig`); ``strength`` is applied here.
     binary : bool
         Threshold the resampled target at 0.5 (keep False for soft targets).
+    clean_view : bool
+        Also return the clean view (module docstring) as the target's second channel.
 
     Returns
     -------
@@ -360,6 +369,7 @@ def augment_pair(
     mask : np.ndarray
         Same shape and dtype as ``mask``; binary (0/1) when ``binary`` and resampled.
         Both are the inputs' values (as float32 for the image) when nothing was drawn.
+        With ``clean_view``: float32 ``(*shape, 2)``, the target then the clean view.
     """
     if image.shape != mask.shape:
         raise ValueError(f"image {image.shape} and mask {mask.shape} differ in shape")
@@ -374,7 +384,22 @@ def augment_pair(
     image, target, resampled = _spatial(image, target, rng, cfg)
     if resampled and binary:
         target = target >= 0.5
+    clean = _clean_view(image, cfg) if clean_view else None
     if cfg.randomises_domain:
         image = _randomise_domain(image, rng, cfg)
     image = _intensity(image, rng, cfg)
-    return np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(target).astype(out_dtype, copy=False)
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    if clean is not None:
+        return image, np.stack([np.asarray(target, dtype=np.float32), clean], axis=-1)
+    return image, np.ascontiguousarray(target).astype(out_dtype, copy=False)
+
+
+def _clean_view(image: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
+    """The spatially augmented image as a clean teacher sees it: standardised like the randomised
+    image (:func:`_randomise_domain`'s last step) when the domain is randomised, else as it is."""
+    from ..intensity import robust_standardise
+
+    if not cfg.randomises_domain:
+        return np.asarray(image, dtype=np.float32).copy()
+    unit = np.asarray(unit_range(image), dtype=np.float32)
+    return robust_standardise(unit, np.ones(unit.shape, dtype=bool)).astype(np.float32)

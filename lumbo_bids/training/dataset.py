@@ -35,12 +35,21 @@ from .streams import Sample, iter_heatmap_slices, iter_patches
 LOADERS = ("auto", "tf.data", "python")
 
 
-def _augment_sample(sample: Sample, augment: AugmentConfig | None, binary: bool) -> tuple[np.ndarray, np.ndarray]:
-    """One sample's ``(image, target)`` as float32, augmented with its own seeded generator."""
+def _augment_sample(
+    sample: Sample, augment: AugmentConfig | None, binary: bool, clean_view: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """One sample's ``(image, target)`` as float32, augmented with its own seeded generator
+    (``clean_view``: the target with the clean view as a last axis, :func:`augment_pair`)."""
     image, target, seed = sample
     if augment is not None:
-        image, target = augment_pair(image, target, np.random.default_rng(int(seed)), augment, binary=binary)
+        rng = np.random.default_rng(int(seed))
+        image, target = augment_pair(image, target, rng, augment, binary=binary, clean_view=clean_view)
     return np.asarray(image, np.float32), np.asarray(target, np.float32)
+
+
+def _channels(array: np.ndarray, shape_rank: int) -> np.ndarray:
+    """``array`` with a channel axis: added when it has none (a target with a clean view has two)."""
+    return array if array.ndim == shape_rank + 1 else array[..., None]
 
 
 class BatchStream(keras.utils.PyDataset):
@@ -54,11 +63,12 @@ class BatchStream(keras.utils.PyDataset):
 
     def __init__(
         self, stream: Callable[[], Iterator[Sample]], n_samples: int, batch_size: int, augment: AugmentConfig | None,
-        binary: bool, training: bool, threads: int | None = None, prefetch: int = 4,
+        binary: bool, training: bool, threads: int | None = None, prefetch: int = 4, clean_view: bool = False,
     ):  # fmt: skip
         super().__init__(workers=1, use_multiprocessing=False)  # fit reads in the calling thread: order kept
         self._stream, self._n, self._batch = stream, int(n_samples), int(batch_size)
         self._augment, self._binary, self._training = augment, binary, training
+        self._clean_view = bool(clean_view)
         self._threads = max(1, threads or min(8, os.cpu_count() or 1))
         self._prefetch = max(1, int(prefetch))
         self._queue: queue.Queue | None = None
@@ -82,7 +92,8 @@ class BatchStream(keras.utils.PyDataset):
         return item
 
     def _stack(self, pairs: list) -> tuple[np.ndarray, np.ndarray]:
-        return np.stack([p[0] for p in pairs])[..., None], np.stack([p[1] for p in pairs])[..., None]
+        images = np.stack([p[0] for p in pairs])
+        return images[..., None], _channels(np.stack([p[1] for p in pairs]), images.ndim)
 
     def _read_all(self) -> list:
         pairs = [_augment_sample(s, None, self._binary) for s in self._stream()]
@@ -95,7 +106,7 @@ class BatchStream(keras.utils.PyDataset):
     def _produce(self) -> None:
         """Read the stream in order, augment each batch in the pool, queue it (until :meth:`close`)."""
         samples = self._stream()
-        work = lambda sample: _augment_sample(sample, self._augment, self._binary)  # noqa: E731
+        work = lambda sample: _augment_sample(sample, self._augment, self._binary, self._clean_view)  # noqa: E731
         try:
             with ThreadPool(self._threads) as pool:
                 while not self._stop.is_set():
@@ -130,15 +141,16 @@ def _loader(loader: str) -> str:
 
 def _to_dataset(
     stream: Callable[[], Iterator[Sample]], n_samples: int, shape: tuple[int, ...], batch_size: int,
-    augment: AugmentConfig | None, binary: bool, training: bool, loader: str = "auto",
+    augment: AugmentConfig | None, binary: bool, training: bool, loader: str = "auto", clean_view: bool = False,
 ):  # fmt: skip  # -> tf.data.Dataset or BatchStream
-    """Batched, prefetched stream of ``stream`` (augmented in parallel, order kept), by ``loader``."""
+    """Batched, prefetched stream of ``stream`` (augmented in parallel, order kept), by ``loader``;
+    ``clean_view``: augmented targets carry the clean view as a second channel (:func:`augment_pair`)."""
     if augment is not None and not training:
         raise ValueError("validation streams (training=False) are never augmented: pass augment=None")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if _loader(loader) == "python":
-        return BatchStream(stream, n_samples, batch_size, augment, binary, training)
+        return BatchStream(stream, n_samples, batch_size, augment, binary, training, clean_view=clean_view)
     import tensorflow as tf
 
     spec = tf.TensorSpec(shape, tf.float32)
@@ -152,7 +164,7 @@ def _to_dataset(
             if GUARD.exiting.is_set():
                 return image, target
             with GUARD.call():
-                return _augment_sample((image, target, seed), augment, binary)
+                return _augment_sample((image, target, seed), augment, binary, clean_view)
 
         def _map(image, target, seed):
             return tf.numpy_function(_augment, [image, target, seed], [tf.float32, tf.float32], stateful=False)
@@ -161,8 +173,11 @@ def _to_dataset(
     else:
         ds = ds.map(lambda image, target, seed: (image, target))
 
+    channels = 2 if clean_view and augment is not None else 1
+
     def _shape(image, target):
-        return tf.ensure_shape(image[..., None], (*shape, 1)), tf.ensure_shape(target[..., None], (*shape, 1))
+        target = tf.reshape(target, (*shape, channels))  # a clean view is already the last axis
+        return tf.ensure_shape(image[..., None], (*shape, 1)), tf.ensure_shape(target, (*shape, channels))
 
     ds = ds.map(_shape).batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
@@ -186,6 +201,7 @@ def patch_dataset(
     grey_matter: float = 0.0,
     end_fraction: float = 0.0,
     loader: str = "auto",
+    clean_view: bool = False,
 ):  # -> tf.data.Dataset or BatchStream
     """Batches of 3D training (or validation) patches, streamed from the cases' ``.npy`` files.
 
@@ -220,8 +236,12 @@ def patch_dataset(
         volume (:func:`lumbo_bids.training.patches.sample_patch_centres`; real masks: none).
     loader : {"auto", "tf.data", "python"}
         ``"auto"``: ``tf.data`` on the TensorFlow backend, else :class:`BatchStream`.
+    clean_view : bool
+        Augmented training targets get a second channel, the patch before contrast, resolution
+        and artefacts (:func:`~lumbo_bids.training.augment.augment_pair`), for a clean teacher.
 
-    Returns ``(images, masks)`` batches, both ``(B, sx, sy, sz, 1)`` float32 (masks 0/1).
+    Returns ``(images, masks)`` batches, both ``(B, sx, sy, sz, 1)`` float32 (masks 0/1; with
+    ``clean_view`` and ``augment`` the masks are ``(B, sx, sy, sz, 2)``).
     """
     size, cases = tuple(int(s) for s in patch_size), list(cases)
     args = (
@@ -230,7 +250,8 @@ def patch_dataset(
     )  # fmt: skip
     iter_patches(*args)  # validates the arguments now rather than at the first batch
     n_val = patches_per_case * len(cases)
-    return _to_dataset(lambda: iter_patches(*args), n_val, size, batch_size, augment, True, training, loader)
+    stream = lambda: iter_patches(*args)  # noqa: E731
+    return _to_dataset(stream, n_val, size, batch_size, augment, True, training, loader, clean_view)
 
 
 def heatmap_slice_dataset(

@@ -14,6 +14,14 @@ from one end of the patch's z axis to the other; where the cord ends inside the 
 the label alone is the target. A teacher known to misplace the cord's end (the conus) and to take
 the roots below it for cord then teaches only the cord's course, not where it ends.
 
+With ``clean_view`` the teacher sees the *clean* patch: the same anatomy after the spatial
+augmentation only, before contrast, resolution (thick slices), artefacts and noise, which the
+training targets then carry as a second channel (:func:`lumbo_bids.training.augment.augment_pair`,
+``clean_view``). A teacher that fails on thick coronal or sagittal slices would teach its failure
+when it sees the student's patch; on the clean patch it gives what it gives on a 0.5 mm image, and
+the student learns to give that from the degraded one (distillation with privileged information).
+Targets of one channel (validation, or no augmentation) fall back to the student's patch.
+
 Backend agnostic: the blend happens in :meth:`keras.Model.compute_loss`, which every Keras 3
 backend's ``train_step`` calls; the metrics still compare the prediction with the hard label.
 """
@@ -40,18 +48,22 @@ class Distiller(keras.Model):
         Share of the teacher's probability in the target, in [0, 1] (0: plain training).
     through_only : bool
         The teacher's share only on patches whose label crosses the whole z axis (see above).
+    clean_view : bool
+        The teacher sees the clean view that two-channel targets carry (see above); the trainer
+        asks the dataset for it when this is set.
     """
 
     def __init__(
-        self, student: keras.Model, teacher: keras.Model, weight: float = 0.5, through_only: bool = False, **kwargs: Any
-    ) -> None:
+        self, student: keras.Model, teacher: keras.Model, weight: float = 0.5, through_only: bool = False,
+        clean_view: bool = False, **kwargs: Any,
+    ) -> None:  # fmt: skip
         super().__init__(**kwargs)
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"distillation weight must be in [0, 1], got {weight}")
         if not _fits(student.output.shape, teacher.output.shape):
             raise ValueError(f"teacher output {teacher.output.shape} does not fit the student's {student.output.shape}")
         self.student, self.teacher, self.weight = student, teacher, float(weight)
-        self.through_only = bool(through_only)
+        self.through_only, self.clean_view = bool(through_only), bool(clean_view)
         self.teacher.trainable = False
 
     def call(self, inputs: Any, training: bool = False) -> Any:
@@ -60,9 +72,11 @@ class Distiller(keras.Model):
 
     def soft_target(self, x: Any, y: Any) -> Any:
         """``(1 - w) * y + w * teacher(x)`` (float32, no gradient through the teacher); ``w`` is
-        ``weight``, or with ``through_only`` ``weight`` on the patches the cord crosses and 0 elsewhere."""
+        ``weight``, or with ``through_only`` ``weight`` on the patches the cord crosses and 0 elsewhere.
+        A two-channel ``y`` is the label and the clean view, which the teacher then sees instead of ``x``."""
+        y, seen = _label(y), (y[..., 1:] if y.shape[-1] == 2 else x)
         y = ops.cast(y, "float32")
-        soft = ops.stop_gradient(ops.cast(self.teacher(x, training=False), "float32"))
+        soft = ops.stop_gradient(ops.cast(self.teacher(seen, training=False), "float32"))
         weight = self.weight
         if self.through_only:  # (batch, x, y, z, channel): cord on every z slice of the patch
             crossed = ops.cast(ops.min(ops.max(y, axis=(1, 2, 4)), axis=1) > 0.5, "float32")
@@ -71,6 +85,15 @@ class Distiller(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         return super().compute_loss(x, self.soft_target(x, y), y_pred, sample_weight, training)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """The metrics on the hard label (a clean view's channel dropped)."""
+        return super().compute_metrics(x, _label(y), y_pred, sample_weight)
+
+
+def _label(y: Any) -> Any:
+    """The label channel of a target (the first of a label and its clean view)."""
+    return y[..., :1] if y.shape[-1] == 2 else y
 
 
 def _fits(a: tuple, b: tuple) -> bool:
@@ -83,13 +106,14 @@ def distilled(
     build_teacher: Callable[[], keras.Model],
     weight: float,
     through_only: bool = False,
+    clean_view: bool = False,
 ):
     """A ``model_fn`` for :func:`~lumbo_bids.training.trainer.train` that builds a :class:`Distiller`
     (student and teacher built inside the caller's distribution scope)."""
 
     def model_fn() -> Distiller:
         student = build_student()
-        distiller = Distiller(student, build_teacher(), weight, through_only)
+        distiller = Distiller(student, build_teacher(), weight, through_only, clean_view)
         distiller.build(tuple(student.input.shape))
         return distiller
 

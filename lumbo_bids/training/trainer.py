@@ -138,10 +138,10 @@ class TrainResult:
 
 def _datasets(
     train_cases: Sequence[TrainingCase], val_cases: Sequence[TrainingCase], cfg: TrainConfig, start: int,
-    loader: str = "auto",
+    loader: str = "auto", clean_view: bool = False,
 ):  # fmt: skip
     """Training stream (one stream epoch == one Keras epoch) and fixed validation set
-    (:mod:`lumbo_bids.training.dataset`, by ``loader``)."""
+    (:mod:`lumbo_bids.training.dataset`, by ``loader``; ``clean_view`` for a distiller's clean teacher)."""
     augment = None
     if cfg.augmentation_strength > 0:  # domain_randomisation 0: the plain augmentation
         augment = AugmentConfig.domain_randomised(cfg.augmentation_strength, cfg.domain_randomisation, cfg.thick_axes)
@@ -151,7 +151,7 @@ def _datasets(
         common.update(cord_fraction=cfg.cord_fraction, grey_matter=cfg.grey_matter, end_fraction=cfg.end_fraction)
         train_ds = patch_dataset(
             train_cases, patches_per_epoch=per_epoch, augment=augment, start_epoch=start, training=True,
-            synthetic_fraction=cfg.synthetic_fraction, **common,
+            synthetic_fraction=cfg.synthetic_fraction, clean_view=clean_view, **common,
         )  # fmt: skip
         return train_ds, patch_dataset(val_cases, patches_per_case=per_case, training=False, **common)
     common.update(sigma=cfg.heatmap_sigma, cord_probability=cfg.cord_probability)
@@ -225,7 +225,8 @@ def train(
     LOGGER.info("training on %s%s, from epoch %d", device, f" ({policy})" if policy else "", initial_epoch)
     with precision_policy(policy), strategy.scope():  # JAX's DataParallel shards the batches in fit
         model = _compiled_model(model_fn, cfg, freeze_fn)
-        train_ds, val_ds = _datasets(train_cases, val_cases, cfg, initial_epoch, loader)
+        clean_view = bool(getattr(model, "clean_view", False))  # a distiller whose teacher sees clean patches
+        train_ds, val_ds = _datasets(train_cases, val_cases, cfg, initial_epoch, loader, clean_view)
         built_in = training_callbacks(cfg, out_dir, progress, initial_epoch, best_so_far)
         for callback in callbacks:  # a progress line's "(best)" then compares with the kept epochs too
             if hasattr(callback, "resume_best"):
