@@ -22,11 +22,10 @@ ringing from truncated k-space; a Nyquist ghost; a smooth multiplicative bias fi
 noise) and finally standardised again with the robust z-score that inference uses
 (:func:`lumbo_bids.intensity.robust_standardise`).
 
-**Clean view** (``augment_pair(..., clean_view=True)``, for distillation with a clean teacher,
-:mod:`lumbo_bids.training.distil`): the target gains a second channel, the image after the flip
-and the spatial transform only (robustly standardised when the domain is randomised), i.e. the
-same anatomy in the same place before contrast, resolution, artefacts and noise. The random
-stream is the same with and without it, so the augmented image does not change.
+**Clean view** (``augment_pair(..., clean_view=True)``, a clean teacher's input,
+:mod:`lumbo_bids.training.distil`): a second target channel, the image after the flip and the
+spatial transform only (standardised alike), before contrast, resolution, artefacts and noise;
+the random stream and so the augmented image are the same with and without it.
 """
 
 from __future__ import annotations
@@ -308,8 +307,6 @@ def _thick_slices_any_axis(unit: np.ndarray, rng: np.random.Generator, cfg: Augm
 
 def _randomise_domain(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
     """Contrast, resolution and artefact randomisation (see the module docstring), restandardised."""
-    from ..intensity import robust_standardise
-
     unit = unit_range(image)
     if rng.random() < cfg.p_lut:
         unit = random_lut(unit, rng)
@@ -332,8 +329,15 @@ def _randomise_domain(image: np.ndarray, rng: np.random.Generator, cfg: AugmentC
     if rng.random() < cfg.p_rician and cfg.rician_std > 0:
         sd = rng.uniform(0.0, cfg.rician_std)
         unit = np.sqrt((unit + rng.normal(0, sd, unit.shape)) ** 2 + rng.normal(0, sd, unit.shape) ** 2)
+    return _standardised(unit)
+
+
+def _standardised(unit: np.ndarray) -> np.ndarray:
+    """The robust z-score of inference over the whole patch (a constant patch becomes zeros)."""
+    from ..intensity import robust_standardise
+
     unit = np.asarray(unit, dtype=np.float32)
-    return robust_standardise(unit, np.ones(unit.shape, dtype=bool))  # a constant patch becomes zeros
+    return robust_standardise(unit, np.ones(unit.shape, dtype=bool))
 
 
 def augment_pair(
@@ -384,7 +388,7 @@ def augment_pair(
     image, target, resampled = _spatial(image, target, rng, cfg)
     if resampled and binary:
         target = target >= 0.5
-    clean = _clean_view(image, cfg) if clean_view else None
+    clean = None if not clean_view else (_standardised(unit_range(image)) if cfg.randomises_domain else image.copy())
     if cfg.randomises_domain:
         image = _randomise_domain(image, rng, cfg)
     image = _intensity(image, rng, cfg)
@@ -392,14 +396,3 @@ def augment_pair(
     if clean is not None:
         return image, np.stack([np.asarray(target, dtype=np.float32), clean], axis=-1)
     return image, np.ascontiguousarray(target).astype(out_dtype, copy=False)
-
-
-def _clean_view(image: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
-    """The spatially augmented image as a clean teacher sees it: standardised like the randomised
-    image (:func:`_randomise_domain`'s last step) when the domain is randomised, else as it is."""
-    from ..intensity import robust_standardise
-
-    if not cfg.randomises_domain:
-        return np.asarray(image, dtype=np.float32).copy()
-    unit = np.asarray(unit_range(image), dtype=np.float32)
-    return robust_standardise(unit, np.ones(unit.shape, dtype=bool)).astype(np.float32)

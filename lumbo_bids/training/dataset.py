@@ -228,20 +228,15 @@ def patch_dataset(
         stream's first epoch (a resumed run continues its sequence).
     synthetic_fraction : float, optional
         Share of the patches drawn from synthetic cases (default: even over all cases).
-    grey_matter : float
+    grey_matter, end_fraction : float
         Probability that a synthetic image gets a grey-matter core of its own intensity inside
-        the cord (:func:`lumbo_bids.training.synth.synthesise`).
-    end_fraction : float
-        Share of a synthetic case's cord patches centred around its cord's ends inside the
-        volume (:func:`lumbo_bids.training.patches.sample_patch_centres`; real masks: none).
-    loader : {"auto", "tf.data", "python"}
-        ``"auto"``: ``tf.data`` on the TensorFlow backend, else :class:`BatchStream`.
-    clean_view : bool
-        Augmented training targets get a second channel, the patch before contrast, resolution
-        and artefacts (:func:`~lumbo_bids.training.augment.augment_pair`), for a clean teacher.
+        the cord (:func:`lumbo_bids.training.synth.synthesise`); share of a synthetic case's cord
+        patches centred around its cord's ends (:func:`~lumbo_bids.training.patches.sample_patch_centres`).
+    loader, clean_view : {"auto", "tf.data", "python"}, bool
+        ``"auto"``: ``tf.data`` on the TensorFlow backend, else :class:`BatchStream`. ``clean_view``:
+        augmented masks get a clean teacher's input as a second channel (``augment_pair``).
 
-    Returns ``(images, masks)`` batches, both ``(B, sx, sy, sz, 1)`` float32 (masks 0/1; with
-    ``clean_view`` and ``augment`` the masks are ``(B, sx, sy, sz, 2)``).
+    Returns ``(images, masks)`` batches, both ``(B, sx, sy, sz, 1)`` float32 (masks 0/1).
     """
     size, cases = tuple(int(s) for s in patch_size), list(cases)
     args = (
@@ -250,8 +245,7 @@ def patch_dataset(
     )  # fmt: skip
     iter_patches(*args)  # validates the arguments now rather than at the first batch
     n_val = patches_per_case * len(cases)
-    stream = lambda: iter_patches(*args)  # noqa: E731
-    return _to_dataset(stream, n_val, size, batch_size, augment, True, training, loader, clean_view)
+    return _to_dataset(lambda: iter_patches(*args), n_val, size, batch_size, augment, True, training, loader, clean_view)
 
 
 def heatmap_slice_dataset(

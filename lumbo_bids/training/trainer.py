@@ -224,9 +224,8 @@ def train(
     policy = mixed_policy(cfg.mixed_precision)
     LOGGER.info("training on %s%s, from epoch %d", device, f" ({policy})" if policy else "", initial_epoch)
     with precision_policy(policy), strategy.scope():  # JAX's DataParallel shards the batches in fit
-        model = _compiled_model(model_fn, cfg, freeze_fn)
-        clean_view = bool(getattr(model, "clean_view", False))  # a distiller whose teacher sees clean patches
-        train_ds, val_ds = _datasets(train_cases, val_cases, cfg, initial_epoch, loader, clean_view)
+        model = _compiled_model(model_fn, cfg, freeze_fn)  # a distiller's clean teacher needs clean views:
+        train_ds, val_ds = _datasets(train_cases, val_cases, cfg, initial_epoch, loader, getattr(model, "clean_view", False))
         built_in = training_callbacks(cfg, out_dir, progress, initial_epoch, best_so_far)
         for callback in callbacks:  # a progress line's "(best)" then compares with the kept epochs too
             if hasattr(callback, "resume_best"):
