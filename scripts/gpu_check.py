@@ -29,7 +29,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+import lumbo_bids  # noqa: E402, F401  (first: it turns TensorFlow's oneDNN kernels on before TensorFlow loads)
 
+# isort: split
 import keras  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402

@@ -150,6 +150,38 @@ def test_tensorflow_uses_onednn_on_every_cpu_unless_the_user_says_no():
     assert not _onednn_notice("0")  # the user's value wins
 
 
+def _first_line(tree, wanted) -> int | None:
+    """Line of the first import (anywhere in the module) of a top-level package in ``wanted``."""
+    import ast
+
+    lines = []
+    for node in ast.walk(tree):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = [node.module or ""]
+        if any(name.split(".")[0] in wanted for name in names):
+            lines.append(node.lineno)
+    return min(lines, default=None)
+
+
+def test_every_script_loads_lumbo_bids_before_tensorflow():
+    """A script that imports TensorFlow (or Keras) before lumbo_bids runs without oneDNN on AVX2 CPUs:
+    benchmark_inference.py timed PAM50small at 22 s instead of 14.5 s that way (2026-12-07)."""
+    import ast
+
+    late = []
+    for path in [REPO / "run.py", *sorted((REPO / "scripts").glob("*.py"))]:
+        tree = ast.parse(path.read_text())
+        tf_line = _first_line(tree, {"tensorflow", "keras"})
+        if tf_line is None:
+            continue
+        top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]  # module level, not in a function
+        ours = [n.lineno for n in top if _first_line(ast.Module(body=[n], type_ignores=[]), {"lumbo_bids"})]
+        if not ours or min(ours) > tf_line:
+            late.append(path.name)
+    assert late == []
+
+
 def test_replay_keeps_what_is_not_a_tensorflow_notice(capsys):
     console._replay(
         "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
