@@ -87,8 +87,8 @@ FLAGS = (
     Flag("mask_breaks", "max_gap_mm", 3.0, True, "slices without cord between slices with cord (longest gap, mm)"),
     Flag(
         "cord_stops_short", "stop_short_mm", 6.0, True,
-        "the mask stops before the cord does: length beyond its top, or beyond an abrupt (not conus-tapered) "
-        "bottom, where the centerline was seen (mm)",
+        "the mask stops before the cord does: length beyond its top, beyond its bottom where a manual mask goes on, "
+        "or beyond an abrupt (not conus-tapered) bottom where the localiser saw the cord (mm)",
     ),
     Flag(
         "cord_end_uncertain", "end_uncertain_mm", 5.0, True,
@@ -187,7 +187,11 @@ def _short_of(ends: np.ndarray, support: np.ndarray | None, imaged: np.ndarray) 
 
 
 def extent_measures(
-    csa: np.ndarray, resolution: float, signal: np.ndarray | None = None, support: np.ndarray | None = None
+    csa: np.ndarray,
+    resolution: float,
+    signal: np.ndarray | None = None,
+    support: np.ndarray | None = None,
+    manual_support: bool = False,
 ) -> dict[str, float]:
     """Breaks along z, the CSA's plausibility, and whether the mask stops short of the cord.
 
@@ -196,8 +200,11 @@ def extent_measures(
     the centerline was seen there (the manual mask it came from, or the localiser's heat-map
     on the centerline); without it every imaged slice counts. ``top_gap_mm``/``bottom_gap_mm``:
     length beyond the mask's ends that should have cord. A mask whose lowest 2 mm are below half
-    its median CSA ends in a conus taper: its bottom gap is legitimate (``stop_short_mm`` ignores
-    it) and its last ``taper_mm`` are exempt from the CSA lower bound.
+    its median CSA ends in a conus taper: its last ``taper_mm`` are exempt from the CSA lower
+    bound, and when the support is the localiser's (which follows the canal down the cauda equina)
+    its bottom gap is legitimate (``stop_short_mm`` ignores it). With ``manual_support`` (the
+    support is a manual mask: an expert drew cord there) a taper that ends above the manual mask's
+    end is short too: the conus went on below it.
     """
     has_cord = csa > 0
     z = np.flatnonzero(has_cord)
@@ -220,7 +227,7 @@ def extent_measures(
         "top_gap_mm": top_gap,
         "bottom_gap_mm": bottom_gap,
         "end_tapers": float(tapered),
-        "stop_short_mm": max(top_gap, 0.0 if tapered else bottom_gap),
+        "stop_short_mm": max(top_gap, 0.0 if tapered and not manual_support else bottom_gap),
     }
 
 
@@ -329,6 +336,7 @@ def qc_measures(
     centers: np.ndarray | None = None,
     image: np.ndarray | None = None,
     support: np.ndarray | None = None,
+    manual_support: bool = False,
 ) -> dict[str, float]:
     """Every measure the flags read, of one segmentation on the crop grid.
 
@@ -347,6 +355,9 @@ def qc_measures(
     support : np.ndarray, optional
         ``(nz,)`` bool: slices where the centerline was seen (the manual mask's slices, or
         :func:`support_from_heatmap`); None: every imaged slice should have cord.
+    manual_support : bool
+        ``support`` is a manual mask's slices: a tapered end above its end is short too
+        (:func:`extent_measures`).
 
     Returns
     -------
@@ -361,7 +372,7 @@ def qc_measures(
     if mask.any():
         signal = None if image is None else signal_slices(image)
         csa = slice_csa(mask, resolution, centers)
-        measures.update(extent_measures(csa, resolution, signal, support))
+        measures.update(extent_measures(csa, resolution, signal, support, manual_support))
         measures.update(end_measures(prob, mask, resolution, signal, bool(measures["end_tapers"]), csa))
         measures.update(centerline_measures(mask, resolution))
     else:

@@ -209,7 +209,8 @@ def case_flags(case: dict, prob=None, mask=None) -> tuple[list[str], dict]:
 
     prob = case["prob"] if prob is None else prob
     mask = case["mask"] if mask is None else mask
-    measures = qc_measures(prob, mask, case["resolution"], case["centers"], case["image"], case["support"])
+    manual = case["centerline"] == "manual mask"  # the support is the manual mask's slices
+    measures = qc_measures(prob, mask, case["resolution"], case["centers"], case["image"], case["support"], manual)
     return raised_flags(measures), measures
 
 

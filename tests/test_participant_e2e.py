@@ -123,6 +123,31 @@ def test_sidecars_describe_the_mask(participant_run):
     assert lumbar["QCFlags"] == ["cord_end_uncertain"]
 
 
+def _lowest_mm(path: Path) -> float:
+    """Height (mm, world z) of the lowest voxel of a mask."""
+    img = nib.load(path)
+    ijk = np.argwhere(np.asarray(img.dataobj) > 0)
+    return float(nib.affines.apply_affine(img.affine, ijk)[:, 2].min())
+
+
+def test_a_mask_that_ends_above_the_manual_masks_end_stops_short(participant_run):
+    """With a manual mask the QC knows where an expert says the cord goes: a conus taper above the
+    manual end is short (``stop_short_mm`` = the distance, flagged beyond 6 mm); without one, as on
+    sub-sctLumbar, a taper is not (the localiser follows the canal down the cauda equina)."""
+    out, _, _ = participant_run
+    for image, manual in IMAGE_MASK_PAIRS:
+        meta = json.loads(_mask_path(out, image).with_suffix("").with_suffix(".json").read_text())
+        gap = _lowest_mm(_mask_path(out, image)) - _lowest_mm(manual)
+        thick = float(nib.load(manual).header.get_zooms()[2])  # one slice of slack either way
+        assert meta["QCMeasures"]["stop_short_mm"] == pytest.approx(max(gap, 0.0), abs=thick), image.name
+        if gap > 6 + thick:
+            assert "cord_stops_short" in meta["QCFlags"], image.name
+        elif gap < 6 - thick:
+            assert "cord_stops_short" not in meta["QCFlags"], image.name
+    lumbar = json.loads(_mask_path(out, LUMBAR).with_suffix("").with_suffix(".json").read_text())
+    assert lumbar["QCMeasures"]["bottom_gap_mm"] > 6 and lumbar["QCMeasures"]["stop_short_mm"] == 0
+
+
 def test_preprocessed_outputs_are_written(participant_run):
     out, _, _ = participant_run
     anat = out / "sub-sctTesting" / "anat"

@@ -89,6 +89,21 @@ def test_a_conus_taper_is_legitimate_an_abrupt_end_is_not():
     assert "cord_stops_short" in raised_flags(measures)
 
 
+def test_a_taper_above_the_manual_masks_end_stops_short():
+    """The localiser's support follows the canal down the cauda equina, so a taper above it is not
+    short; a manual mask is an expert's cord: a taper 20 mm above its end missed the conus."""
+    tapered = _conus()  # tip at slice 40 (20 mm)
+    below = np.ones(tapered.shape[2], dtype=bool)  # cord seen on every slice, down to slice 0
+    for manual, short in ((False, 0.0), (True, 20.0)):
+        measures = qc_measures(soft(tapered), tapered, RES, support=below, manual_support=manual)
+        assert measures["end_tapers"] == 1 and measures["bottom_gap_mm"] == pytest.approx(20.0)
+        assert measures["stop_short_mm"] == pytest.approx(short)
+        assert ("cord_stops_short" in raised_flags(measures)) is manual
+    reaches = below.copy()
+    reaches[:40] = False  # the manual mask ends where the taper does
+    assert qc_measures(soft(tapered), tapered, RES, support=reaches, manual_support=True)["stop_short_mm"] == 0
+
+
 def _conus(nz: int = 120, tip: int = 40) -> np.ndarray:
     mask = tube(nz)
     mask[:, :, :tip] = 0

@@ -28,7 +28,8 @@ class QCFlags(SimpleInterface):
     centerline) and the failure flags they raise (:data:`lumbo_bids.qc.FLAGS`).
 
     Where the centerline was seen (how far the mask should reach) comes from ``support_stack``
-    (centerline from a manual mask) or ``heatmap_file`` (from the localiser). When the mask on
+    (centerline from a manual mask: a conus that ends above it is short too) or ``heatmap_file``
+    (from the localiser). When the mask on
     the source grid (``native_mask``) is empty (a field of view smaller than the 0.5 mm grid's
     cord: nothing is left once resampled back), the measures are those of an empty mask, so
     ``empty_mask`` is raised on what the user gets."""
@@ -58,7 +59,8 @@ class QCFlags(SimpleInterface):
             support = support_from_heatmap(crop_around_centerline(heat, geometry.crop), resolution)
         if isdefined(self.inputs.native_mask) and not np.any(read_volume(self.inputs.native_mask)[0]):
             mask = np.zeros_like(mask)
-        measures = qc_measures(prob, mask, resolution, geometry.crop.centers, image, support)
+        manual = isdefined(self.inputs.support_stack)
+        measures = qc_measures(prob, mask, resolution, geometry.crop.centers, image, support, manual)
         flags = raised_flags(measures)
         self._results["flags"] = flags
         self._results["metadata"] = {"QCFlags": flags, "QCMeasures": rounded(measures)}
