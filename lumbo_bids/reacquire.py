@@ -9,11 +9,14 @@ mean of theirs. The result is a new image on its own grid with a correct affine:
 3 mm version of an isotropic lumbar T2w, an axial 5 mm version of a cervical T2*w. Masks are
 re-acquired the same way, then thresholded at 0.5 (the share of the thick voxel that is cord).
 
-Used by ``scripts/reacquire.py`` (a whole BIDS dataset with its manual masks).
+:func:`field_of_view` keeps a head-foot stretch of an image, as a scanner with a smaller field of
+view would have imaged it (a lumbar image around the conus, 78 mm long). Used by
+``scripts/reacquire.py`` (a whole BIDS dataset with its manual masks).
 """
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 
 from .geometry import RPI, Grid, reorient, resample_to_grid
@@ -99,3 +102,17 @@ def reacquire_mask(
     """A binary mask re-acquired like its image (:func:`reacquire`), then ``>= 0.5``: uint8."""
     share, thick_affine = reacquire((np.asarray(mask) > 0.5).astype(np.float32), affine, plane, thickness, inplane)
     return (share >= 0.5).astype(np.uint8), thick_affine
+
+
+def field_of_view(data: np.ndarray, affine: np.ndarray, bottom_mm: float, length_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The axial slices (RPI) whose centres lie ``bottom_mm`` to ``bottom_mm + length_mm`` above the
+    lowest slice's centre: the same voxels, on the same world positions (nibabel's slicer sets the
+    affine). Raises ``ValueError`` when no slice is left."""
+    rpi, rpi_affine = reorient(np.asarray(data), affine, RPI)
+    step = float(np.sqrt((rpi_affine[:3, 2] ** 2).sum()))
+    heights = np.arange(rpi.shape[2]) * step
+    kept = np.flatnonzero((heights >= bottom_mm - 1e-6) & (heights < bottom_mm + length_mm - 1e-6))
+    if kept.size == 0:
+        raise ValueError(f"no slice between {bottom_mm:g} and {bottom_mm + length_mm:g} mm of a {heights[-1]:g} mm stack")
+    cut = nib.Nifti1Image(rpi, rpi_affine).slicer[:, :, int(kept[0]) : int(kept[-1]) + 1]
+    return np.asarray(cut.dataobj), cut.affine

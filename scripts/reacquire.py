@@ -5,11 +5,15 @@ Every anatomical image of ``BIDS_DIR`` (and its manual mask under ``derivatives/
 any) becomes a ``--plane`` acquisition of ``--thickness`` mm slices (box profile, contiguous),
 ``--inplane`` mm in-plane, on its own grid with a correct affine, under ``OUT_DIR`` with the same
 BIDS names: a sagittal 3 mm version of the bundled lumbar T2w, the way lumbar T2w TSE is acquired
-in the clinic, for ``lumbo-bids OUT_DIR ... participant``. ``BIDS_DIR`` is only read.
+in the clinic, for ``lumbo-bids OUT_DIR ... participant``. ``--fov BOTTOM LENGTH`` first keeps
+the axial slices from BOTTOM to BOTTOM + LENGTH mm above the lowest one (a smaller head-foot field
+of view, ``lumbo_bids.reacquire.field_of_view``). ``BIDS_DIR`` is only read.
 
 Usage::
 
     .venv/bin/python scripts/reacquire.py examples/ds-spine-mini work/ds-sagittal3mm --plane sagittal --thickness 3
+    .venv/bin/python scripts/reacquire.py examples/ds-spine-mini work/ds-fov50 --participant-label sctLumbar \
+        --fov 50 78 --thickness 1.5 --inplane 1.5
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ def main(argv=None) -> int:
     parser.add_argument("--thickness", type=float, default=3.0, help="slice thickness, mm")
     parser.add_argument("--inplane", type=float, default=None, help="in-plane voxel size, mm (default: the finest native)")
     parser.add_argument("--participant-label", nargs="*", default=None)
+    parser.add_argument("--fov", type=float, nargs=2, metavar=("BOTTOM", "LENGTH"), help="keep this head-foot stretch (mm) first")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
-    from lumbo_bids.reacquire import reacquire, reacquire_mask
+    from lumbo_bids.reacquire import field_of_view, reacquire, reacquire_mask
     from lumbo_bids.utils.bids import build_layout, collect_anat, select_subjects
     from lumbo_bids.utils.images import read_volume, save_image
 
@@ -62,6 +67,9 @@ def main(argv=None) -> int:
     for items in found.values():
         for anat in items:
             data, affine, _ = read_volume(anat.path)
+            source_affine = affine
+            if args.fov:
+                data, affine = field_of_view(data, affine, *args.fov)
             thick, thick_affine = reacquire(data, affine, args.plane, args.thickness, args.inplane)
             target = out / anat.path.relative_to(bids_dir)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +78,8 @@ def main(argv=None) -> int:
             meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
             meta["SliceThickness"] = args.thickness
             meta["ReacquiredFrom"] = str(anat.path.relative_to(bids_dir))
+            if args.fov:
+                meta["ReacquiredFieldOfViewMm"] = list(args.fov)
             target.with_name(target.name.replace(".nii.gz", ".json")).write_text(json.dumps(meta, indent=2) + "\n")
             LOGGER.info(
                 "%s: %s -> %s voxels %s mm",
@@ -80,6 +90,8 @@ def main(argv=None) -> int:
             )
             if anat.mask is not None:
                 mask, _, _ = read_volume(anat.mask)
+                if args.fov:
+                    mask, _ = field_of_view(mask, source_affine, *args.fov)
                 thick_mask, _ = reacquire_mask(mask, affine, args.plane, args.thickness, args.inplane)
                 mask_target = out / "derivatives" / "labels" / anat.mask.relative_to(labels)
                 mask_target.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from nibabel.affines import apply_affine
 
-from lumbo_bids.reacquire import reacquire, reacquire_mask
+from lumbo_bids.reacquire import field_of_view, reacquire, reacquire_mask
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,6 +68,23 @@ def test_a_thin_structure_is_averaged_over_the_slice():
     assert mask[4].all() and mask[5].all() and mask.sum() == 2 * 20 * 20
 
 
+@pytest.mark.parametrize("axcodes", ["RAS", "LPI", "PSR"])
+def test_a_smaller_field_of_view_keeps_the_voxels_where_they_were(axcodes):
+    affine, shape = _grid(axcodes, zooms=(1.0, 0.8, 2.0))
+    data = np.random.default_rng(0).random(shape).astype(np.float32)
+    cut, cut_affine = field_of_view(data, affine, bottom_mm=4.0, length_mm=16.0)
+    assert nib.aff2axcodes(cut_affine) == ("L", "A", "S")
+    step = np.sqrt((cut_affine[:3, 2] ** 2).sum())
+    assert cut.shape[2] == round(16.0 / step)  # 16 mm of slices
+    world = apply_affine(cut_affine, np.indices(cut.shape).reshape(3, -1).T)
+    source = np.round(apply_affine(np.linalg.inv(affine), world)).astype(int)  # same voxel in the source
+    assert np.array_equal(cut.ravel(), data[tuple(source.T)])
+    lowest = apply_affine(affine, np.indices(shape).reshape(3, -1).T)[:, 2].min()
+    assert world[:, 2].min() == pytest.approx(lowest + 4.0)  # 4 mm above the lowest slice's centre
+    with pytest.raises(ValueError, match="no slice"):
+        field_of_view(data, affine, bottom_mm=500.0, length_mm=20.0)
+
+
 def test_script_writes_a_bids_dataset_beside_the_input(ds_spine_mini, tmp_path):
     out = tmp_path / "sagittal"
     before = sorted(p.stat().st_mtime_ns for p in ds_spine_mini.rglob("*") if p.is_file())
@@ -85,3 +102,20 @@ def test_script_writes_a_bids_dataset_beside_the_input(ds_spine_mini, tmp_path):
     assert meta["SliceThickness"] == 3.0
     assert not (out / "sub-unf01").exists()
     assert sorted(p.stat().st_mtime_ns for p in ds_spine_mini.rglob("*") if p.is_file()) == before
+
+
+def test_script_cuts_the_field_of_view_of_image_and_mask_alike(ds_spine_mini, tmp_path):
+    out = tmp_path / "fov"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "reacquire.py"), str(ds_spine_mini), str(out), "--participant-label",
+         "sctLumbar", "--fov", "50", "78", "--thickness", "1.5", "--inplane", "1.5"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    image = nib.load(out / "sub-sctLumbar" / "anat" / "sub-sctLumbar_T2w.nii.gz")
+    source = nib.load(ds_spine_mini / "sub-sctLumbar" / "anat" / "sub-sctLumbar_T2w.nii.gz")
+    assert image.shape[2] * 1.5 == pytest.approx(78.0, abs=1.5)
+    bottom = apply_affine(image.affine, [0, 0, -0.5])[2] - apply_affine(source.affine, [0, 0, -0.5])[2]
+    assert bottom == pytest.approx(50.0, abs=0.01)  # the stretch starts 50 mm above the source's bottom edge
+    meta = json.loads((out / "sub-sctLumbar" / "anat" / "sub-sctLumbar_T2w.json").read_text())
+    assert meta["ReacquiredFieldOfViewMm"] == [50.0, 78.0]
