@@ -92,7 +92,10 @@ def main(argv=None) -> int:
     parser.add_argument("--bids", type=Path, default=REPO / "examples" / "ds-spine-mini")
     parser.add_argument("--work", type=Path, default=REPO / "work" / "evaluate")
     parser.add_argument(
-        "--out", type=Path, required=True, help="TSV: model, image, condition, dice, volume_ratio (predicted / manual)"
+        "--out",
+        type=Path,
+        required=True,
+        help="TSV: model, image, condition, dice, volume_ratio (predicted / manual), end_gap_mm",
     )
     parser.add_argument("--conditions", nargs="*", choices=sorted(CONDITIONS), default=list(CONDITIONS))
     parser.add_argument(
@@ -124,11 +127,12 @@ def main(argv=None) -> int:
             probability = predictor.probability(predictor.standardise(image))  # Predictor.segment, keeping the probability
             if args.ensemble:
                 probabilities.setdefault((name, condition), []).append(probability)
-            rows.append(score(str(path), name, condition, predictor.mask(probability), mask))
+            rows.append(score(str(path), name, condition, predictor.mask(probability), mask, predictor.plan.resolution))
     if args.ensemble:
         label = "mean of " + " + ".join(str(path) for path in args.models)
         for (name, condition), members in probabilities.items():
-            rows.append(score(label, name, condition, first.mask(np.mean(members, axis=0)), stacks[name, condition][1]))
+            predicted = first.mask(np.mean(members, axis=0))
+            rows.append(score(label, name, condition, predicted, stacks[name, condition][1], first.plan.resolution))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t")
@@ -140,13 +144,20 @@ def main(argv=None) -> int:
     return 0
 
 
-def score(model: str, name: str, condition: str, predicted: np.ndarray, mask: np.ndarray) -> dict:
-    """One TSV row: the Dice of ``predicted`` against ``mask`` and their volume ratio."""
+def score(model: str, name: str, condition: str, predicted: np.ndarray, mask: np.ndarray, resolution: float) -> dict:
+    """One TSV row: the Dice of ``predicted`` against ``mask``, their volume ratio, and how far above
+    the manual mask's lowest slice the predicted one is (``end_gap_mm``, + above: a conus cut short;
+    empty for an empty prediction). Axis 2 runs inferior to superior."""
     from lumbo_bids.metrics import dice
 
     value, ratio = float(dice(predicted, mask)), float(predicted.sum() / mask.sum())
-    LOGGER.info("%s %s %s: Dice %.3f, volume %.2f x manual", model, name, condition, value, ratio)
-    return {"model": model, "image": name, "condition": condition, "dice": f"{value:.4f}", "volume_ratio": f"{ratio:.4f}"}
+    lowest = [np.flatnonzero(np.asarray(m).any(axis=(0, 1))) for m in (predicted, mask)]
+    gap = f"{(lowest[0][0] - lowest[1][0]) * resolution:.1f}" if lowest[0].size else ""
+    LOGGER.info("%s %s %s: Dice %.3f, volume %.2f x manual, end %s mm", model, name, condition, value, ratio, gap)
+    return {
+        "model": model, "image": name, "condition": condition, "dice": f"{value:.4f}", "volume_ratio": f"{ratio:.4f}",
+        "end_gap_mm": gap,
+    }  # fmt: skip
 
 
 def markdown_table(rows: list[dict], conditions=tuple(CONDITIONS)) -> str:
@@ -176,15 +187,22 @@ def markdown_table(rows: list[dict], conditions=tuple(CONDITIONS)) -> str:
 
 
 def per_image_table(rows: list[dict], conditions=tuple(CONDITIONS)) -> str:
-    """One row per image and model: the Dice and volume ratio (predicted / manual) per condition."""
+    """One row per image and model: the Dice and volume ratio (predicted / manual) per condition, and
+    the end gap where the predicted lowest slice is 1 mm or more off the manual one."""
     cell = {(r["model"], r["image"], r["condition"]): r for r in rows}
     lines = ["| image | model | " + " | ".join(conditions) + " |", "| --- | --- |" + " --- |" * len(conditions)]
     for image in dict.fromkeys(r["image"] for r in rows):
         for model in dict.fromkeys(r["model"] for r in rows):
             values = [cell.get((model, image, c)) for c in conditions]
-            text = [f"{float(v['dice']):.3f} ({float(v['volume_ratio']):.2f})" if v else "" for v in values]
+            text = [_cell(v) if v else "" for v in values]
             lines.append(f"| {image} | {model} | " + " | ".join(text) + " |")
     return "\n".join(lines)
+
+
+def _cell(row: dict) -> str:
+    gap = row.get("end_gap_mm", "")
+    end = f", end {float(gap):+.1f} mm" if gap and abs(float(gap)) >= 1 else ""
+    return f"{float(row['dice']):.3f} ({float(row['volume_ratio']):.2f}{end})"
 
 
 if __name__ == "__main__":

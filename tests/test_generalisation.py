@@ -315,14 +315,23 @@ def test_evaluation_table_gives_worst_mean_and_the_volume_ratio_range():
     import sys
 
     sys.path.insert(0, str(LABEL_MAPS.parents[1] / "scripts"))
-    from evaluate_base_models import CONDITIONS, markdown_table, score
+    from evaluate_base_models import CONDITIONS, markdown_table, per_image_table, score
 
     mask = np.zeros((4, 4, 4), bool)
     mask[:2] = True
     predicted = np.zeros_like(mask)
     predicted[:1] = True  # half the manual volume, all of it inside: Dice 2 * 16 / (32 + 16)
-    row = score("m", "a", "as_acquired", predicted, mask)
-    assert (row["dice"], row["volume_ratio"]) == ("0.6667", "0.5000")
+    row = score("m", "a", "as_acquired", predicted, mask, 0.5)
+    assert (row["dice"], row["volume_ratio"], row["end_gap_mm"]) == ("0.6667", "0.5000", "0.0")
+    conus = np.zeros((4, 4, 20), bool)
+    conus[1:3, 1:3, 2:] = True  # the manual cord ends at slice 2
+    short = conus.copy()
+    short[:, :, :10] = False  # the prediction ends at slice 10: 8 slices of 0.5 mm above it
+    assert score("m", "a", "as_acquired", short, conus, 0.5)["end_gap_mm"] == "4.0"
+    assert score("m", "a", "as_acquired", np.zeros_like(conus), conus, 0.5)["end_gap_mm"] == ""
+    assert per_image_table([score("m", "a", "as_acquired", short, conus, 0.5)], ["as_acquired"]).endswith(
+        "| a | m | 0.714 (0.56, end +4.0 mm) |"  # Dice 2 * 10 / (18 + 10), volume 10 / 18
+    )
 
     rows = [
         {"model": "m", "image": image, "condition": condition, "dice": f"{dice}", "volume_ratio": f"{ratio}"}

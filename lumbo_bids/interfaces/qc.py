@@ -29,10 +29,9 @@ class QCFlags(SimpleInterface):
 
     Where the centerline was seen (how far the mask should reach) comes from ``support_stack``
     (centerline from a manual mask: a conus that ends above it is short too) or ``heatmap_file``
-    (from the localiser). When the mask on
-    the source grid (``native_mask``) is empty (a field of view smaller than the 0.5 mm grid's
-    cord: nothing is left once resampled back), the measures are those of an empty mask, so
-    ``empty_mask`` is raised on what the user gets."""
+    (from the localiser). When the mask on the source grid (``native_mask``) is empty (a field of
+    view smaller than the 0.5 mm grid's cord: nothing is left once resampled back), the measures
+    are those of an empty mask, so ``empty_mask`` is raised on what the user gets."""
 
     input_spec = _QCFlagsInputSpec
     output_spec = _QCFlagsOutputSpec
