@@ -265,6 +265,7 @@ def train_segmentation(train_raw, val_raw, args, run_dir: Path, synthetic=()):
         thick_axes=args.thick_axes,
         grey_matter=args.grey_matter,
         end_fraction=args.end_fraction,
+        cldice_weight=args.cldice_weight,
         synthetic_fraction=None if args.synthetic_only else args.synthetic_fraction,
         patch_size=PATCH_SIZE,
         val_patches_per_case=4,
@@ -480,6 +481,10 @@ def main(argv=None) -> int:
         "--end-fraction", type=float, default=0.0,
         help="share of a phantom's cord patches centred around its cord's ends (patches.sample_patch_centres)",
     )  # fmt: skip
+    parser.add_argument(
+        "--cldice-weight", type=float, default=0.0,
+        help="add this times clDice (the skeletons' overlap: a missed thin conus tip costs by its length) to Dice + BCE",
+    )  # fmt: skip
     parser.add_argument("--real-images", action="store_true", help="also train the segmentation on the real images")
     parser.add_argument("--synthetic-fraction", type=float, default=0.4, help="share of synthetic patches (--real-images)")
     parser.add_argument("--no-synthetic", action="store_true", help="train on the real images only (implies --real-images)")
@@ -632,6 +637,7 @@ def main(argv=None) -> int:
                 "thick_axes": args.thick_axes,
                 "grey_matter": args.grey_matter,
                 "end_fraction": args.end_fraction,
+                "cldice_weight": args.cldice_weight,
                 "phantom_roots": args.phantom_roots,
                 "dorsal_cord": args.dorsal_cord,
             },  # fmt: skip

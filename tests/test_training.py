@@ -16,7 +16,7 @@ from lumbo_bids.training.cases import TrainingCase
 from lumbo_bids.training.curves import plot_history
 from lumbo_bids.training.devices import accelerators, mixed_policy, select_strategy
 from lumbo_bids.training.history import read_metrics
-from lumbo_bids.training.losses import DiceMetric, dice_bce_loss, dice_loss, get_loss
+from lumbo_bids.training.losses import DiceMetric, cldice_loss, dice_bce_loss, dice_loss, get_loss, soft_skeleton
 from lumbo_bids.training.trainer import TrainConfig, TrainResult, train
 
 PATCH = (16, 16, 16)
@@ -58,6 +58,43 @@ def test_losses_are_float32_with_float16_predictions():
     assert float(get_loss("dice")(t, p)) == pytest.approx(float(dice_loss(t, p)))
     with pytest.raises(ValueError):
         get_loss("focal")
+
+
+def _cone_with_tail(shape=(24, 24, 64)) -> np.ndarray:
+    """(1, X, Y, Z, 1): a cord of radius 5 voxels above slice 32 that tapers to radius 1 at slice 12
+    (a conus), and a tail of radius 1 below it."""
+    xx, yy = np.meshgrid(np.arange(shape[0]) - 12, np.arange(shape[1]) - 12, indexing="ij")
+    out = np.zeros(shape, np.float32)
+    for z in range(shape[2]):
+        out[:, :, z] = xx**2 + yy**2 <= (1 + 4 * np.clip((z - 12) / 20, 0, 1)) ** 2
+    return out[None, ..., None]
+
+
+def test_the_soft_skeleton_of_a_tube_is_its_axis_along_its_whole_length():
+    cord = _cone_with_tail()
+    skeleton = np.asarray(soft_skeleton(cord, iterations=8))[0, ..., 0]
+    xx, yy = np.meshgrid(np.arange(24) - 12, np.arange(24) - 12, indexing="ij")
+    near_axis = xx**2 + yy**2 <= 2
+    inner = slice(6, 58)  # away from the tube's flat ends, which thinning erodes from the end faces
+    on_axis = skeleton[near_axis][:, inner].max(axis=0) > 0.5
+    assert on_axis.mean() > 0.85  # on the axis nearly everywhere, the tail too (gaps where the radius steps)
+    assert skeleton[~near_axis].max() < 0.5  # and nowhere else
+    assert skeleton.sum() < 0.1 * cord.sum()  # a thin line, not the volume
+
+
+def test_cldice_counts_a_missed_thin_end_by_its_length():
+    """Missing the thin end (tail and lowest taper) costs Dice its few voxels but clDice its length."""
+    cord = _cone_with_tail()
+    short = cord.copy()
+    short[:, :, :, :20] = 0  # the prediction stops where the tail begins
+    dice_cost, cl_cost = float(dice_loss(cord, short)), float(cldice_loss(cord, short, iterations=8))
+    assert dice_cost < 0.03 and cl_cost > 5 * dice_cost and float(cldice_loss(cord, cord, iterations=8)) < 0.01
+    root = np.zeros_like(cord)
+    root[0, 2:4, 2:4, :, 0] = 1  # a thin strand beside the cord, all false positive
+    assert float(cldice_loss(cord, np.maximum(cord, root), iterations=8)) > 0.1  # precision pays for its length
+    both = get_loss("dice_bce", cldice_weight=0.5)(cord, np.clip(short, 0.01, 0.99))
+    alone = get_loss("dice_bce")(cord, np.clip(short, 0.01, 0.99))
+    assert float(both) == pytest.approx(float(alone) + 0.5 * float(cldice_loss(cord, np.clip(short, 0.01, 0.99))), rel=1e-4)
 
 
 def test_dice_metric_accumulates_hard_dice_over_batches():

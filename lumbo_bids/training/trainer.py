@@ -64,6 +64,7 @@ class TrainConfig:
     plateau_patience: int = 5
     loss: str = options.LOSS
     bce_weight: float = 1.0
+    cldice_weight: float = 0.0
     freeze: str = "none"
     early_stopping_patience: int = options.PATIENCE
     seed: int = 42
@@ -267,7 +268,7 @@ def _compiled_model(
         freeze_fn(model, cfg.freeze)
     model.compile(
         optimizer=_optimizer(cfg),
-        loss=get_loss(cfg.loss, cfg.bce_weight),
+        loss=get_loss(cfg.loss, cfg.bce_weight, cldice_weight=cfg.cldice_weight),
         metrics=[DiceMetric(name="dice")],
     )
     return model
