@@ -69,7 +69,10 @@ def main(argv=None) -> int:
             data, affine, _ = read_volume(anat.path)
             source_affine = affine
             if args.fov:
-                data, affine = field_of_view(data, affine, *args.fov)
+                try:
+                    data, affine = field_of_view(data, affine, *args.fov)
+                except ValueError as error:  # a --fov outside this image: one line, exit status 2
+                    parser.error(f"{anat.path}: --fov {error}")
             thick, thick_affine = reacquire(data, affine, args.plane, args.thickness, args.inplane)
             target = out / anat.path.relative_to(bids_dir)
             target.parent.mkdir(parents=True, exist_ok=True)

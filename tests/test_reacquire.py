@@ -119,3 +119,13 @@ def test_script_cuts_the_field_of_view_of_image_and_mask_alike(ds_spine_mini, tm
     assert bottom == pytest.approx(50.0, abs=0.01)  # the stretch starts 50 mm above the source's bottom edge
     meta = json.loads((out / "sub-sctLumbar" / "anat" / "sub-sctLumbar_T2w.json").read_text())
     assert meta["ReacquiredFieldOfViewMm"] == [50.0, 78.0]
+
+
+def test_a_field_of_view_outside_the_image_is_one_line_naming_it(ds_spine_mini, tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "reacquire.py"), str(ds_spine_mini), str(tmp_path / "fov"),
+         "--participant-label", "sctLumbar", "--fov", "500", "78"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "sub-sctLumbar_T2w.nii.gz: --fov no slice between 500 and 578 mm" in run.stderr.splitlines()[-1]
