@@ -266,6 +266,7 @@ def train_segmentation(train_raw, val_raw, args, run_dir: Path, synthetic=()):
         grey_matter=args.grey_matter,
         end_fraction=args.end_fraction,
         cldice_weight=args.cldice_weight,
+        slice_dice_weight=args.slice_dice_weight,
         synthetic_fraction=None if args.synthetic_only else args.synthetic_fraction,
         patch_size=PATCH_SIZE,
         val_patches_per_case=4,
@@ -485,6 +486,10 @@ def main(argv=None) -> int:
         "--cldice-weight", type=float, default=0.0,
         help="add this times clDice (the skeletons' overlap: a missed thin conus tip costs by its length) to Dice + BCE",
     )  # fmt: skip
+    parser.add_argument(
+        "--slice-dice-weight", type=float, default=0.0,
+        help="add this times the slice-wise Dice (every axial slice counts alike: the thin conus as the enlargement)",
+    )  # fmt: skip
     parser.add_argument("--real-images", action="store_true", help="also train the segmentation on the real images")
     parser.add_argument("--synthetic-fraction", type=float, default=0.4, help="share of synthetic patches (--real-images)")
     parser.add_argument("--no-synthetic", action="store_true", help="train on the real images only (implies --real-images)")
@@ -638,6 +643,7 @@ def main(argv=None) -> int:
                 "grey_matter": args.grey_matter,
                 "end_fraction": args.end_fraction,
                 "cldice_weight": args.cldice_weight,
+                "slice_dice_weight": args.slice_dice_weight,
                 "phantom_roots": args.phantom_roots,
                 "dorsal_cord": args.dorsal_cord,
             },  # fmt: skip

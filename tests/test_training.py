@@ -16,7 +16,15 @@ from lumbo_bids.training.cases import TrainingCase
 from lumbo_bids.training.curves import plot_history
 from lumbo_bids.training.devices import accelerators, mixed_policy, select_strategy
 from lumbo_bids.training.history import read_metrics
-from lumbo_bids.training.losses import DiceMetric, cldice_loss, dice_bce_loss, dice_loss, get_loss, soft_skeleton
+from lumbo_bids.training.losses import (
+    DiceMetric,
+    cldice_loss,
+    dice_bce_loss,
+    dice_loss,
+    get_loss,
+    slice_dice_loss,
+    soft_skeleton,
+)
 from lumbo_bids.training.trainer import TrainConfig, TrainResult, train
 
 PATCH = (16, 16, 16)
@@ -95,6 +103,30 @@ def test_cldice_counts_a_missed_thin_end_by_its_length():
     both = get_loss("dice_bce", cldice_weight=0.5)(cord, np.clip(short, 0.01, 0.99))
     alone = get_loss("dice_bce")(cord, np.clip(short, 0.01, 0.99))
     assert float(both) == pytest.approx(float(alone) + 0.5 * float(cldice_loss(cord, np.clip(short, 0.01, 0.99))), rel=1e-4)
+
+
+def test_slice_dice_counts_every_slice_of_a_missed_thin_end_alike():
+    """Missing the conus below slice 20 costs Dice a few voxels but the slice-wise Dice 20 of 64
+    slices; a root strand below a cord that stopped in time costs its slices too."""
+    cord = _cone_with_tail()
+    assert float(slice_dice_loss(cord, cord)) < 0.01
+    short = cord.copy()
+    short[:, :, :, :20] = 0
+    dice_cost, slice_cost = float(dice_loss(cord, short)), float(slice_dice_loss(cord, short))
+    voxels = cord[0, :, :, :20, 0].sum(axis=(0, 1))  # each missed slice: Dice 1 / (voxels + 1), smooth 1
+    assert dice_cost < 0.03 and slice_cost == pytest.approx(np.sum(1 - 1 / (voxels + 1)) / 64, rel=1e-4)
+    tip = cord.copy()
+    tip[:, :, :, :12] = 0  # the cord ends at its taper, slices 0-11 are empty in the truth
+    root = tip.copy()
+    root[0, 2:4, 2:4, :12, 0] = 1  # a strand marked below the end
+    assert float(slice_dice_loss(tip, root)) == pytest.approx(12 / 64 * (1 - 1 / 5), rel=1e-4)  # 4 voxels a slice
+    assert float(dice_loss(tip, root)) < 0.02
+    empty = np.zeros_like(cord)
+    assert float(slice_dice_loss(empty, empty)) == pytest.approx(0.0, abs=1e-6)  # nothing to score, no cost
+    both = get_loss("dice_bce", slice_dice_weight=0.5)(cord, np.clip(short, 0.01, 0.99))
+    alone = get_loss("dice_bce")(cord, np.clip(short, 0.01, 0.99))
+    expected = float(alone) + 0.5 * float(slice_dice_loss(cord, np.clip(short, 0.01, 0.99)))
+    assert float(both) == pytest.approx(expected, rel=1e-4)
 
 
 def test_dice_metric_accumulates_hard_dice_over_batches():

@@ -5,7 +5,10 @@ Everything is computed in float32 whatever the dtype of the model's output (a
 whole batch (all voxels of all patches together, as SCT's ``dice_coef_loss``), which keeps it
 defined for patches without cord. :func:`cldice_loss` (Shit et al., CVPR 2021) scores the
 skeletons instead of the volumes: a thin end that the prediction misses (the conus tip, a few
-mm^2 over 10-20 mm) costs by its length, not by its few voxels.
+mm^2 over 10-20 mm) costs by its length, not by its few voxels. :func:`slice_dice_loss` scores
+every axial slice (along the patch's last spatial axis, the cord's) on its own, so a slice of the
+thin conus counts as much as a slice of the enlargement, and a root marked below the tip costs a
+whole slice.
 """
 
 from __future__ import annotations
@@ -108,9 +111,30 @@ def cldice_loss(y_true: Any, y_pred: Any, iterations: int = 10, smooth: float = 
     return 1.0 - 2.0 * precision * sensitivity / (precision + sensitivity)
 
 
-def get_loss(name: str, bce_weight: float = 1.0, smooth: float = 1.0, cldice_weight: float = 0.0) -> Callable[[Any, Any], Any]:
+@keras.saving.register_keras_serializable(package="lumbo_bids")
+def slice_dice_loss(y_true: Any, y_pred: Any, smooth: float = 1.0) -> Any:
+    """``1 -`` the mean soft Dice of the axial slices of ``(B, X, Y, Z, 1)`` maps that have cord in the
+    target or the prediction (a slice's weight: the larger of its target and predicted sums, capped at 1,
+    so that empty slices predicted empty do not count). float32 scalar in [0, 1].
+
+    The volume Dice counts voxels, so missing the last 10 mm of a tapering conus (a few voxels per
+    slice) costs it little; here each of those slices costs nearly 1, as does each slice of a root
+    or filum marked below the tip.
+    """
+    t, p = _as_float32(y_true, y_pred)
+    intersection = ops.sum(t * p, axis=(1, 2, 4))
+    sums = ops.sum(t, axis=(1, 2, 4)), ops.sum(p, axis=(1, 2, 4))
+    dice = (2.0 * intersection + smooth) / (sums[0] + sums[1] + smooth)
+    weight = ops.minimum(ops.maximum(sums[0], sums[1]), 1.0)
+    return ops.sum(weight * (1.0 - dice)) / (ops.sum(weight) + _EPSILON)
+
+
+def get_loss(
+    name: str, bce_weight: float = 1.0, smooth: float = 1.0, cldice_weight: float = 0.0, slice_dice_weight: float = 0.0
+) -> Callable[[Any, Any], Any]:
     """The loss function called ``name`` (``"dice"`` or ``"dice_bce"``) with its settings bound,
-    plus ``cldice_weight`` times :func:`cldice_loss` when that is above 0.
+    plus ``cldice_weight`` times :func:`cldice_loss` and ``slice_dice_weight`` times
+    :func:`slice_dice_loss` when those are above 0.
 
     Returns
     -------
@@ -134,6 +158,12 @@ def get_loss(name: str, bce_weight: float = 1.0, smooth: float = 1.0, cldice_wei
 
         def loss(y_true: Any, y_pred: Any) -> Any:
             return volume(y_true, y_pred) + cldice_weight * cldice_loss(y_true, y_pred, smooth=smooth)
+
+    if slice_dice_weight > 0:
+        before = loss
+
+        def loss(y_true: Any, y_pred: Any) -> Any:
+            return before(y_true, y_pred) + slice_dice_weight * slice_dice_loss(y_true, y_pred, smooth)
 
     loss.__name__ = name
     return loss

@@ -65,6 +65,7 @@ class TrainConfig:
     loss: str = options.LOSS
     bce_weight: float = 1.0
     cldice_weight: float = 0.0
+    slice_dice_weight: float = 0.0
     freeze: str = "none"
     early_stopping_patience: int = options.PATIENCE
     seed: int = 42
@@ -268,7 +269,7 @@ def _compiled_model(
         freeze_fn(model, cfg.freeze)
     model.compile(
         optimizer=_optimizer(cfg),
-        loss=get_loss(cfg.loss, cfg.bce_weight, cldice_weight=cfg.cldice_weight),
+        loss=get_loss(cfg.loss, cfg.bce_weight, cldice_weight=cfg.cldice_weight, slice_dice_weight=cfg.slice_dice_weight),
         metrics=[DiceMetric(name="dice")],
     )
     return model
