@@ -280,7 +280,7 @@ def train_segmentation(train_raw, val_raw, args, run_dir: Path, synthetic=()):
 
         model_fn = distilled(
             model_fn, load_artifact(args.teacher).build_model, args.distil_weight, args.distil_through_only,
-            clean_view=args.teacher_view == "clean",
+            clean_view=args.teacher_view == "clean", full_width=args.distil_full_width,
         )  # fmt: skip
     tuned = fine_tune(
         model_fn, train_raw, val_raw, cfg, run_dir / "data", run_dir / "training",
@@ -325,7 +325,9 @@ def init_model_card(init_model: Path, member: int) -> dict:
     }
 
 
-def teacher_card(teacher: Path, weight: float, through_only: bool = False, clean_view: bool = False) -> dict:
+def teacher_card(
+    teacher: Path, weight: float, through_only: bool = False, clean_view: bool = False, full_width: float = 0.0
+) -> dict:
     """What the model card says of a distillation teacher: its name, checksum, members and weight."""
     from lumbo_bids.model.artifact import load_artifact
 
@@ -339,6 +341,11 @@ def teacher_card(teacher: Path, weight: float, through_only: bool = False, clean
         "distil_weight": weight,
         "target": "(1 - distil_weight) * label + distil_weight * teacher probability (lumbo_bids.training.distil)",
         **({"through_only": "the teacher only on patches the labelled cord crosses along z"} if through_only else {}),
+        **(
+            {"full_width": f"and only where no labelled slice is below {full_width:g} of the widest one's area (no taper)"}
+            if full_width
+            else {}
+        ),
         **({"view": "clean: the patch before contrast, resolution and artefacts (augment.augment_pair)"} if clean_view else {}),
     }
 
@@ -438,6 +445,11 @@ def main(argv=None) -> int:
         help="the --teacher only on patches that the labelled cord crosses along z; where it ends or is absent, the label",
     )  # fmt: skip
     parser.add_argument(
+        "--distil-full-width", type=float, default=0.0,
+        help="with --distil-through-only: the teacher only on patches whose thinnest labelled slice keeps this share of "
+        "the widest one's area (0.5: not where the conus tapers)",
+    )  # fmt: skip
+    parser.add_argument(
         "--teacher-view", choices=("augmented", "clean"), default="augmented",
         help="what the --teacher sees: the student's augmented patch, or the clean patch (spatial augmentation only: "
         "no contrast, thick slices, artefacts or noise; lumbo_bids.training.distil)",
@@ -508,6 +520,8 @@ def main(argv=None) -> int:
         parser.error("--loso-only needs --real-images or --no-synthetic (a synthetic-only run holds out every real image)")
     if not 0.0 <= args.distil_weight <= 1.0:
         parser.error(f"--distil-weight must be in [0, 1], got {args.distil_weight}")
+    if args.distil_full_width and not (args.distil_through_only and 0.0 < args.distil_full_width <= 1.0):
+        parser.error(f"--distil-full-width must be in (0, 1] and needs --distil-through-only, got {args.distil_full_width}")
     if args.teacher_view == "clean" and args.teacher is None:
         parser.error("--teacher-view clean needs a --teacher")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -649,7 +663,11 @@ def main(argv=None) -> int:
             },  # fmt: skip
             **({"init_model": init_model_card(args.init_model, args.init_member)} if args.init_model else {}),
             **(
-                {"teacher": teacher_card(args.teacher, args.distil_weight, args.distil_through_only, clean)}
+                {
+                    "teacher": teacher_card(
+                        args.teacher, args.distil_weight, args.distil_through_only, clean, args.distil_full_width
+                    )
+                }
                 if args.teacher
                 else {}
             ),

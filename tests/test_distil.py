@@ -52,6 +52,23 @@ def test_through_only_keeps_the_teacher_off_patches_where_the_cord_ends():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(blended.soft_target(x, y)), 0.5 * y + 0.4, atol=1e-6)
 
 
+def test_full_width_keeps_the_teacher_off_a_taper_that_crosses_the_patch():
+    """A cord that crosses the patch but tapers inside it (the upper conus, its tip below the patch)
+    gets the label alone with full_width; a cord of constant width keeps its teacher."""
+    distiller = Distiller(tiny_net(), constant_net(0.8), weight=0.5, through_only=True, full_width=0.5)
+    y = np.zeros((2, *PATCH, 1), np.float32)
+    y[0, 2:7, 2:7, :, 0] = 1  # 25 voxels on every slice
+    y[1, 2:7, 2:7, PATCH[2] // 2 :, 0] = 1  # full width above the middle,
+    y[1, 4:6, 4:6, : PATCH[2] // 2, 0] = 1  # 4 voxels below: crossed, but a taper
+    target = keras.ops.convert_to_numpy(distiller.soft_target(np.zeros_like(y), y))
+    np.testing.assert_allclose(target[0], 0.5 * y[0] + 0.4, atol=1e-6)
+    np.testing.assert_allclose(target[1], y[1], atol=1e-6)
+    loose = Distiller(tiny_net(), constant_net(0.8), weight=0.5, through_only=True, full_width=0.1)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loose.soft_target(np.zeros_like(y), y))[1], 0.5 * y[1] + 0.4, atol=1e-6)
+    with pytest.raises(ValueError, match="full_width"):
+        Distiller(tiny_net(), constant_net(0.8), weight=0.5, full_width=0.5)  # needs through_only
+
+
 def test_settings_that_cannot_work_are_refused():
     with pytest.raises(ValueError, match="weight"):
         Distiller(tiny_net(), constant_net(0.5), weight=1.5)

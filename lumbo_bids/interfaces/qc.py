@@ -50,15 +50,14 @@ class QCFlags(SimpleInterface):
         if geometry.crop is None or prob.shape != geometry.crop.shape:
             raise LumboError(f"{self.inputs.prob_stack}: probability of shape {prob.shape} is not on the crop grid")
         resolution = float(np.mean(geometry.resampled.zooms))
-        support = None
-        if isdefined(self.inputs.support_stack):
+        support, manual = None, isdefined(self.inputs.support_stack)  # manual: the support is a manual mask
+        if manual:
             support = np.load(self.inputs.support_stack).any(axis=(0, 1))
         elif isdefined(self.inputs.heatmap_file):
             heat, _, _ = read_volume(self.inputs.heatmap_file)
             support = support_from_heatmap(crop_around_centerline(heat, geometry.crop), resolution)
         if isdefined(self.inputs.native_mask) and not np.any(read_volume(self.inputs.native_mask)[0]):
             mask = np.zeros_like(mask)
-        manual = isdefined(self.inputs.support_stack)
         measures = qc_measures(prob, mask, resolution, geometry.crop.centers, image, support, manual)
         flags = raised_flags(measures)
         self._results["flags"] = flags
