@@ -8,7 +8,9 @@ participant level does (:meth:`lumbo_bids.model.predictor.Predictor`: the model'
 prediction, post-processing). The table gives, per model, root layout, contrast and condition,
 the median end gap (predicted lowest slice minus the tip, mm: + stops short, - marks roots or filum
 below the tip), the share of phantoms that end within ``--within`` mm of the tip, the median Dice
-of the last 30 mm above the tip and of the whole cord.
+of the last 30 mm above the tip and of the whole cord, and how often the cord-end QC flags
+(``cord_end_uncertain``, ``cord_stops_short``; :mod:`lumbo_bids.qc`, without a manual mask) are
+raised on ends more than ``--within`` mm off the tip and on the others.
 
 Usage::
 
@@ -37,7 +39,21 @@ from evaluate_base_models import CONDITIONS  # noqa: E402
 from lumbo_bids.training import conus_bench, synth  # noqa: E402
 
 LOGGER = logging.getLogger("lumbo_bids.evaluate_conus")
-COLUMNS = ("model", "layout", "contrast", "condition", "seed", "end_gap_mm", "below_tip_mm3", "end_dice", "dice")
+COLUMNS = (
+    "model", "layout", "contrast", "condition", "seed", "end_gap_mm", "below_tip_mm3", "end_dice", "dice", "end_flags",
+)  # fmt: skip
+END_FLAGS = ("cord_end_uncertain", "cord_stops_short")
+
+
+def end_flags(probability: np.ndarray, mask: np.ndarray, image: np.ndarray, resolution: float) -> list[str]:
+    """The cord-end QC flags the participant level would raise on this output without a manual
+    mask (the crop's centre is the canal's; every imaged slice may hold cord)."""
+    from lumbo_bids.qc import qc_measures, raised_flags
+
+    if not mask.any():
+        return []
+    measures = qc_measures(probability, mask, resolution, image=image)
+    return [flag for flag in raised_flags(measures) if flag in END_FLAGS]
 
 
 def summary_table(rows: list[dict], within: float) -> str:
@@ -46,8 +62,9 @@ def summary_table(rows: list[dict], within: float) -> str:
     for row in rows:
         groups.setdefault((row["model"], row["layout"], row["contrast"], row["condition"]), []).append(row)
     lines = [
-        f"| model | roots | contrast | condition | end gap, median (min / max), mm | within {within:g} mm | end Dice | Dice |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| model | roots | contrast | condition | end gap, median (min / max), mm | within {within:g} mm "
+        "| end Dice | Dice | end flagged: off / at the tip |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for (model, layout, contrast, condition), members in groups.items():
         gaps = np.array([float(r["end_gap_mm"]) for r in members])
@@ -56,9 +73,10 @@ def summary_table(rows: list[dict], within: float) -> str:
         gap = f"{np.median(finite):+.1f} ({finite.min():+.1f} / {finite.max():+.1f})" if finite.size else "empty"
         end_dice = np.median([float(r["end_dice"]) for r in members])
         dice = np.median([float(r["dice"]) for r in members])
+        flagged = np.array([bool(r["end_flags"]) for r in members])
         lines.append(
             f"| {model} | {layout} | {contrast} | {condition} | {gap} | {near.sum()}/{len(members)} "
-            f"| {end_dice:.3f} | {dice:.3f} |"
+            f"| {end_dice:.3f} | {dice:.3f} | {flagged[~near].sum()}/{(~near).sum()} / {flagged[near].sum()}/{near.sum()} |"
         )
     return "\n".join(lines)
 
@@ -93,12 +111,15 @@ def main(argv=None) -> int:
                 for condition in args.conditions:
                     image = CONDITIONS[condition](clean, cord)
                     for name, predictor in predictors:
-                        predicted = predictor.mask(predictor.probability(predictor.standardise(image)))
+                        probability = predictor.probability(predictor.standardise(image))
+                        predicted = predictor.mask(probability)
                         scores = conus_bench.end_scores(predicted, cord, resolution)
+                        flags = end_flags(probability, predicted, image, resolution)
                         LOGGER.info("%s %s %s %s seed %d: %s", name, layout, contrast, condition, seed, scores)
                         rows.append(
                             {"model": name, "layout": layout, "contrast": contrast, "condition": condition, "seed": seed}
                             | {k: f"{v:.4f}" for k, v in scores.items()}
+                            | {"end_flags": " ".join(flags)}
                         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as handle:
