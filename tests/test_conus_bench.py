@@ -64,3 +64,46 @@ def test_end_scores_measure_a_short_end_and_roots_below_the_tip():
     assert np.isnan(conus_bench.end_scores(np.zeros_like(cord), cord, 0.5)["end_gap_mm"])
     with pytest.raises(ValueError, match="same 3D shape"):
         conus_bench.end_scores(cord[..., :50], cord, 0.5)
+
+
+def _script():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    sys.path.insert(0, str(scripts))  # it imports evaluate_base_models beside it
+    spec = importlib.util.spec_from_file_location("evaluate_conus_phantoms", scripts / "evaluate_conus_phantoms.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_summary_counts_ends_off_the_tip_and_their_flags():
+    script = _script()
+    rows = [
+        {"model": "m", "layout": "spread", "contrast": "T2w", "condition": "as_acquired", "end_gap_mm": gap,
+         "end_dice": "0.8", "dice": "0.9", "end_flags": flags}
+        for gap, flags in (("12.0", "cord_end_uncertain"), ("8.0", ""), ("1.0", ""), ("-2.0", "cord_stops_short"))
+    ]  # fmt: skip
+    line = script.summary_table(rows, within=5.0).splitlines()[-1]
+    assert "+4.5 (-2.0 / +12.0)" in line  # median of 12, 8, 1, -2
+    assert "| 2/4 |" in line  # two ends within 5 mm of the tip
+    assert line.endswith("| 1/2 / 1/2 |")  # one of the two off ends flagged, one of the two good ones
+
+
+def test_the_script_scores_a_model_on_a_phantom(tmp_path, capsys):
+    """End to end with the shipped network on one phantom: one TSV row per image, a finite end."""
+    from pathlib import Path
+
+    script = _script()
+    model = Path(__file__).resolve().parents[1] / "lumbo_bids" / "data" / "models" / "cord_seg"
+    out = tmp_path / "conus.tsv"
+    args = [str(model), "--phantoms", "1", "--layouts", "none", "--contrasts", "T2w", "--conditions", "as_acquired"]
+    assert script.main([*args, "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0].split("\t") == list(script.COLUMNS) and len(lines) == 2
+    row = dict(zip(script.COLUMNS, lines[1].split("\t")))
+    assert (row["layout"], row["contrast"], row["seed"]) == ("none", "T2w", "10000")
+    assert np.isfinite(float(row["end_gap_mm"])) and 0.5 < float(row["dice"]) <= 1.0
+    assert "| none | T2w | as_acquired |" in capsys.readouterr().out
