@@ -50,8 +50,6 @@ def end_flags(probability: np.ndarray, mask: np.ndarray, image: np.ndarray, reso
     mask (the crop's centre is the canal's; every imaged slice may hold cord)."""
     from lumbo_bids.qc import qc_measures, raised_flags
 
-    if not mask.any():
-        return []
     measures = qc_measures(probability, mask, resolution, image=image)
     return [flag for flag in raised_flags(measures) if flag in END_FLAGS]
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from lumbo_bids.metrics import dice
 from lumbo_bids.training import synth
 
 #: Class means of the plain contrasts (classes of :mod:`lumbo_bids.training.synth`): on T2w the cord
@@ -83,10 +84,6 @@ def end_scores(predicted: np.ndarray, cord: np.ndarray, resolution: float) -> di
     tip = int(np.flatnonzero(cord.any(axis=(0, 1)))[0])
     lowest = np.flatnonzero(predicted.any(axis=(0, 1)))
     top = tip + int(round(END_MM / resolution))
-
-    def dice(a, b):
-        total = a.sum() + b.sum()
-        return float(2.0 * (a & b).sum() / total) if total else 1.0
 
     return {
         "end_gap_mm": float((lowest[0] - tip) * resolution) if lowest.size else float("nan"),
