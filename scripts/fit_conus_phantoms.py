@@ -43,6 +43,7 @@ import lumbo_bids  # noqa: E402, F401 (its TensorFlow defaults before TensorFlow
 LOGGER = logging.getLogger("lumbo_bids.fit_conus")
 LAYOUTS = ("none", "spread", "dorsal")
 TIP_WINDOW_MM = 3.0
+PATCH = 48
 
 
 def phantom_case(seed: int, layout: str, contrast: str, standardise, shape=(64, 64, 300)) -> dict:
@@ -155,7 +156,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--shape", type=int, nargs=3, default=(64, 64, 300), help="phantom grid (0.5 mm voxels)")
     parser.add_argument("--evaluate-every", type=int, default=0, help="also evaluate every N steps (0: at the end only)")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name in ("steps", "batch", "phantoms", "held_out"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if min(args.shape) < PATCH:
+        parser.error(f"--shape {' '.join(map(str, args.shape))}: every side must hold a {PATCH}-voxel patch")
+    return args
 
 
 def main(argv=None) -> int:
@@ -187,7 +194,7 @@ def main(argv=None) -> int:
     report = {"arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "evaluations": []}
     started, trained = time.time(), 0.0
     for step in range(1, args.steps + 1):
-        x, y = training_batch(train, args.batch, 48, args.tip_share, rng, synthetic=args.synthetic, augment=augment)
+        x, y = training_batch(train, args.batch, PATCH, args.tip_share, rng, synthetic=args.synthetic, augment=augment)
         loss = model.train_on_batch(x, y)
         if step == 1 or step % max(1, args.steps // 10) == 0:
             LOGGER.info("step %d/%d: loss %.4f (%.0f s)", step, args.steps, float(np.ravel(loss)[0]), time.time() - started)

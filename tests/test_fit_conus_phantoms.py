@@ -72,3 +72,12 @@ def test_a_short_run_writes_its_report(fit, tmp_path):
     assert [e["step"] for e in report["evaluations"]] == [1, 2] and report["step"] == 2
     assert report["training"]["summary"]["cases"] == 2 and len(report["held_out"]["rows"]) == 6
     assert {row["layout"] for row in report["held_out"]["rows"]} == {"none", "spread", "dorsal"}
+
+
+@pytest.mark.parametrize("argv", [["--steps", "0"], ["--phantoms", "0"], ["--shape", "32", "64", "300"]])
+def test_bad_arguments_are_one_line_errors(fit, tmp_path, argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        fit.main(["--out", str(tmp_path / "fit.json"), *argv])
+    assert stop.value.code == 2 and not (tmp_path / "fit.json").exists()
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "error: --" in last and ("at least 1" in last or "patch" in last)
