@@ -56,13 +56,11 @@ def phantom_case(seed: int, layout: str, contrast: str, standardise, shape=(64, 
 
 
 def _patch_image(case: dict, window, rng: np.random.Generator, synthetic: bool, augment) -> tuple:
-    from lumbo_bids.intensity import robust_standardise
     from lumbo_bids.training.augment import augment_pair
-    from lumbo_bids.training.synth import synthesise
+    from lumbo_bids.training.streams import synthetic_patch
 
-    if synthetic:
-        image = synthesise(case["labels"][window], rng)  # standardised as the recipe's synthetic patches
-        image = robust_standardise(image, np.ones(image.shape, dtype=bool)).astype(np.float32)
+    if synthetic:  # the recipe's synthetic patch (a new contrast, standardised), seeded from rng
+        image = synthetic_patch(case["labels"][window], int(rng.integers(0, 2**62))).astype(np.float32)
     else:
         image = case["image"][window]
     target = case["cord"][window]
@@ -104,8 +102,8 @@ def end_row(predictor, case: dict) -> dict:
     mask = predictor.mask(probability)
     scores = conus_bench.end_scores(mask, case["cord"], resolution)
     tip = int(np.flatnonzero(case["cord"].any(axis=(0, 1)))[0])
-    lowest = np.flatnonzero(mask.any(axis=(0, 1)))
-    csa = float(case["cord"][..., lowest[0]].sum()) * resolution**2 if lowest.size else float("nan")
+    gap = scores["end_gap_mm"]  # NaN: an empty prediction
+    csa = float("nan") if np.isnan(gap) else float(case["cord"][..., tip + int(round(gap / resolution))].sum()) * resolution**2
     near = probability[..., tip : tip + int(round(TIP_WINDOW_MM / resolution))]
     return {
         "layout": case["layout"], "end_gap_mm": scores["end_gap_mm"], "csa_at_end_mm2": csa, "dice": scores["dice"],
@@ -202,7 +200,7 @@ def main(argv=None) -> int:
             trained = time.time() - started
             report["evaluations"].append(evaluate(predictor, {"training": train, "held_out": held}, step))
             started = time.time() - trained  # evaluation time is not training time
-    report.update(seconds=trained, **report["evaluations"][-1])
+    report["seconds"] = trained  # the last evaluation is report["evaluations"][-1]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(args.out.suffix + ".tmp")
     tmp.write_text(json.dumps(report, indent=1))

@@ -63,7 +63,7 @@ def _stream(
         epoch += 1
 
 
-def _synthetic_patch(labels: np.ndarray, seed: int, grey_matter: float = 0.0) -> np.ndarray:
+def synthetic_patch(labels: np.ndarray, seed: int, grey_matter: float = 0.0) -> np.ndarray:
     """A new synthetic image of a label patch, standardised like a real one."""
     from ..intensity import robust_standardise
     from .synth import synthesise
@@ -133,7 +133,7 @@ def iter_patches(
     def sample(item: tuple) -> tuple[np.ndarray, np.ndarray]:
         image, mask = (extract_patch(v, item[1], size).astype(np.float32, copy=False) for v in volumes.pair(item[0]))
         if cases[item[0]].synthetic:
-            image = _synthetic_patch(image, item[2], grey_matter)
+            image = synthetic_patch(image, item[2], grey_matter)
         return image, mask
 
     return _stream(plan, sample, seed, training, start_epoch)
