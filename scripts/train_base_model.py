@@ -171,6 +171,20 @@ def phantom_cases(
     return cases
 
 
+def weigh_phantoms(label_maps: list, phantoms: list, share: float | None) -> list:
+    """``phantoms`` weighted so that together they draw ``share`` of the synthetic patches (the
+    ``label_maps`` the rest; :attr:`lumbo_bids.training.cases.TrainingCase.weight`), or as they are
+    (``None``: every synthetic case alike)."""
+    from dataclasses import replace
+
+    if share is None or not phantoms:
+        return phantoms
+    if not label_maps:
+        raise SystemExit("--phantom-share: there are no label maps to share the synthetic patches with")
+    weight = share / (1.0 - share) * len(label_maps) / len(phantoms)
+    return [replace(case, weight=weight) for case in phantoms]
+
+
 def localiser_synthetic_cases(label_dir: Path, n_phantoms: int, out_dir: Path, seed: int, dorsal_roots: float) -> list:
     """Synthetic cases for the localiser, on its 1 mm grid: the label maps' whole extent and
     ``n_phantoms`` conus phantoms 96 x 96 x 160 mm (:func:`lumbo_bids.training.synth.conus_phantom`).
@@ -467,6 +481,10 @@ def main(argv=None) -> int:
     parser.add_argument("--label-maps", type=Path, default=REPO / "examples" / "label-maps-spinegeneric")
     parser.add_argument("--phantoms", type=int, default=10, help="procedural lumbar label maps (conus, cauda equina)")
     parser.add_argument(
+        "--phantom-share", type=float, default=None,
+        help="share of the synthetic patches drawn from the --phantoms (the label maps the rest; default: every case alike)",
+    )  # fmt: skip
+    parser.add_argument(
         "--dorsal-roots", type=float, default=0.0,
         help="share of the phantoms whose nerve roots lie in one dorsal bundle (supine patients)",
     )  # fmt: skip
@@ -522,6 +540,8 @@ def main(argv=None) -> int:
         parser.error(f"--distil-weight must be in [0, 1], got {args.distil_weight}")
     if args.distil_full_width and not (args.distil_through_only and 0.0 < args.distil_full_width <= 1.0):
         parser.error(f"--distil-full-width must be in (0, 1] and needs --distil-through-only, got {args.distil_full_width}")
+    if args.phantom_share is not None and not 0.0 < args.phantom_share < 1.0:
+        parser.error(f"--phantom-share must be in (0, 1), got {args.phantom_share}")
     if args.teacher_view == "clean" and args.teacher is None:
         parser.error("--teacher-view clean needs a --teacher")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -613,9 +633,10 @@ def main(argv=None) -> int:
         "generator": f"lumbo_bids.training.synth.{PHANTOM_MODELS[args.phantom_model]}",
         "dorsal_roots": args.dorsal_roots,
         "dorsal_cord": args.dorsal_cord,
+        "share_of_synthetic_patches": args.phantom_share,
         "seed": args.seed,
     }
-    synthetic += phantoms
+    synthetic += weigh_phantoms(synthetic, phantoms, args.phantom_share)
     reproduce = " ".join(["scripts/train_base_model.py", *(sys.argv[1:] if argv is None else argv)])
     if args.loso_only:
         loso = leave_one_subject_out(raw, subjects, args, synthetic)
@@ -660,6 +681,7 @@ def main(argv=None) -> int:
                 "slice_dice_weight": args.slice_dice_weight,
                 "phantom_roots": args.phantom_roots,
                 "dorsal_cord": args.dorsal_cord,
+                "phantom_share": args.phantom_share,
             },  # fmt: skip
             **({"init_model": init_model_card(args.init_model, args.init_member)} if args.init_model else {}),
             **(

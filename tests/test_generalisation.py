@@ -202,6 +202,50 @@ def test_synthetic_fraction_sets_the_share_of_synthetic_patches(tmp_path):
         iter_patches(real, (16, 16, 16), synthetic_fraction=1.5)
 
 
+def test_case_weights_set_each_cases_share_of_the_patches(tmp_path):
+    """TrainingCase.weight: a case of weight 3 draws three times the patches of one of weight 1; equal
+    weights draw the very stream of unweighted cases (the recorded recipes reproduce)."""
+    from dataclasses import replace
+
+    cord, _ = _cord_and_csf((40, 40, 60))
+    np.save(tmp_path / "cord.npy", cord.astype(np.uint8))
+    cases = []
+    for k in range(3):  # a constant image per case: its value names the case a patch came from
+        np.save(tmp_path / f"image{k}.npy", np.full(cord.shape, k + 1, dtype=np.float32))
+        cases.append(TrainingCase(f"sub-{k}", f"real{k}", tmp_path / f"image{k}.npy", tmp_path / "cord.npy"))
+
+    def owners(cases, n=100, **kw):
+        stream = iter_patches(cases, (16, 16, 16), patches_per_epoch=n, seed=0, **kw)
+        return np.array([int(next(stream)[0].max()) for _ in range(n)])
+
+    weighted = [cases[0], replace(cases[1], weight=3.0), replace(cases[2], weight=6.0)]
+    assert np.bincount(owners(weighted), minlength=4)[1:].tolist() == [10, 30, 60]
+    assert np.bincount(owners(weighted, n=7), minlength=4).sum() == 7  # shares that do not divide evenly
+    np.testing.assert_array_equal(owners([replace(c, weight=2.0) for c in cases]), owners(cases))
+    with pytest.raises(ValueError, match="weight"):
+        iter_patches([replace(cases[0], weight=0.0), cases[1]], (16, 16, 16))
+
+
+def test_phantom_share_weighs_the_phantoms_against_the_label_maps(tmp_path):
+    """train_base_model --phantom-share S: the phantoms together draw S of the synthetic patches,
+    whatever their number."""
+    import sys
+
+    sys.path.insert(0, str(LABEL_MAPS.parents[1] / "scripts"))
+    from train_base_model import main, weigh_phantoms
+
+    maps = [TrainingCase(f"synth-{k}", f"m{k}", tmp_path / "a.npy", tmp_path / "b.npy", synthetic=True) for k in range(10)]
+    phantoms = [TrainingCase(f"phantom-{k}", f"p{k}", tmp_path / "a.npy", tmp_path / "b.npy", synthetic=True) for k in range(120)]
+    weighted = weigh_phantoms(maps, phantoms, 0.5)
+    assert sum(c.weight for c in weighted) == pytest.approx(sum(c.weight for c in maps))
+    assert sum(c.weight for c in weigh_phantoms(maps, phantoms, 0.8)) == pytest.approx(4 * len(maps))
+    assert weigh_phantoms(maps, phantoms, None) == phantoms
+    with pytest.raises(SystemExit, match="no label maps"):
+        weigh_phantoms([], phantoms, 0.5)
+    with pytest.raises(SystemExit):
+        main(["--phantom-share", "1.0"])
+
+
 def test_synthetic_case_draws_a_new_image_every_epoch(tmp_path):
     cord, csf = _cord_and_csf((40, 40, 60))
     np.save(tmp_path / "labels.npy", derive_labels(cord, csf))

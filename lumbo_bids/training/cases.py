@@ -26,6 +26,7 @@ class TrainingCase:
     image: Path  # .npy float32 (X, Y, Z); for a synthetic case, uint8 labels (lumbo_bids.training.synth)
     mask: Path  # .npy uint8, same shape, binary
     synthetic: bool = False  # image is a label map: every patch drawn from it is a new synthetic image
+    weight: float = 1.0  # its share of the patches among the cases of its kind (synthetic or real), relative
 
 
 class CaseVolumes:

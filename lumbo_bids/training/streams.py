@@ -22,19 +22,39 @@ from .patches import extract_patch, gaussian_heatmap_2d, patch_bounds, sample_pa
 Sample = tuple[np.ndarray, np.ndarray, np.int64]
 
 
-def _cases_per_sample(n_cases: int, n_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """Balanced assignment of samples to cases (each case ``n // n_cases`` times, or once more)."""
-    return np.sort(np.resize(rng.permutation(n_cases), n_samples))
+def _cases_per_sample(n_cases: int, n_samples: int, rng: np.random.Generator, weights=None) -> np.ndarray:
+    """Balanced assignment of samples to cases (each case ``n // n_cases`` times, or once more), or
+    in proportion to ``weights`` (each case the floor of its share, the rest drawn by the fractions)."""
+    if weights is None or np.all(np.asarray(weights) == weights[0]):
+        return np.sort(np.resize(rng.permutation(n_cases), n_samples))
+    share = n_samples * np.asarray(weights, dtype=float) / float(np.sum(weights))
+    counts = np.floor(share).astype(int)
+    rest, fraction = n_samples - int(counts.sum()), share - counts
+    if rest > 0:
+        counts[rng.choice(n_cases, size=rest, replace=False, p=fraction / fraction.sum())] += 1
+    return np.repeat(np.arange(n_cases), counts)
 
 
-def _owners(synthetic: np.ndarray, n_samples: int, rng: np.random.Generator, fraction: float | None) -> np.ndarray:
-    """Case of every sample: balanced over the cases, or ``fraction`` of them synthetic."""
+def _owners(
+    synthetic: np.ndarray, n_samples: int, rng: np.random.Generator, fraction: float | None, weights: np.ndarray
+) -> np.ndarray:
+    """Case of every sample: over the cases by their ``weights``, or ``fraction`` of them synthetic."""
     if fraction is None or synthetic.all() or not synthetic.any():
-        return _cases_per_sample(len(synthetic), n_samples, rng)
+        return _cases_per_sample(len(synthetic), n_samples, rng, weights)
     n_syn = int(round(n_samples * fraction))
     syn, real = np.flatnonzero(synthetic), np.flatnonzero(~synthetic)
-    picks = [syn[_cases_per_sample(len(syn), n_syn, rng)], real[_cases_per_sample(len(real), n_samples - n_syn, rng)]]
+    picks = [
+        syn[_cases_per_sample(len(syn), n_syn, rng, weights[syn])],
+        real[_cases_per_sample(len(real), n_samples - n_syn, rng, weights[real])],
+    ]
     return np.sort(np.concatenate(picks))
+
+
+def _weights(cases: Sequence[TrainingCase]) -> np.ndarray:
+    weights = np.array([c.weight for c in cases], dtype=float)
+    if not (np.isfinite(weights).all() and (weights > 0).all()):
+        raise ValueError(f"every case's weight must be a positive number, got {sorted(set(weights.tolist()))}")
+    return weights
 
 
 def _stream(
@@ -97,7 +117,8 @@ def iter_patches(
     """The raw (unaugmented) 3D patch stream behind :func:`~lumbo_bids.training.dataset.patch_dataset`.
 
     Samples are spread evenly over the cases, or, with ``synthetic_fraction``, that fraction
-    over the synthetic cases and the rest over the real ones. ``end_fraction`` of a synthetic
+    over the synthetic cases and the rest over the real ones; within each, in proportion to the
+    cases' ``weight``. ``end_fraction`` of a synthetic
     case's cord patches are centred around the ends of its cord (the ends of a phantom's label
     are true; a real mask may stop where the annotator stopped, so real cases get none).
 
@@ -118,10 +139,11 @@ def iter_patches(
     volumes = CaseVolumes(cases)
     n_samples = patches_per_epoch if (training and patches_per_epoch) else patches_per_case * len(cases)
     synthetic = np.array([c.synthetic for c in cases], dtype=bool)
+    weights = _weights(cases)
 
     def plan(rng: np.random.Generator) -> list[tuple]:
         items: list[tuple] = []
-        owner = _owners(synthetic, n_samples, rng, synthetic_fraction)
+        owner = _owners(synthetic, n_samples, rng, synthetic_fraction, weights)
         for i in np.unique(owner):
             n = int(np.count_nonzero(owner == i))
             mask = volumes.pair(int(i))[1]
@@ -168,7 +190,7 @@ def iter_heatmap_slices(
 
     def plan(rng: np.random.Generator) -> list[tuple]:
         items: list[tuple] = []
-        for i in _cases_per_sample(len(cases), n_samples, rng):
+        for i in _cases_per_sample(len(cases), n_samples, rng, _weights(cases)):
             shape = volumes.pair(int(i))[0].shape
             z = int(rng.integers(shape[2]))
             xy = volumes.centerline(int(i))[z]
