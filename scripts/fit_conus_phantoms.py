@@ -60,7 +60,7 @@ def _patch_image(case: dict, window, rng: np.random.Generator, synthetic: bool, 
     from lumbo_bids.training.streams import synthetic_patch
 
     if synthetic:  # the recipe's synthetic patch (a new contrast, standardised), seeded from rng
-        image = synthetic_patch(case["labels"][window], int(rng.integers(0, 2**62))).astype(np.float32)
+        image = synthetic_patch(case["labels"][window], int(rng.integers(0, 2**62)))  # float32
     else:
         image = case["image"][window]
     target = case["cord"][window]
@@ -106,7 +106,7 @@ def end_row(predictor, case: dict) -> dict:
     csa = float("nan") if np.isnan(gap) else float(case["cord"][..., tip + int(round(gap / resolution))].sum()) * resolution**2
     near = probability[..., tip : tip + int(round(TIP_WINDOW_MM / resolution))]
     return {
-        "layout": case["layout"], "end_gap_mm": scores["end_gap_mm"], "csa_at_end_mm2": csa, "dice": scores["dice"],
+        "layout": case["layout"], "end_gap_mm": gap, "csa_at_end_mm2": csa, "dice": scores["dice"],
         "p_max_near_tip": float(near.max()),
     }  # fmt: skip
 

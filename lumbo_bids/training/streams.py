@@ -187,10 +187,11 @@ def iter_heatmap_slices(
         raise ValueError(f"need a 2D patch size and at least one case (got {size}, {len(cases)} cases)")
     volumes = CaseVolumes(cases)
     n_samples = slices_per_epoch if (training and slices_per_epoch) else slices_per_case * len(cases)
+    weights = _weights(cases)
 
     def plan(rng: np.random.Generator) -> list[tuple]:
         items: list[tuple] = []
-        for i in _cases_per_sample(len(cases), n_samples, rng, _weights(cases)):
+        for i in _cases_per_sample(len(cases), n_samples, rng, weights):
             shape = volumes.pair(int(i))[0].shape
             z = int(rng.integers(shape[2]))
             xy = volumes.centerline(int(i))[z]
